@@ -1,0 +1,1 @@
+"""Benchmark-set generation, evaluation and performance benchmarks."""

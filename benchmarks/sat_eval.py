@@ -1,0 +1,170 @@
+"""SAT benchmark evaluation: sample a model on a JSONL set, report pass@k per bucket.
+
+Saturn's protocol: 12 samples per problem at temperature 0.6 and top-p 0.95, the
+unbiased pass@k for k in {1, 3, 5, 7, 10} (only k <= samples), per (n, k, l) bucket
+with its D, and over all problems. A sample counts as correct only with reward +1 from
+`envs.sat.score_answer` (exactly k bits satisfying every clause); the share of samples
+with no boxed answer at all is reported too, since small models often never answer.
+The model is loaded and sampled with the trainer's own code (`trainers.models`,
+`trainers.generation`), so evaluation sees the model exactly as training does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from typing import Sequence
+
+from tqdm import tqdm
+
+from benchmarks.passk import STANDARD_KS, pass_at_k_by_bucket, usable_ks
+from curricula.sat import SatInstance, difficulty
+from envs.sat import CORRECT_REWARD, NO_ANSWER_REWARD, prompt_messages, score_answer
+
+HELP = "pass@k of a model on a SAT benchmark file (benchmarks.generate sat output)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="JSONL file written by benchmarks.generate sat")
+    parser.add_argument("--model", required=True, help="tiny-random, smollm2-135m, or a local model folder")
+    parser.add_argument("--samples", type=int, default=12, help="samples per problem (default 12)")
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=2048)
+    parser.add_argument("--limit", type=int, help="evaluate only the first N problems")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--out", help="write the JSON report here")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def load_problems(path: str, limit: int | None = None) -> list[tuple[str, SatInstance]]:
+    """(id, instance) per line; ValueError naming the line for anything malformed."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be positive, got {limit}")
+    problems = []
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"cannot read --data {path!r}: {error.strerror}") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if limit is not None and len(problems) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                problems.append((str(record.get("id", f"line-{number}")), SatInstance.from_record(record)))
+            except (ValueError, TypeError, AttributeError) as error:
+                raise ValueError(f"{path}:{number}: not a SAT record ({error})") from None
+    if not problems:
+        raise ValueError(f"{path} holds no SAT records")
+    return problems
+
+
+def sample_texts(
+    model, tokenizer, instances: Sequence[SatInstance], *, samples: int, max_new_tokens: int,
+    temperature: float, top_p: float, seed: int, batch_size: int, progress: bool = True,
+) -> list[list[str]]:
+    """`samples` responses per instance; one seeded generate call per batch, so the
+    result depends only on the arguments, not on how progress is shown."""
+    from trainers.generation import generate
+
+    prompts = [prompt_messages(instance) for instance in instances for _ in range(samples)]
+    texts: list[str] = []
+    with tqdm(total=len(prompts), desc="sampling", unit="sample", disable=not progress, file=sys.stderr) as bar:
+        for batch_number, start in enumerate(range(0, len(prompts), batch_size)):
+            batch = prompts[start : start + batch_size]
+            outputs = generate(
+                model, tokenizer, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                top_p=top_p, seed=seed + batch_number, batch_size=batch_size,
+            )
+            texts.extend(output.text for output in outputs)
+            bar.update(len(batch))
+    return [texts[i * samples : (i + 1) * samples] for i in range(len(instances))]
+
+
+def score_problems(problems: Sequence[tuple[str, SatInstance]], texts: Sequence[Sequence[str]]) -> dict:
+    """The report (pass@k per bucket and overall, per-problem rewards) for sampled texts."""
+    samples = {len(t) for t in texts}
+    if len(texts) != len(problems) or len(samples) != 1:
+        raise ValueError("need the same number of samples for every problem")
+    num_samples = samples.pop()
+    ks = usable_ks(num_samples, STANDARD_KS)
+    by_bucket: dict[tuple[int, int, int], list[tuple[int, int]]] = defaultdict(list)
+    no_answers: dict[tuple[int, int, int], int] = defaultdict(int)
+    rows = []
+    for (problem_id, instance), problem_texts in zip(problems, texts):
+        rewards = [score_answer(instance, text)[0] for text in problem_texts]
+        correct = sum(r == CORRECT_REWARD for r in rewards)
+        by_bucket[instance.level].append((num_samples, correct))
+        no_answers[instance.level] += sum(r == NO_ANSWER_REWARD for r in rewards)
+        rows.append({"id": problem_id, "n": instance.n, "k": instance.k, "l": instance.l,
+                     "num_correct": correct, "rewards": rewards})
+    per_bucket, overall = pass_at_k_by_bucket(by_bucket, ks)
+    buckets = []
+    for level in sorted(by_bucket, key=lambda level: (difficulty(*level), level)):
+        count = len(by_bucket[level])
+        buckets.append({
+            "n": level[0], "k": level[1], "l": level[2], "difficulty": difficulty(*level),
+            "num_problems": count,
+            "pass_at_k": {str(k): value for k, value in per_bucket[level].items()},
+            "no_answer_rate": no_answers[level] / (count * num_samples),
+        })
+    return {
+        "samples": num_samples,
+        "ks": ks,
+        "buckets": buckets,
+        "overall": {
+            "num_problems": len(problems),
+            "pass_at_k": {str(k): value for k, value in overall.items()},
+            "no_answer_rate": sum(no_answers.values()) / (len(problems) * num_samples),
+        },
+        "problems": rows,
+    }
+
+
+def format_table(report: dict) -> str:
+    """Pass@k in percent, one row per bucket (with D) and an overall row."""
+    ks = report["ks"]
+    header = f"{'bucket (n,k,l)':<16}{'D':>7}{'N':>6}" + "".join(f"{'pass@' + str(k):>9}" for k in ks) + f"{'no-answer':>11}"
+    lines = [header, "-" * len(header)]
+
+    def row(name: str, d: str, entry: dict) -> str:
+        values = "".join(f"{100 * entry['pass_at_k'][str(k)]:>9.1f}" for k in ks)
+        return f"{name:<16}{d:>7}{entry['num_problems']:>6}{values}{100 * entry['no_answer_rate']:>10.1f}%"
+
+    for bucket in report["buckets"]:
+        lines.append(row(f"({bucket['n']},{bucket['k']},{bucket['l']})", f"{bucket['difficulty']:.2f}", bucket))
+    lines.append(row("overall", "", report["overall"]))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("samples", "max_new_tokens", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    problems = load_problems(args.data, args.limit)
+    from trainers.models import load_model
+
+    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    texts = sample_texts(
+        model, tokenizer, [instance for _, instance in problems], samples=args.samples,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    report = {
+        "task": "sat", "data": args.data, "model": args.model, "temperature": args.temperature,
+        "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+        **score_problems(problems, texts),
+    }
+    print(format_table(report))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+            handle.write("\n")
+    return 0

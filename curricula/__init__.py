@@ -1,0 +1,1 @@
+"""Task generators with difficulty knobs, and difficulty controllers (curricula)."""

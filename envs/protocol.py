@@ -1,0 +1,155 @@
+"""The text protocol shared by every game environment.
+
+One place decides what a model reads and how its answer is understood:
+
+* `render_prompt` builds the prompt for the player to move: the rules in brief, the
+  player's observation, the legal actions as text and the answer format for the mode.
+* Modes: ``think`` (reason, then give the final answer in ``\\boxed{}``), ``direct``
+  (answer only) and ``choice`` (the model's output is one of the legal action strings:
+  the env hands out the candidates in `TurnPrompt.choices`, a policy scores them, and
+  the chosen string is accepted like any other answer; vLLM calls this a guided choice).
+* `TurnPrompt.parse` (and `parse_action`) turns raw model output into a legal action id or a reason why not. It
+  never raises: unparseable output is an invalid action with a defined consequence (see
+  `envs.invalid`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple, Sequence
+
+from envs.parsing import extract_answer, legal_action_index, normalize_action_text
+
+MODES = ("think", "direct", "choice")
+
+_ANSWER_FORMAT = {
+    "think": (
+        "Think step by step about the best move. Then give your final answer as one "
+        "of the legal actions inside \\boxed{{}}, for example \\boxed{{{example}}}."
+    ),
+    "direct": (
+        "Reply with your move only: one of the legal actions inside \\boxed{{}}, "
+        "for example \\boxed{{{example}}}. Do not explain."
+    ),
+    "choice": "Reply with exactly one of the legal actions, written as listed.",
+}
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    return mode
+
+
+class TurnPrompt:
+    """Everything a policy needs for one turn of one player, and the answer reader.
+
+    Attributes:
+        text: the full prompt, sent as a single user message.
+        choices: the legal actions as canonical strings (the candidates in ``choice`` mode).
+        action_ids: ``action_ids[i]`` is the action id of ``choices[i]``.
+    """
+
+    __slots__ = ("text", "choices", "action_ids", "_exact", "_normalized")
+
+    def __init__(self, text: str, choices: tuple[str, ...], action_ids: tuple[int, ...]):
+        self.text = text
+        self.choices = choices
+        self.action_ids = action_ids
+        self._exact = dict(zip(choices, action_ids))
+        self._normalized: dict[str, int] | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        """The prompt as chat messages (what chat templates consume)."""
+        return [{"role": "user", "content": self.text}]
+
+    def parse(self, text: object) -> "ParsedAction":
+        """Read raw model output: the legal action it names, or why it names none."""
+        if not isinstance(text, str):
+            return ParsedAction(None, None, "unparseable")
+        answer = extract_answer(text)
+        if answer is None:
+            return ParsedAction(None, None, "unparseable")
+        # fast path: the answer is written exactly as listed (with or without brackets)
+        action = self._exact.get(answer)
+        if action is None:
+            action = self._exact.get("[" + answer + "]")
+        if action is None:
+            if self._normalized is None:
+                self._normalized = legal_action_index(dict(zip(self.action_ids, self.choices)))
+            action = self._normalized.get(normalize_action_text(answer))
+        if action is None:
+            return ParsedAction(None, answer, "illegal")
+        return ParsedAction(action, answer, None)
+
+    def __repr__(self) -> str:
+        return f"TurnPrompt(choices={self.choices!r})"
+
+
+class PromptTemplate:
+    """A game's prompt with its fixed parts (title, rules, mode) assembled once."""
+
+    __slots__ = ("mode", "_header", "_answer_format")
+
+    def __init__(self, *, title: str, rules: str, mode: str):
+        self.mode = check_mode(mode)
+        self._header = f"You are playing {title}.\n{rules}\n\n" if rules else f"You are playing {title}.\n\n"
+        self._answer_format = _ANSWER_FORMAT[mode]
+
+    def render(
+        self,
+        observation: str,
+        action_ids: tuple[int, ...],
+        choices: tuple[str, ...],
+        feedback: str = "",
+    ) -> TurnPrompt:
+        """The prompt for one turn; `choices[i]` is the canonical string of `action_ids[i]`.
+
+        `feedback` (e.g. why the previous answer was rejected) goes just before the
+        answer format, where a model is most likely to read it.
+        """
+        answer_format = self._answer_format
+        if "{" in answer_format:
+            answer_format = answer_format.format(example=choices[0] if choices else "")
+        text = (
+            f"{self._header}{observation}\n\nLegal actions: {', '.join(choices)}\n"
+            f"{feedback + chr(10) if feedback else ''}{answer_format}"
+        )
+        return TurnPrompt(text, choices, action_ids)
+
+
+def render_prompt(
+    *,
+    title: str,
+    rules: str,
+    observation: str,
+    legal_actions: Mapping[int, str],
+    mode: str,
+    feedback: str = "",
+) -> TurnPrompt:
+    """One-off form of `PromptTemplate(...).render(...)`; `legal_actions`: id -> string."""
+    template = PromptTemplate(title=title, rules=rules, mode=mode)
+    return template.render(observation, tuple(legal_actions), tuple(legal_actions.values()), feedback)
+
+
+class ParsedAction(NamedTuple):
+    """Result of reading one model output."""
+
+    action: int | None
+    """The legal action named, or None when the output is invalid."""
+    answer: str | None
+    """The extracted answer text (None when nothing could be extracted)."""
+    error: str | None
+    """None when valid; "unparseable" (no answer found) or "illegal" (not a legal action)."""
+
+
+def parse_action(text: object, legal_actions: Mapping[int, str]) -> ParsedAction:
+    """Read raw model output against `legal_actions` (action id -> canonical string)."""
+    return TurnPrompt("", tuple(legal_actions.values()), tuple(legal_actions)).parse(text)
+
+
+def describe_error(parsed: ParsedAction, choices: Sequence[str]) -> str:
+    """Feedback text for a rejected answer (used when a retry is allowed)."""
+    listed = ", ".join(choices)
+    if parsed.error == "unparseable":
+        return f"Your previous reply contained no answer. Answer with one of: {listed}."
+    return f"Your previous answer {parsed.answer!r} is not a legal action. Choose one of: {listed}."

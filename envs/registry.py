@@ -1,0 +1,180 @@
+"""The environment registry: `register`, `make`, `list_envs`.
+
+Two kinds of entries:
+
+* game environments: a rules engine from `games` plus the text that explains it; `make`
+  returns a PettingZoo AEC `GameEnv` (multi-agent, turn-based);
+* task environments: any Gymnasium env class (e.g. the SAT task), given as an entry
+  point; `make` returns the Gymnasium env.
+
+Registering a game env takes one call:
+
+    envs.register("nim", game=NimGame, title="Nim", rules="Take 1 to 3 stones ...")
+
+Every registered id also gets a Gymnasium id ``selfplay/<env_id>-v0`` (a game env as a
+single-agent view against a random opponent) so `gymnasium.make` works too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import games
+
+GYM_NAMESPACE = "selfplay"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    env_id: str
+    game: "str | Callable[..., games.Game] | None" = None
+    """Game name in `games`, or a Game factory; None for task envs."""
+    entry_point: "str | Callable[..., Any] | None" = None
+    """Task env class or "module:attribute"; None for game envs."""
+    title: str = ""
+    rules: str = ""
+    kwargs: dict = field(default_factory=dict)
+    """Defaults passed to the constructor (overridden by `make`'s kwargs)."""
+    description: str = ""
+
+    @property
+    def kind(self) -> str:
+        return "game" if self.game is not None else "task"
+
+
+_SPECS: dict[str, EnvSpec] = {}
+
+
+def register(
+    env_id: str,
+    *,
+    game: "str | Callable[..., games.Game] | None" = None,
+    entry_point: "str | Callable[..., Any] | None" = None,
+    title: str = "",
+    rules: str = "",
+    description: str = "",
+    overwrite: bool = False,
+    **kwargs,
+) -> EnvSpec:
+    """Register `env_id`: give `game` (a game env) or `entry_point` (a task env).
+
+    A `game` that is a factory (e.g. a `games.Game` subclass) is also registered in
+    `games` under `env_id` unless a game of that name exists, so analysis tools and
+    opponents can load it by name.
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"env_id must be a non-empty string, got {env_id!r}")
+    if (game is None) == (entry_point is None):
+        raise ValueError("register() needs exactly one of game= (a game env) or entry_point= (a task env)")
+    if env_id in _SPECS and not overwrite:
+        raise ValueError(f"env {env_id!r} is already registered (pass overwrite=True to replace it)")
+    if game is not None and not isinstance(game, str) and env_id not in games.list_games():
+        games.register_game(env_id, game)
+        game = env_id
+    spec = EnvSpec(env_id, game, entry_point, title, rules, dict(kwargs), description)
+    _SPECS[env_id] = spec
+    _register_with_gymnasium(spec)
+    return spec
+
+
+def list_envs() -> list[str]:
+    """All registered env ids, sorted."""
+    return sorted(_SPECS)
+
+
+def spec(env_id: str) -> EnvSpec:
+    if env_id not in _SPECS:
+        raise ValueError(f"unknown env {env_id!r}; registered envs: {', '.join(list_envs())}")
+    return _SPECS[env_id]
+
+
+def make(env_id: str, **kwargs):
+    """Build the env `env_id`; unknown ids and keyword arguments name what exists."""
+    entry = spec(env_id)
+    merged = {**entry.kwargs, **kwargs}
+    if entry.kind == "game":
+        return _make_game_env(entry, merged)
+    cls = _resolve(entry.entry_point)
+    _check_kwargs(env_id, cls, merged)
+    return cls(**merged)
+
+
+def _make_game_env(entry: EnvSpec, kwargs: dict):
+    from envs.game_env import GameEnv
+
+    game_name = entry.game if isinstance(entry.game, str) else None
+    env_options = [
+        p for p in inspect.signature(GameEnv).parameters if p not in ("game", "game_params")
+    ]
+    if game_name is not None:
+        game_options = list(inspect.signature(games.game_factory(game_name)).parameters)
+    else:
+        game_options = list(inspect.signature(entry.game).parameters)
+    unknown = [k for k in kwargs if k not in env_options and k not in game_options]
+    if unknown:
+        raise ValueError(
+            f"env {entry.env_id!r} got unknown argument(s) {unknown}; "
+            f"env options: {', '.join(env_options)}; game parameters: {', '.join(game_options) or 'none'}"
+        )
+    kwargs.setdefault("title", entry.title)
+    kwargs.setdefault("rules", entry.rules)
+    if game_name is not None:
+        return GameEnv(game_name, **kwargs)
+    game_params = {k: kwargs.pop(k) for k in list(kwargs) if k in game_options}
+    return GameEnv(entry.game(**game_params), **kwargs)
+
+
+def _check_kwargs(env_id: str, cls, kwargs: dict) -> None:
+    parameters = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [k for k in kwargs if k not in parameters]
+    if unknown:
+        raise ValueError(
+            f"env {env_id!r} got unknown argument(s) {unknown}; valid: {', '.join(parameters)}"
+        )
+
+
+def _resolve(entry_point):
+    if isinstance(entry_point, str):
+        module_name, _, attribute = entry_point.partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+    return entry_point
+
+
+def gym_id(env_id: str) -> str:
+    """The Gymnasium id of a registered env."""
+    return f"{GYM_NAMESPACE}/{env_id}-v0"
+
+
+def make_gym(env_id: str, **kwargs):
+    """A Gymnasium env for `env_id`: the task env itself, or a game's single-agent view."""
+    entry = spec(env_id)
+    if entry.kind == "task":
+        return make(env_id, **kwargs)
+    from envs.single_agent import SingleAgentEnv
+
+    view_options = ("opponent", "seat", "seed")
+    view_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in view_options}
+    return SingleAgentEnv(make(env_id, **kwargs), **view_kwargs)
+
+
+def _register_with_gymnasium(entry: EnvSpec) -> None:
+    import gymnasium
+
+    identifier = gym_id(entry.env_id)
+    gymnasium.registry.pop(identifier, None)
+    gymnasium.register(id=identifier, entry_point=_GymEntryPoint(entry.env_id), disable_env_checker=True)
+
+
+class _GymEntryPoint:
+    """Picklable callable that builds the Gymnasium form of a registered env."""
+
+    def __init__(self, env_id: str):
+        self.env_id = env_id
+
+    def __call__(self, **kwargs):
+        return make_gym(self.env_id, **kwargs)

@@ -1,0 +1,204 @@
+"""The SAT task as a single-turn Gymnasium env (Saturn, REFERENCE.md section 2).
+
+reset() draws a planted-solution CNF formula at a fixed (n, k, l) or at the level a
+curriculum names; the observation is the prompt; step() takes the raw model output and
+ends the episode. Reward: +1 if the last `\\boxed{...}` holds exactly k characters of 0/1
+that satisfy every clause, 0 for any other boxed answer (the published checker accepts
+answers of the wrong length; this one does not), -1 when no boxed answer can be found.
+
+`score_answer` and `prompt_messages` are the same logic as pure functions, for trainers
+and evaluators that hold instances rather than envs.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any, Iterable
+
+import gymnasium
+from gymnasium import spaces
+
+from curricula.curriculum import Curriculum
+from curricula.sat import (
+    DEFAULT_COUNT_CAP,
+    VARIABLE_NAMES,
+    SatConfig,
+    SatInstance,
+    accepts,
+    canonical_key,
+    check_parameters,
+    count_satisfied,
+    parse_assignment,
+    sample_instance,
+    text_to_clauses,
+)
+from envs.parsing import extract_boxed
+
+MAX_TEXT_LENGTH = 2**18
+"""Longer than any prompt (26 variables, thousands of clauses) or sensible answer."""
+TEXT_CHARSET = string.printable + "".join(chr(c) for c in range(0xA0, 0x3000))
+"""Printable ASCII plus most of the BMP below CJK: wide enough for any prompt we write
+and for typical model output, so both spaces accept what actually flows through them."""
+MAX_DRAWS = 1_000
+
+CORRECT_REWARD = 1.0
+WRONG_REWARD = 0.0
+NO_ANSWER_REWARD = -1.0
+
+_PROMPT = """\
+Find an assignment of true/false values that makes the Boolean formula below true.
+
+Notation: the variables are capital letters A, B, C, ...; "!X" means NOT X; literals \
+written next to each other are joined by OR, so "A!B" means "A OR NOT B"; " & " joins \
+clauses by AND. Every clause must be true.
+
+Answer format: one bit per variable in alphabetical order (1 = true, 0 = false), \
+exactly as many bits as there are variables, inside \\boxed{{}}.
+
+Example: with the 3 variables A, B, C, the formula "A!B & !AC & BC" is made true by \
+A = 1, B = 0, C = 1: "A!B" holds because A is true, "!AC" and "BC" hold because C is \
+true. The answer is \\boxed{{101}}.
+
+Your formula has {k} variables ({names}) and {l} clauses:
+{formula}
+
+Reason step by step, then give your final answer as \\boxed{{...}} with exactly {k} bits."""
+
+
+def render_prompt(instance: SatInstance) -> str:
+    """The task text for one instance (ASCII only)."""
+    names = ", ".join(VARIABLE_NAMES[: instance.k])
+    return _PROMPT.format(k=instance.k, l=instance.l, names=names, formula=instance.formula)
+
+
+def prompt_messages(instance: SatInstance) -> list[dict[str, str]]:
+    """The prompt as chat messages for trainers: a single user turn."""
+    return [{"role": "user", "content": render_prompt(instance)}]
+
+
+def score_answer(instance: SatInstance, text: Any) -> tuple[float, dict[str, Any]]:
+    """(reward, info) for raw model output; never raises.
+
+    info: `answer` (boxed content or None), `assignment` (the k bits, or None when the
+    answer is not exactly k characters of 0/1), `satisfied_clauses`, `num_clauses`,
+    `correct`, and `error` (why the answer failed, or None).
+    """
+    info: dict[str, Any] = {
+        "answer": None, "assignment": None, "satisfied_clauses": 0,
+        "num_clauses": instance.l, "correct": False, "error": None,
+    }
+    answer = extract_boxed(text)
+    info["answer"] = answer
+    if answer is None:
+        info["error"] = "no \\boxed{} answer"
+        return NO_ANSWER_REWARD, info
+    bits = parse_assignment(answer, instance.k)
+    if bits is None:
+        info["error"] = f"expected exactly {instance.k} characters of 0/1, got {answer!r}"
+        return WRONG_REWARD, info
+    satisfied = count_satisfied(instance.clauses, bits)
+    info.update(assignment=bits, satisfied_clauses=satisfied, correct=satisfied == instance.l)
+    return (CORRECT_REWARD if info["correct"] else WRONG_REWARD), info
+
+
+def _exclusion_key(item: SatInstance | str | Iterable[Iterable[int]]):
+    if isinstance(item, SatInstance):
+        return item.key
+    if isinstance(item, str):
+        return canonical_key(text_to_clauses(item))
+    return canonical_key([tuple(clause) for clause in item])
+
+
+class SatEnv(gymnasium.Env):
+    """One SAT formula per episode; one step: the model's answer.
+
+    Give either a fixed difficulty `n, k, l` (default Saturn's first level, (3, 5, 5))
+    or a `curriculum` whose `level` is an (n, k, l) read at every reset. `seed` seeds the
+    first reset; `reset(seed=s)` gives the same instance for the same s and level.
+    `exclude` lists formulas never to draw (SatInstances, formula texts or clause
+    lists), e.g. a curriculum's held-out sets.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        *,
+        n: int | None = None,
+        k: int | None = None,
+        l: int | None = None,
+        curriculum: Curriculum | None = None,
+        seed: int | None = None,
+        family: str = "planted",
+        count_cap: int = DEFAULT_COUNT_CAP,
+        exclude: Iterable = (),
+    ):
+        fixed = (n, k, l)
+        if curriculum is not None and any(x is not None for x in fixed):
+            raise ValueError("give either a fixed difficulty (n, k, l) or a curriculum, not both")
+        if curriculum is None:
+            if all(x is None for x in fixed):
+                fixed = (3, 5, 5)
+            elif any(x is None for x in fixed):
+                raise ValueError(f"a fixed difficulty needs all of n, k, l; got n={n}, k={k}, l={l}")
+            check_parameters(*fixed, family=family)
+        self.fixed_level = None if curriculum is not None else tuple(fixed)
+        self.curriculum = curriculum
+        self.family = family
+        self.count_cap = count_cap
+        self.exclude = {_exclusion_key(item) for item in exclude}
+        self._first_seed = seed
+        self.instance: SatInstance | None = None
+        self._prompt = ""
+        self._done = True
+        self.observation_space = spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
+        self.action_space = spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
+
+    @property
+    def level(self) -> tuple[int, int, int]:
+        """The (n, k, l) the next reset draws from."""
+        level = self.fixed_level if self.curriculum is None else tuple(self.curriculum.level)
+        if len(level) != 3:
+            raise ValueError(f"SAT levels are (n, k, l) triples; the curriculum gave {level!r}")
+        return level
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and self._first_seed is not None:
+            seed = self._first_seed
+        self._first_seed = None  # only the first reset uses the constructor's seed
+        super().reset(seed=seed)
+        config = SatConfig(family=self.family, stream="env", count_cap=self.count_cap).with_level(self.level).validate()
+        self.instance = self._draw(config)
+        self._prompt = render_prompt(self.instance)
+        self._done = False
+        return self._prompt, self._reset_info()
+
+    def _draw(self, config: SatConfig) -> SatInstance:
+        """An accepted, non-excluded instance at a stream index drawn from np_random."""
+        for _ in range(MAX_DRAWS):
+            index = int(self.np_random.integers(0, 2**62))
+            instance = sample_instance(config, index)
+            if accepts(config, instance) and instance.key not in self.exclude:
+                return instance
+        raise RuntimeError(f"no acceptable SAT instance at {config.level} in {MAX_DRAWS} draws")
+
+    def _reset_info(self) -> dict[str, Any]:
+        instance = self.instance
+        return {
+            "level": instance.level, "difficulty": instance.difficulty, "formula": instance.formula,
+            "num_solutions": instance.num_solutions, "num_solutions_capped": instance.num_solutions_capped,
+        }
+
+    def step(self, action: str):
+        if self.instance is None or self._done:
+            raise RuntimeError("SatEnv.step() called before reset() or after the episode ended")
+        reward, info = score_answer(self.instance, action)
+        self._done = True
+        info["level"] = self.instance.level
+        return self._prompt, reward, True, False, info
+
+    def messages(self) -> list[dict[str, str]]:
+        """The current prompt as chat messages."""
+        if self.instance is None:
+            raise RuntimeError("SatEnv.messages() called before reset()")
+        return prompt_messages(self.instance)

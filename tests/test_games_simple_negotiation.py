@@ -1,0 +1,285 @@
+"""Simple Negotiation: action space, legality, trades, the turn limit and the returns."""
+
+import random
+
+import pytest
+
+import games
+from games.base import TERMINAL_PLAYER, IllegalActionError
+from games.simple_negotiation import ACCEPT, DENY, Offer, format_offer
+
+
+@pytest.fixture
+def game():
+    return games.load("simple_negotiation")
+
+
+def offer(game, give_wood=0, give_gold=0, get_wood=0, get_gold=0):
+    return game.action_from_offer((give_wood, give_gold, get_wood, get_gold))
+
+
+def play(game, actions):
+    state = game.new_initial_state()
+    for action in actions:
+        state.apply_action(action)
+    return state
+
+
+# -- the action space -------------------------------------------------------------------
+
+
+def test_action_layout(game):
+    assert game.num_distinct_actions() == 2 + 2 * 10 * 10
+    assert game.action_text(ACCEPT) == "[Accept]" and ACCEPT == 0
+    assert game.action_text(DENY) == "[Deny]" and DENY == 1
+    assert game.action_text(2) == "[Offer: 1 Gold -> 1 Wood]"
+    assert game.action_text(3) == "[Offer: 1 Gold -> 2 Wood]"
+    assert game.action_text(12) == "[Offer: 2 Gold -> 1 Wood]"
+    assert game.action_text(101) == "[Offer: 10 Gold -> 10 Wood]"
+    assert game.action_text(102) == "[Offer: 1 Wood -> 1 Gold]"
+    assert game.action_text(201) == "[Offer: 10 Wood -> 10 Gold]"
+    assert offer(game, give_wood=3, get_gold=5) == 102 + 2 * 10 + 4
+
+
+def test_every_action_round_trips_through_its_offer_and_text(game):
+    texts = [game.action_text(a) for a in range(game.num_distinct_actions())]
+    assert len(set(texts)) == len(texts)
+    offers = [game.offer_from_action(a) for a in game.offer_actions()]
+    assert offers == sorted(offers)  # lexicographic in (give_wood, give_gold, get_wood, get_gold)
+    for action, o in zip(game.offer_actions(), offers):
+        assert game.action_from_offer(o) == action
+        assert texts[action] == format_offer(o)
+        # exactly one resource given, the other one asked for
+        assert (o.give_wood > 0) != (o.give_gold > 0)
+        assert (o.give_wood > 0) == (o.get_gold > 0) and (o.give_gold > 0) == (o.get_wood > 0)
+
+
+def test_action_space_scales_with_max_quantity():
+    small = games.load("simple_negotiation", max_quantity=3)
+    assert small.num_distinct_actions() == 2 + 18
+    assert small.action_text(19) == "[Offer: 3 Wood -> 3 Gold]"
+    assert small.params() == {"max_turns": 10, "max_quantity": 3}
+
+
+def test_format_offer_omits_zero_quantities():
+    assert format_offer(Offer(3, 0, 0, 5)) == "[Offer: 3 Wood -> 5 Gold]"
+    assert format_offer(Offer(3, 2, 0, 5)) == "[Offer: 3 Wood + 2 Gold -> 5 Gold]"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (0, 0, 0, 5),  # gives nothing
+        (5, 0, 0, 0),  # asks for nothing
+        (1, 0, 1, 0),  # wood for wood
+        (2, 1, 0, 1),  # gold on both sides
+        (11, 0, 0, 1),  # above max_quantity
+        (1, 2, 3),  # not four quantities
+    ],
+)
+def test_action_from_offer_rejects_non_offers(game, bad):
+    with pytest.raises(ValueError, match="is not an offer"):
+        game.action_from_offer(bad)
+
+
+@pytest.mark.parametrize("action", [ACCEPT, DENY, 202, -1])
+def test_offer_from_action_rejects_non_offer_ids(game, action):
+    with pytest.raises(ValueError, match="offer ids are 2..201"):
+        game.offer_from_action(action)
+
+
+# -- playing --------------------------------------------------------------------------
+
+
+def test_opening_moves_are_all_offers(game):
+    state = game.new_initial_state()
+    assert state.current_player() == 0
+    assert state.legal_actions() == list(range(2, 202))
+    assert state.pending_offer() is None
+    with pytest.raises(IllegalActionError):
+        state.apply_action(ACCEPT)
+
+
+def test_accepted_trade_moves_resources_and_both_gain(game):
+    state = play(game, [offer(game, give_wood=5, get_gold=5)])
+    assert state.current_player() == 1
+    assert state.pending_offer() == (0, Offer(5, 0, 0, 5))
+    assert state.legal_actions()[:2] == [ACCEPT, DENY]
+    state.apply_action(ACCEPT)
+    assert state.inventory(0) == (5, 15) and state.inventory(1) == (15, 5)
+    assert state.gain(0) == -25 + 75 and state.gain(1) == 75 - 25
+    assert state.pending_offer() is None
+    assert ACCEPT not in state.legal_actions() and DENY not in state.legal_actions()
+
+
+def test_equal_gains_after_ten_turns_are_a_draw(game):
+    state = play(game, [offer(game, give_wood=5, get_gold=5), ACCEPT])
+    while not state.is_terminal():
+        state.apply_action(offer(game, give_wood=1, get_gold=1))  # never answered
+    assert state.turns_played() == 10
+    assert state.returns() == [0.0, 0.0]
+
+
+def test_lopsided_trade_wins_for_the_player_who_gained_more(game):
+    # Player 0 gives 5 Wood for 1 Gold: player 0 gains -25 + 15 = -10, player 1 +75 - 5 = +70.
+    state = play(game, [offer(game, give_wood=5, get_gold=1), ACCEPT])
+    state.apply_action(offer(game, give_gold=1, get_wood=1))
+    for _ in range(7):
+        state.apply_action(DENY if state.pending_offer() else offer(game, give_gold=1, get_wood=1))
+    assert state.turns_played() == 10 and state.is_terminal()
+    assert (state.gain(0), state.gain(1)) == (-10, 70)
+    assert state.returns() == [-1.0, 1.0]
+
+
+def test_a_counter_offer_denies_the_pending_one_and_can_be_accepted(game):
+    state = play(
+        game,
+        [
+            offer(game, give_wood=2, get_gold=8),  # player 0 asks a lot
+            offer(game, give_gold=3, get_wood=6),  # player 1 counters instead of answering
+        ],
+    )
+    assert state.pending_offer() == (1, Offer(0, 3, 6, 0))
+    state.apply_action(ACCEPT)  # player 0 accepts the counter: 6 Wood for 3 Gold
+    assert state.inventory(0) == (4, 13) and state.inventory(1) == (16, 7)
+    assert (state.gain(0), state.gain(1)) == (-30 + 45, 90 - 15)
+
+
+def test_deny_clears_the_offer_and_changes_nothing(game):
+    state = play(game, [offer(game, give_wood=5, get_gold=5), DENY])
+    assert state.pending_offer() is None
+    assert state.inventory(0) == state.inventory(1) == (10, 10)
+    assert state.current_player() == 0
+    assert state.legal_actions() == list(range(2, 202))
+
+
+def test_offers_are_limited_to_what_each_player_holds(game):
+    # After player 0 trades all 10 Wood for 2 Gold: player 0 (0, 12), player 1 (20, 8).
+    state = play(game, [offer(game, give_wood=10, get_gold=2), ACCEPT])
+    assert state.inventory(0) == (0, 12) and state.inventory(1) == (20, 8)
+    legal = state.legal_actions()  # player 0 has no Wood to give
+    assert offer(game, give_wood=1, get_gold=1) not in legal
+    assert offer(game, give_gold=10, get_wood=10) in legal
+    assert len(legal) == 100
+    state.apply_action(offer(game, give_gold=1, get_wood=1))
+    legal = state.legal_actions()  # player 1 may not ask for Wood (player 0 has none)
+    assert offer(game, give_gold=8, get_wood=1) not in legal
+    assert offer(game, give_wood=10, get_gold=10) in legal
+    assert legal[:2] == [ACCEPT, DENY] and len(legal) == 2 + 100
+    with pytest.raises(IllegalActionError):
+        state.apply_action(offer(game, give_gold=1, get_wood=1))
+
+
+def test_offers_may_not_ask_for_more_than_the_other_player_has(game):
+    # Player 1 gives up 9 of its 10 Gold: player 1 then holds (19, 1).
+    state = play(game, [offer(game, give_wood=9, get_gold=9), ACCEPT])
+    assert state.inventory(1) == (19, 1)
+    legal = state.legal_actions()
+    assert offer(game, give_wood=1, get_gold=1) in legal
+    assert offer(game, give_wood=1, get_gold=2) not in legal
+
+
+def test_turn_limit_ends_the_game_and_an_open_offer_lapses():
+    game = games.load("simple_negotiation", max_turns=3)
+    assert game.max_game_length() == 3
+    state = play(game, [offer(game, give_wood=1, get_gold=1), DENY])
+    state.apply_action(offer(game, give_wood=4, get_gold=4))
+    assert state.is_terminal() and state.current_player() == TERMINAL_PLAYER
+    assert state.legal_actions() == []
+    assert state.pending_offer() is None
+    assert state.returns() == [0.0, 0.0]
+    with pytest.raises(IllegalActionError):
+        state.apply_action(ACCEPT)
+
+
+def test_accepting_on_the_last_turn_counts():
+    game = games.load("simple_negotiation", max_turns=2)
+    # Player 0 gives 1 Wood for 10 Gold: player 0 gains -5 + 150, player 1 +15 - 50.
+    state = play(game, [offer(game, give_wood=1, get_gold=10), ACCEPT])
+    assert state.is_terminal()
+    assert (state.gain(0), state.gain(1)) == (145, -35)
+    assert state.returns() == [1.0, -1.0]
+
+
+def test_random_games_always_have_a_legal_move_and_are_zero_sum(game):
+    rng = random.Random(11)
+    outcomes = set()
+    for _ in range(200):
+        state = game.new_initial_state()
+        while not state.is_terminal():
+            legal = state.legal_actions()
+            assert legal
+            state.apply_action(rng.choice(legal))
+        returns = state.returns()
+        assert sum(returns) == 0 and returns[0] in (-1.0, 0.0, 1.0)
+        assert sum(state.inventory(0)) + sum(state.inventory(1)) == 40
+        outcomes.add(returns[0])
+    assert outcomes == {-1.0, 0.0, 1.0}
+
+
+def test_clone_is_independent(game):
+    state = play(game, [offer(game, give_wood=5, get_gold=5)])
+    twin = state.clone()
+    twin.apply_action(ACCEPT)
+    assert state.inventory(0) == (10, 10) and state.pending_offer() is not None
+    assert twin.inventory(0) == (5, 15) and twin.pending_offer() is None
+
+
+# -- views ------------------------------------------------------------------------------
+
+
+def test_observation_shows_inventories_values_turns_offer_and_moves(game):
+    state = play(game, [offer(game, give_wood=5, get_gold=5)])
+    assert state.observation_string(1) == "\n".join(
+        [
+            "You are Player 1, trading Wood and Gold with Player 0.",
+            "Your values per unit: Wood 15, Gold 5.",
+            "Your inventory: Wood 10, Gold 10 (worth 200 to you; gain so far +0).",
+            "Player 0's inventory: Wood 10, Gold 10.",
+            "Turns played: 1 of 10; turns left: 9.",
+            "Pending offer from Player 0 to you: [Offer: 5 Wood -> 5 Gold] "
+            "(Player 0 would give 5 Wood and receive 5 Gold).",
+            "Moves so far:",
+            "  1. Player 0: [Offer: 5 Wood -> 5 Gold]",
+            "Your turn.",
+        ]
+    )
+    mine = state.observation_string(0)
+    assert "Your values per unit: Wood 5, Gold 15." in mine
+    assert "Wood 15, Gold 5" not in mine  # the other player's values stay private
+    assert "Pending offer from you to Player 1" in mine
+    assert mine.endswith("Player 1's turn.")
+
+
+def test_final_observation_states_the_result():
+    game = games.load("simple_negotiation", max_turns=2)
+    state = play(game, [offer(game, give_wood=1, get_gold=10), ACCEPT])
+    assert state.observation_string(0).endswith(
+        "Game over. Your gain +145, Player 1's gain -35: You win."
+    )
+    assert state.observation_string(1).endswith(
+        "Game over. Your gain -35, Player 0's gain +145: You lose."
+    )
+
+
+def test_information_state_is_the_player_and_the_move_sequence(game):
+    a = play(game, [offer(game, give_wood=5, get_gold=5), DENY])
+    b = play(game, [offer(game, give_wood=5, get_gold=4), DENY])
+    assert a.information_state_string(0) == f"0:{offer(game, give_wood=5, get_gold=5)},1"
+    assert a.information_state_string(1) != a.information_state_string(0)
+    assert a.information_state_string(0) != b.information_state_string(0)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"max_turns": 0}, "max_turns must be an integer >= 1"),
+        ({"max_turns": 2.5}, "max_turns must be an integer >= 1"),
+        ({"max_turns": True}, "max_turns must be an integer >= 1"),
+        ({"max_quantity": 0}, "max_quantity must be an integer in 1..20"),
+        ({"max_quantity": 21}, "max_quantity must be an integer in 1..20"),
+    ],
+)
+def test_rejects_bad_parameters(params, message):
+    with pytest.raises(ValueError, match=message):
+        games.load("simple_negotiation", **params)

@@ -1,0 +1,133 @@
+"""SatEnv and the pure scorer: strict answers, determinism, Gymnasium's checker."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curricula.curriculum import saturn_curriculum
+from curricula.sat import SatConfig, heldout_instances, sample_instance
+from envs.sat import SatEnv, prompt_messages, render_prompt, score_answer
+
+INSTANCE = sample_instance(SatConfig(n=3, k=5, l=5, seed=0), 0)
+
+
+def a_wrong_assignment(instance):
+    for value in range(2**instance.k):
+        bits = format(value, f"0{instance.k}b")
+        if not instance.is_solution(bits):
+            return bits
+    raise AssertionError("every assignment satisfies the formula")
+
+
+def test_correct_answer_scores_one():
+    reward, info = score_answer(INSTANCE, f"Thinking...\nSo \\boxed{{{INSTANCE.solution}}}")
+    assert reward == 1.0
+    assert info["correct"] and info["assignment"] == INSTANCE.solution
+    assert info["satisfied_clauses"] == info["num_clauses"] == 5
+
+
+def test_last_boxed_answer_counts():
+    wrong = a_wrong_assignment(INSTANCE)
+    assert score_answer(INSTANCE, f"\\boxed{{{INSTANCE.solution}}} no, \\boxed{{{wrong}}}")[0] == 0.0
+    assert score_answer(INSTANCE, f"\\boxed{{{wrong}}} no, \\boxed{{ {INSTANCE.solution} }}")[0] == 1.0
+
+
+def test_wrong_assignment_reports_satisfied_clauses():
+    wrong = a_wrong_assignment(INSTANCE)
+    reward, info = score_answer(INSTANCE, f"\\boxed{{{wrong}}}")
+    assert reward == 0.0 and info["assignment"] == wrong
+    assert info["satisfied_clauses"] == INSTANCE.count_satisfied(wrong) < 5
+
+
+@pytest.mark.parametrize("suffix", ["0", "00", "1" * 10])
+def test_wrong_length_is_not_correct(suffix):
+    # the published checker would accept a satisfying prefix with extra bits
+    reward, info = score_answer(INSTANCE, f"\\boxed{{{INSTANCE.solution + suffix}}}")
+    assert reward == 0.0 and info["assignment"] is None and "exactly 5" in info["error"]
+    assert score_answer(INSTANCE, f"\\boxed{{{INSTANCE.solution[:-1]}}}")[0] == 0.0
+
+
+@pytest.mark.parametrize("answer", ["1 0 1 0 1", "TFTFT", "1012x", "1,0,1,0,1", ""])
+def test_non_binary_is_not_correct(answer):
+    reward, info = score_answer(INSTANCE, f"\\boxed{{{answer}}}")
+    assert reward == 0.0 and not info["correct"]
+
+
+@pytest.mark.parametrize("text", ["10101", "the answer is [10101]", "\\boxed 10101", "\\boxed{101", "", None, 42])
+def test_no_boxed_answer_scores_minus_one(text):
+    reward, info = score_answer(INSTANCE, text)
+    assert reward == -1.0 and info["answer"] is None and info["error"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_scorer_never_raises(text):
+    reward, _ = score_answer(INSTANCE, text)
+    assert reward in (-1.0, 0.0, 1.0)
+
+
+def test_prompt_states_format_and_formula():
+    prompt = render_prompt(INSTANCE)
+    assert INSTANCE.formula in prompt and "\\boxed{" in prompt and "exactly 5 bits" in prompt
+    assert prompt.isascii()
+    assert prompt_messages(INSTANCE) == [{"role": "user", "content": prompt}]
+
+
+def test_episode():
+    env = SatEnv(n=3, k=5, l=5, seed=0)
+    prompt, info = env.reset()
+    assert info["level"] == (3, 5, 5) and info["formula"] in prompt
+    assert env.messages()[0]["content"] == prompt
+    _, reward, terminated, truncated, info = env.step(f"\\boxed{{{env.instance.solution}}}")
+    assert (reward, terminated, truncated) == (1.0, True, False) and info["correct"]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step("\\boxed{00000}")
+
+
+def test_reset_is_deterministic_for_a_seed():
+    a, b = SatEnv(n=4, k=7, l=20), SatEnv(n=4, k=7, l=20, seed=99)
+    assert a.reset(seed=5)[0] == b.reset(seed=5)[0]
+    assert a.reset(seed=6)[0] != b.reset(seed=5)[0]
+    assert SatEnv(seed=1).reset()[0] == SatEnv(seed=1).reset()[0]
+
+
+def test_default_level_and_constructor_errors():
+    assert SatEnv().level == (3, 5, 5)
+    with pytest.raises(ValueError, match="all of n, k, l"):
+        SatEnv(n=3)
+    with pytest.raises(ValueError, match="not both"):
+        SatEnv(n=3, k=5, l=5, curriculum=saturn_curriculum())
+    with pytest.raises(ValueError, match="only 70"):
+        SatEnv(n=3, k=5, l=100)
+
+
+def test_curriculum_drives_the_level():
+    curriculum = saturn_curriculum()
+    env = SatEnv(curriculum=curriculum, seed=0)
+    assert env.reset()[1]["level"] == (3, 5, 5)
+    curriculum.record((3, 5, 5), [1] * 20)
+    _, info = env.reset()
+    assert info["level"] == (3, 5, 6) and env.instance.l == 6
+
+
+def test_excluded_formulas_are_never_drawn():
+    heldout = heldout_instances((2, 3, 2), size=12)  # 36 formulas exist; exclude a third
+    env = SatEnv(n=2, k=3, l=2, exclude=heldout)
+    keys = {i.key for i in heldout}
+    for seed in range(60):
+        env.reset(seed=seed)
+        assert env.instance.key not in keys
+    assert SatEnv(n=2, k=3, l=2, exclude=[h.formula for h in heldout]).exclude == keys
+
+
+@pytest.mark.parametrize("kwargs", [dict(n=3, k=5, l=5, seed=0), dict(n=5, k=8, l=40), dict(curriculum=saturn_curriculum(), seed=0)])
+def test_gymnasium_check_env(kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(SatEnv(**kwargs), skip_render_check=True)
+    assert not [w for w in caught if "spec" not in str(w.message)], [str(w.message) for w in caught]

@@ -1,0 +1,1 @@
+"""Learning: model loading, generation, rollouts, advantages, losses, learners, CLI."""
