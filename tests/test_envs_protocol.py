@@ -1,0 +1,51 @@
+"""The prompt: rules, observation, legal actions and the answer format per mode."""
+
+import pytest
+
+from envs.protocol import MODES, PromptTemplate, render_prompt
+
+
+def _prompt(mode, feedback=""):
+    return render_prompt(
+        title="Kuhn Poker",
+        rules="Three cards.",
+        observation="Your card: K.",
+        legal_actions={0: "[check]", 1: "[bet]"},
+        mode=mode,
+        feedback=feedback,
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_prompt_holds_rules_observation_and_legal_actions(mode):
+    prompt = _prompt(mode)
+    for part in ("Kuhn Poker", "Three cards.", "Your card: K.", "Legal actions: [check], [bet]"):
+        assert part in prompt.text
+    assert prompt.choices == ("[check]", "[bet]")
+    assert prompt.action_ids == (0, 1)
+    assert prompt.messages() == [{"role": "user", "content": prompt.text}]
+
+
+def test_modes_ask_for_different_answer_formats():
+    assert "Think step by step" in _prompt("think").text
+    assert "\\boxed{[check]}" in _prompt("direct").text
+    assert "Do not explain" in _prompt("direct").text
+    assert "exactly one of the legal actions" in _prompt("choice").text
+    assert "\\boxed" not in _prompt("choice").text
+
+
+def test_feedback_goes_before_the_answer_format():
+    text = _prompt("direct", feedback="Your previous answer was illegal.").text
+    assert text.index("previous answer") < text.index("Reply with")
+
+
+def test_unknown_mode_names_the_valid_ones():
+    with pytest.raises(ValueError, match="think, direct, choice"):
+        PromptTemplate(title="x", rules="", mode="chatty")
+
+
+def test_choice_mode_accepts_the_bare_candidate_string():
+    prompt = _prompt("choice")
+    assert prompt.parse("[bet]").action == 1
+    assert prompt.parse("bet").action is None  # no brackets and no box: nothing extracted
+    assert prompt.parse("\\boxed{bet}").action == 1
