@@ -169,21 +169,35 @@ class GameEnv(AECEnv):
         """The prompt of the player to move (cached until the state changes)."""
         if self._prompt is not None:
             return self._prompt
-        state = self.state
-        action_ids = tuple(state.legal_actions())
-        choices = tuple([state.action_to_string(a) for a in action_ids])
-        prompt = self._template.render(
-            state.observation_string(state.current_player()), action_ids, choices, self._feedback
-        )
+        prompt = self.prompt_for(self.state, self._feedback)
         mask = bytearray(self.game.num_distinct_actions())
-        for action in action_ids:
+        for action in prompt.action_ids:
             mask[action] = 1
         self._mask = np.frombuffer(mask, dtype=np.int8)
         self._prompt = prompt
         return prompt
 
+    def prompt_for(self, state: "games.State", feedback: str = "") -> TurnPrompt:
+        """The prompt this env shows the player to move in any `state` of its game.
+
+        Used for the live game and by analysis that needs the policy at every
+        information state (e.g. exact exploitability of a language model).
+        """
+        action_ids = tuple(state.legal_actions())
+        choices = tuple([state.action_to_string(a) for a in action_ids])
+        observation = state.observation_string(state.current_player())
+        return self._template.render(observation, action_ids, choices, feedback)
+
     def current_player(self) -> int:
         return self.state.current_player()
+
+    def is_over(self) -> bool:
+        """True once the game has ended (terminated or cut at the turn limit)."""
+        return all(self.terminations[a] or self.truncations[a] for a in self.agents)
+
+    def episode_returns(self) -> list[float]:
+        """Each player's total reward this game so far (its return once the game is over)."""
+        return list(self._paid)
 
     # -- internals --------------------------------------------------------------------
     def _alive(self, agent: str) -> bool:

@@ -23,18 +23,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 import torch
 
-Prompt = Union[list[dict], str]
+Prompt = list[dict] | str
 
 # Padding positions are masked out of attention and of every result, so any valid id works.
 _FILLER_ID = 0
 
 # End-of-turn markers of common chat formats. A chat model often ends its turn with one of
 # these while its config names a different eos token, so they stop generation as well.
-_END_OF_TURN_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+_END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+)
 
 
 @dataclass
@@ -70,7 +76,11 @@ class GenerationBackend(Protocol):
     ) -> list[Generation]: ...
 
     def score_choices(
-        self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], *, batch_size: int = 16
+        self,
+        prompts: Sequence[Prompt],
+        choices: Sequence[Sequence[str]],
+        *,
+        batch_size: int = 16,
     ) -> list[list[float]]: ...
 
 
@@ -85,7 +95,9 @@ class TransformersBackend:
         self.model = model
         self.tokenizer = tokenizer
 
-    def generate(self, prompts, *, max_new_tokens, temperature=1.0, top_p=1.0, seed, batch_size=8):
+    def generate(
+        self, prompts, *, max_new_tokens, temperature=1.0, top_p=1.0, seed, batch_size=8
+    ):
         return generate(
             self.model,
             self.tokenizer,
@@ -98,7 +110,9 @@ class TransformersBackend:
         )
 
     def score_choices(self, prompts, choices, *, batch_size=16):
-        return score_choices(self.model, self.tokenizer, prompts, choices, batch_size=batch_size)
+        return score_choices(
+            self.model, self.tokenizer, prompts, choices, batch_size=batch_size
+        )
 
 
 def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
@@ -114,7 +128,9 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
         if isinstance(prompt, str):
             ids.append(tokenizer(prompt).input_ids)
         else:
-            text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+            text = tokenizer.apply_chat_template(
+                list(prompt), add_generation_prompt=True, tokenize=False
+            )
             ids.append(tokenizer(text, add_special_tokens=False).input_ids)
     return ids
 
@@ -134,7 +150,9 @@ def default_stop_token_ids(model, tokenizer) -> list[int]:
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    config_eos = getattr(
+        getattr(model, "generation_config", None), "eos_token_id", None
+    )
     if config_eos is not None:
         ids.update([config_eos] if isinstance(config_eos, int) else config_eos)
     vocab = tokenizer.get_vocab()
@@ -159,9 +177,9 @@ def generate(
     ``temperature=0`` is greedy decoding. Sampling draws only from a ``torch.Generator``
     seeded with ``seed``, so the same call (same prompts, batch size and machine) gives the
     same outputs, and the global RNG is untouched. Prompts are grouped by length into batches
-    of ``batch_size`` to limit padding; a row leaves the batch as soon as it samples a stop
-    token (``stop_token_ids``, by default ``default_stop_token_ids(model, tokenizer)``), so finished
-    rows cost nothing.
+    of ``batch_size`` to limit padding. A row leaves the batch, KV cache included, as soon as
+    it samples a stop token (``stop_token_ids``, by default ``default_stop_token_ids``), so
+    finished rows cost no further compute.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -171,7 +189,9 @@ def generate(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     prompt_ids = encode_prompts(tokenizer, prompts)
     if any(len(ids) == 0 for ids in prompt_ids):
-        raise ValueError("every prompt needs at least one token to condition the response on")
+        raise ValueError(
+            "every prompt needs at least one token to condition the response on"
+        )
     if stop_token_ids is None:
         stop_token_ids = default_stop_token_ids(model, tokenizer)
     stops = torch.tensor(sorted(stop_token_ids), dtype=torch.long, device=model.device)
@@ -182,7 +202,9 @@ def generate(
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = [prompt_ids[i] for i in rows]
-            sampled = _sample_batch(model, batch, max_new_tokens, temperature, top_p, stops, generator)
+            sampled = _sample_batch(
+                model, batch, max_new_tokens, temperature, top_p, stops, generator
+            )
             for row, ids, (response, logprobs, stopped) in zip(rows, batch, sampled):
                 text_ids = response[:-1] if stopped else response
                 results[row] = Generation(
@@ -195,10 +217,14 @@ def generate(
     return results
 
 
-def _sample_batch(model, prompt_ids, max_new_tokens, temperature, top_p, stops, generator):
+def _sample_batch(
+    model, prompt_ids, max_new_tokens, temperature, top_p, stops, generator
+):
     """Decode one batch with a KV cache; return ``(response_ids, logprobs, stopped)`` per row."""
     device = model.device
-    input_ids, attention_mask = _left_pad(prompt_ids, extra_columns=max_new_tokens, device=device)
+    input_ids, attention_mask = _left_pad(
+        prompt_ids, extra_columns=max_new_tokens, device=device
+    )
     prompt_width = input_ids.shape[1] - max_new_tokens
     positions = (attention_mask[:, :prompt_width].cumsum(1) - 1).clamp(min=0)
     out = model(
@@ -217,7 +243,9 @@ def _sample_batch(model, prompt_ids, max_new_tokens, temperature, top_p, stops, 
     logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
     lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)
-    live = torch.arange(batch, device=device)  # original row of each row still in the batch
+    live = torch.arange(
+        batch, device=device
+    )  # original row of each row still in the batch
     for step in range(max_new_tokens):
         logits = out.logits[:, -1].float()
         token_logprobs = torch.log_softmax(logits, dim=-1)
@@ -232,7 +260,6 @@ def _sample_batch(model, prompt_ids, max_new_tokens, temperature, top_p, stops, 
             keep = (~done).nonzero()[:, 0]
             if keep.numel() == 0:
                 break
-            # Dropping finished rows (cache included) is what makes early stops free.
             cache.batch_select_indices(keep)
             live, token, next_position = live[keep], token[keep], next_position[keep]
             attention_mask = attention_mask[keep]
@@ -248,14 +275,21 @@ def _sample_batch(model, prompt_ids, max_new_tokens, temperature, top_p, stops, 
         )
         next_position = next_position + 1
     tokens, logprobs, stopped = tokens.tolist(), logprobs.tolist(), stopped.tolist()
-    return [(tokens[row][:n], logprobs[row][:n], stopped[row]) for row, n in enumerate(lengths.tolist())]
+    return [
+        (tokens[row][:n], logprobs[row][:n], stopped[row])
+        for row, n in enumerate(lengths.tolist())
+    ]
 
 
 def _pick(logits, token_logprobs, temperature, top_p, generator):
     """The next token of each row: greedy at temperature 0, otherwise a seeded sample."""
     if temperature == 0:
         return token_logprobs.argmax(dim=-1)
-    probs = token_logprobs.exp() if temperature == 1 else torch.softmax(logits / temperature, dim=-1)
+    probs = (
+        token_logprobs.exp()
+        if temperature == 1
+        else torch.softmax(logits / temperature, dim=-1)
+    )
     if top_p < 1:
         sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass
@@ -265,7 +299,9 @@ def _pick(logits, token_logprobs, temperature, top_p, generator):
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def sequence_logprobs(model, prompt_ids_batch, response_ids_batch) -> list[torch.Tensor]:
+def sequence_logprobs(
+    model, prompt_ids_batch, response_ids_batch
+) -> list[torch.Tensor]:
     """Per-token raw log-probs of each response given its prompt, in one forward pass.
 
     Returns one 1-D float32 tensor per row, of the response's length. Under
@@ -274,17 +310,25 @@ def sequence_logprobs(model, prompt_ids_batch, response_ids_batch) -> list[torch
     attention, so a row's values do not depend on the other rows (up to float rounding).
     """
     if len(prompt_ids_batch) != len(response_ids_batch):
-        raise ValueError("prompt_ids_batch and response_ids_batch must have the same length")
+        raise ValueError(
+            "prompt_ids_batch and response_ids_batch must have the same length"
+        )
     response_width = max((len(r) for r in response_ids_batch), default=0)
     if response_width == 0:
         return [torch.zeros(0) for _ in response_ids_batch]
     if any(len(p) == 0 for p in prompt_ids_batch):
-        raise ValueError("every prompt needs at least one token to condition the response on")
+        raise ValueError(
+            "every prompt needs at least one token to condition the response on"
+        )
     device = model.device
-    input_ids, attention_mask = _left_pad(prompt_ids_batch, extra_columns=response_width, device=device)
+    input_ids, attention_mask = _left_pad(
+        prompt_ids_batch, extra_columns=response_width, device=device
+    )
     prompt_width = input_ids.shape[1] - response_width
     for row, response in enumerate(response_ids_batch):
-        input_ids[row, prompt_width : prompt_width + len(response)] = torch.tensor(response, dtype=torch.long)
+        input_ids[row, prompt_width : prompt_width + len(response)] = torch.tensor(
+            response, dtype=torch.long
+        )
         attention_mask[row, prompt_width : prompt_width + len(response)] = 1
     targets = input_ids[:, prompt_width:]
     # The last response token is only a target, so it is not fed; the logits at the last
@@ -297,12 +341,22 @@ def sequence_logprobs(model, prompt_ids_batch, response_ids_batch) -> list[torch
         use_cache=False,
         logits_to_keep=response_width,
     ).logits.float()
-    token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
-    return [token_logprobs[row, : len(response)] for row, response in enumerate(response_ids_batch)]
+    token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[
+        ..., 0
+    ]
+    return [
+        token_logprobs[row, : len(response)]
+        for row, response in enumerate(response_ids_batch)
+    ]
 
 
 def score_choices(
-    model, tokenizer, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], *, batch_size: int = 16
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    choices: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 16,
 ) -> list[list[float]]:
     """Sequence log-prob of every candidate continuation of every prompt.
 
@@ -324,7 +378,9 @@ def score_choices(
     with torch.inference_mode():
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
-            values = sequence_logprobs(model, [p[2] for p in chunk], [p[3] for p in chunk])
+            values = sequence_logprobs(
+                model, [p[2] for p in chunk], [p[3] for p in chunk]
+            )
             for (i, j, _, _), value in zip(chunk, values):
                 scores[i][j] = float(value.sum())
     return scores
@@ -333,7 +389,9 @@ def score_choices(
 def _left_pad(sequences, *, extra_columns: int, device):
     """Left-padded ids and attention mask, with ``extra_columns`` empty columns on the right."""
     width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width + extra_columns), _FILLER_ID, dtype=torch.long)
+    input_ids = torch.full(
+        (len(sequences), width + extra_columns), _FILLER_ID, dtype=torch.long
+    )
     attention_mask = torch.zeros_like(input_ids)
     for row, ids in enumerate(sequences):
         input_ids[row, width - len(ids) : width] = torch.tensor(ids, dtype=torch.long)

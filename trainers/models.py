@@ -32,7 +32,11 @@ SMOLLM2_CACHE_NAME = "smollm2-135m-instruct"
 # Where converted models are cached; the variable lets CI or a cluster job point at shared disk.
 MODELS_DIR_ENV = "SELFPLAY_SUITE_MODELS_DIR"
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 # ChatML, the format SmolLM2-Instruct was trained with, so a tiny-random prompt has the same
 # shape (and the same end-of-turn token) as a real chat model's prompt.
@@ -62,6 +66,8 @@ def load_model(name: str, *, dtype: str = "float32", seed: int = 0):
         model, tokenizer = _load_folder(smollm2_folder(), torch_dtype)
     elif Path(name).expanduser().is_dir():
         model, tokenizer = _load_folder(Path(name).expanduser(), torch_dtype)
+    elif name.startswith(("/", "./", "../", "~")):
+        raise FileNotFoundError(f"model folder {name!r} does not exist")
     else:
         try:
             model, tokenizer = _load_folder(name, torch_dtype)
@@ -97,16 +103,22 @@ def smollm2_folder() -> Path:
 
     gguf_dir = _smollm2_package_dir()
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
     # The weights are already de-quantised to float; the leftover GGUF quantizer would make
     # save_pretrained refuse to save (and the reload try to de-quantise again).
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE_NAME}-", dir=folder.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE_NAME}-", dir=folder.parent)
+    )
     try:
-        staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared between users
+        staging.chmod(
+            0o755
+        )  # mkdtemp makes it private; the cache may be shared between users
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         try:
@@ -164,9 +176,13 @@ def tiny_tokenizer():
 
     byte_symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {token: i for i, token in enumerate(_TINY_SPECIAL_TOKENS)}
-    vocab.update({symbol: len(_TINY_SPECIAL_TOKENS) + i for i, symbol in enumerate(byte_symbols)})
+    vocab.update(
+        {symbol: len(_TINY_SPECIAL_TOKENS) + i for i, symbol in enumerate(byte_symbols)}
+    )
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(
+        add_prefix_space=False, use_regex=False
+    )
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(list(_TINY_SPECIAL_TOKENS))
     return PreTrainedTokenizerFast(

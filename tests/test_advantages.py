@@ -1,0 +1,166 @@
+"""Advantage methods against hand-computed numbers."""
+
+import json
+
+import pytest
+
+from trainers.advantages import (
+    METHODS,
+    AdvantageState,
+    RoleBaselines,
+    StateBaselines,
+    advantage_metrics,
+    compute_advantages,
+    compute_rae,
+    compute_state_baseline,
+    drop_zero_advantage,
+    grpo_advantages,
+    prompt_normalized_advantages,
+)
+from trainers.samples import TurnSample
+
+
+def turn(game_id, role, reward, env_id="kuhn_poker", prompt=(1, 2), **info):
+    return TurnSample(
+        prompt_ids=list(prompt), response_ids=[3], old_logprobs=[-0.5], env_id=env_id,
+        role=role, game_id=game_id, reward=reward, info=info,
+    )
+
+
+def advantages(samples):
+    return [sample.advantage for sample in samples]
+
+
+def test_rae_reads_the_baseline_before_updating_it():
+    # b: 0 -> 0.05 -> 0.95*0.05 - 0.05 = -0.0025 -> 0.95*(-0.0025) + 0.05 = 0.047625
+    baselines = RoleBaselines()
+    samples = compute_rae([turn(0, 0, 1.0), turn(1, 0, -1.0), turn(2, 0, 1.0)], baselines)
+    assert advantages(samples) == pytest.approx([1.0, -1.05, 1.0025])
+    assert baselines.value(("kuhn_poker", 0)) == pytest.approx(0.047625)
+
+
+def test_rae_keeps_one_baseline_per_role_and_env():
+    baselines = RoleBaselines()
+    samples = [turn(0, 0, 1.0), turn(0, 1, -1.0), turn(0, 0, 1.0, env_id="tic_tac_toe"), turn(1, 1, 1.0)]
+    compute_rae(samples, baselines)
+    # Role 1's second game sees b = 0.05 * -1 = -0.05: A = 1 - (-0.05).
+    assert advantages(samples) == pytest.approx([1.0, -1.0, 1.0, 1.05])
+    assert baselines.as_metrics() == pytest.approx(
+        {"baseline/kuhn_poker/0": 0.05, "baseline/kuhn_poker/1": 0.95 * -0.05 + 0.05,
+         "baseline/tic_tac_toe/0": 0.05}
+    )
+
+
+def test_rae_updates_once_per_game_return_not_per_turn():
+    baselines = RoleBaselines()
+    samples = compute_rae([turn(0, 0, 1.0), turn(0, 0, 1.0), turn(0, 0, 1.0), turn(1, 0, 1.0)], baselines)
+    assert advantages(samples) == pytest.approx([1.0, 1.0, 1.0, 0.95])
+    assert baselines.value(("kuhn_poker", 0)) == pytest.approx(0.0975)
+
+
+def test_rae_alpha_is_configurable():
+    baselines = RoleBaselines(alpha=0.5)
+    compute_rae([turn(0, 0, 2.0), turn(1, 0, 2.0)], baselines)
+    assert baselines.value(("kuhn_poker", 0)) == pytest.approx(1.5)
+
+
+def test_rae_rejects_different_returns_for_one_player_in_one_game():
+    with pytest.raises(ValueError, match="grpo"):
+        compute_rae([turn(0, 0, 1.0), turn(0, 0, 0.0)], RoleBaselines())
+
+
+def test_baselines_state_dict_round_trips_through_json():
+    state = AdvantageState()
+    compute_advantages([turn(0, 0, 1.0), turn(0, 1, -1.0)], "rae", state)
+    compute_advantages([turn(0, 0, 1.0, prompt=(5, 6))], "state_baseline", state)
+    restored = AdvantageState()
+    restored.load_state_dict(json.loads(json.dumps(state.state_dict())))
+    assert restored.as_metrics() == state.as_metrics()
+    follow_up = [turn(1, 0, -1.0, prompt=(5, 6))]
+    a = advantages(compute_advantages(list(follow_up), "state_baseline", state))
+    b = advantages(compute_advantages([turn(1, 0, -1.0, prompt=(5, 6))], "state_baseline", restored))
+    assert a == b == pytest.approx([-1.05])
+
+
+def test_state_baseline_keeps_one_baseline_per_information_state():
+    baselines = StateBaselines()
+    samples = [
+        turn(0, 0, 1.0, state_key="K"),
+        turn(0, 0, -1.0, prompt=(9,), state_key="J"),
+        turn(1, 0, 1.0, state_key="K"),
+        turn(1, 0, -1.0, prompt=(9,), state_key="J"),
+    ]
+    # The same (game, role) has a different state per turn here, so this is a made-up return
+    # pattern that shows the keys: each state's EMA sees only its own returns.
+    compute_state_baseline(samples, baselines)
+    assert advantages(samples) == pytest.approx([1.0, -1.0, 0.95, -0.95])
+    assert baselines.as_metrics() == pytest.approx(
+        {"state_baseline/kuhn_poker/0/states": 2.0, "state_baseline/kuhn_poker/0/mean": 0.0}
+    )
+
+
+def test_state_baseline_falls_back_to_the_prompt_ids():
+    baselines = StateBaselines()
+    compute_state_baseline([turn(0, 0, 1.0, prompt=(4, 5)), turn(1, 0, 1.0, prompt=(4, 6))], baselines)
+    assert baselines.value(("kuhn_poker", 0, (4, 5))) == pytest.approx(0.05)
+    assert baselines.value(("kuhn_poker", 0, (4, 6))) == pytest.approx(0.05)
+
+
+def test_prompt_norm_normalises_within_each_state():
+    samples = [
+        turn(0, 0, 1.0, state_key="K"), turn(1, 0, 1.0, state_key="K"),
+        turn(2, 0, 1.0, state_key="J"), turn(3, 0, -1.0, state_key="J"),
+    ]
+    prompt_normalized_advantages(samples, eps=0.0)
+    # K: both +1, nothing to learn; J: mean 0, std 1.
+    assert advantages(samples) == pytest.approx([0.0, 0.0, 1.0, -1.0])
+
+
+def test_grpo_normalises_each_group_by_its_mean_and_population_std():
+    samples = [turn(0, 0, r, env_id="sat") for r in (1.0, 0.0, 0.0, 1.0)]
+    samples += [turn(1, 0, r, env_id="sat") for r in (1.0, 1.0, 1.0)]
+    grpo_advantages(samples, eps=0.0)
+    assert advantages(samples) == pytest.approx([1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0])
+    grpo_advantages(samples)  # eps = 1e-6 in the denominator
+    assert samples[0].advantage == pytest.approx(0.5 / (0.5 + 1e-6), abs=1e-12)
+
+
+def test_a_group_with_equal_rewards_gets_exactly_zero():
+    samples = [turn(0, 0, 0.1, env_id="sat") for _ in range(3)]
+    for method in ("grpo", "dr_grpo", "prompt_norm"):
+        assert drop_zero_advantage(compute_advantages(samples, method)) == []
+
+
+def test_dr_grpo_only_subtracts_the_group_mean():
+    samples = [turn(0, 0, r, env_id="sat") for r in (2.0, -1.0, 5.0)]
+    assert advantages(compute_advantages(samples, "dr_grpo")) == pytest.approx([0.0, -3.0, 3.0])
+
+
+def test_none_uses_the_return():
+    samples = compute_advantages([turn(0, 0, 1.0), turn(0, 1, -1.5)], "none")
+    assert advantages(samples) == [1.0, -1.5]
+
+
+def test_drop_zero_advantage():
+    samples = [turn(0, 0, 1.0), turn(1, 0, 1.0), turn(2, 0, -1.0)]
+    for sample, a in zip(samples, (0.5, 0.0, -0.25)):
+        sample.advantage = a
+    assert drop_zero_advantage(samples) == [samples[0], samples[2]]
+
+
+def test_advantage_metrics():
+    samples = [turn(0, 0, 1.0), turn(1, 0, 1.0)]
+    samples[0].advantage = 2.0
+    assert advantage_metrics(samples) == {"advantage/mean": 1.0, "advantage/std": 1.0, "advantage/zero_fraction": 0.5}
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        compute_advantages([], "ppo")
+    for method in METHODS:
+        assert method in str(error.value)
+
+
+def test_baseline_methods_need_a_state():
+    with pytest.raises(ValueError, match="AdvantageState"):
+        compute_advantages([turn(0, 0, 1.0)], "rae")

@@ -1,0 +1,279 @@
+"""The learner on the tiny random model: updates, LoRA, choice log-probs, checkpoints and exact resume."""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from trainers.generation import sequence_logprobs
+from trainers.learner import Learner, LearnerConfig, latest_checkpoint, list_checkpoints
+from trainers.models import load_model
+from trainers.samples import TurnSample
+
+FIRST_BYTE_TOKEN = 3  # tiny-random: ids 0-2 are special tokens, then one id per byte
+
+
+def tiny_model(seed=0):
+    return load_model("tiny-random", seed=seed)[0]
+
+
+def make_batch(seed, size=6, choice=False):
+    """Random prompts/responses with advantages +-1 and placeholder old log-probs (recomputed)."""
+    rng = random.Random(seed)
+    samples = []
+    for i in range(size):
+        prompt = [rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(rng.randrange(4, 9))]
+        if choice:
+            candidates = [[rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(rng.randrange(1, 4))] for _ in range(3)]
+            index = rng.randrange(3)
+            sample = TurnSample(
+                prompt, candidates[index], [0.0], "kuhn_poker", i % 2, i, choice_ids=candidates, choice_index=index
+            )
+        else:
+            response = [rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(rng.randrange(2, 6))]
+            sample = TurnSample(prompt, response, [0.0] * len(response), "kuhn_poker", i % 2, i)
+        sample.advantage = 1.0 if i % 2 == 0 else -1.0
+        samples.append(sample)
+    return samples
+
+
+def weights(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def config(**overrides):
+    settings = {"lr": 1e-2, "epochs": 2, "mini_batch_size": 4, "micro_batch_size": 3, "recompute_old_logprobs": True}
+    return LearnerConfig(**{"seed": 7, **settings, **overrides})
+
+
+def objective(learner, samples):
+    """The policy-gradient objective sum_i A_i * mean_t log pi(token_t), higher is better."""
+    with torch.no_grad():
+        rows = learner.policy_logprobs(samples)
+    return sum(s.advantage * row.mean().item() for s, row in zip(samples, rows))
+
+
+def test_first_pass_ratio_is_one_and_updates_change_the_weights():
+    learner = Learner(tiny_model(), config(epochs=1, mini_batch_size=None))
+    before = weights(learner.model)
+    metrics = learner.update(make_batch(0))
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert metrics["clip_fraction"] == 0.0
+    assert metrics["optimizer_steps"] == 1 and metrics["samples"] == 6 and metrics["grad_norm"] > 0
+    assert metrics["neg_logprob"] > 0
+    assert any(not torch.equal(before[name], p) for name, p in learner.model.named_parameters())
+
+
+def test_repeated_updates_improve_the_objective_on_a_fixed_batch():
+    learner = Learner(tiny_model(), config(lr=3e-3))
+    batch = make_batch(1)
+    values = [objective(learner, batch)]
+    for _ in range(3):
+        learner.update(batch)
+        values.append(objective(learner, batch))
+    assert values[-1] > values[0] + 0.5
+    assert all(later > earlier for earlier, later in itertools.pairwise(values))
+
+
+def test_free_text_logprobs_do_not_depend_on_the_rest_of_the_batch():
+    learner = Learner(tiny_model(), config())
+    batch = make_batch(2)
+    with torch.no_grad():
+        together = learner.policy_logprobs(batch)
+        alone = [learner.policy_logprobs([s])[0] for s in batch]
+        reference = sequence_logprobs(learner.model, [batch[0].prompt_ids], [batch[0].response_ids])[0]
+    for a, b in zip(together, alone):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(alone[0], reference)
+
+
+def test_choice_logprobs_are_a_distribution_over_the_candidates():
+    learner = Learner(tiny_model(), config())
+    sample = make_batch(3, size=1, choice=True)[0]
+    variants = [
+        TurnSample(sample.prompt_ids, ids, [0.0], "kuhn_poker", 0, 0, choice_ids=sample.choice_ids, choice_index=j)
+        for j, ids in enumerate(sample.choice_ids)
+    ]
+    with torch.no_grad():
+        rows = learner.policy_logprobs(variants + make_batch(4, size=2))
+        sequences = torch.tensor(
+            [row.sum().item() for row in sequence_logprobs(learner.model, [sample.prompt_ids] * 3, sample.choice_ids)]
+        )
+    assert all(row.shape == (1,) for row in rows[:3])
+    assert torch.cat(rows[:3]).exp().sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(torch.cat(rows[:3]), torch.log_softmax(sequences, 0), atol=1e-5)
+
+
+def test_choice_samples_train_through_the_same_update():
+    learner = Learner(tiny_model(), config(lr=3e-3))
+    batch = make_batch(5, choice=True)
+    values = [objective(learner, batch)]
+    metrics = learner.update(batch)
+    values.append(objective(learner, batch))
+    assert values[1] > values[0]
+    assert 0 < metrics["entropy_choice"] <= np.log(3) + 1e-6
+
+
+def test_lora_trains_only_the_adapter_and_its_reference_is_the_base_model():
+    learner = Learner(tiny_model(), config(lora_rank=4, lora_alpha=8, kl_coef=0.1, epochs=1, mini_batch_size=None))
+    before = weights(learner.model)
+    metrics = learner.update(make_batch(6))
+    # LoRA's B starts at zero, so before the step the policy is the base model exactly.
+    assert metrics["kl_ref"] == pytest.approx(0.0, abs=1e-7)
+    # A second step, because A's gradient is zero while B is still zero.
+    learner.update(make_batch(7))
+    for name, p in learner.model.named_parameters():
+        assert torch.equal(before[name], p) == ("lora_" not in name), name
+
+
+def test_full_fine_tuning_with_kl_keeps_a_frozen_reference():
+    learner = Learner(tiny_model(), config(kl_coef=0.1, epochs=2, mini_batch_size=None))
+    reference = weights(learner.reference_model)
+    metrics = learner.update(make_batch(7))
+    assert metrics["kl_ref"] > 0  # the second pass sees the moved policy
+    assert all(torch.equal(reference[n], p) for n, p in learner.reference_model.named_parameters())
+
+
+def test_recompute_old_logprobs_makes_the_first_ratio_one():
+    batch = make_batch(8)
+    for sample in batch:
+        sample.old_logprobs = [-0.1] * len(sample.old_logprobs)
+    stale = Learner(tiny_model(), config(epochs=1, mini_batch_size=None, recompute_old_logprobs=False))
+    assert stale.update([TurnSample(**vars(s)) for s in batch])["clip_fraction"] > 0.5
+    fresh = Learner(tiny_model(), config(epochs=1, mini_batch_size=None))
+    assert fresh.update(batch)["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_empty_batch_is_a_no_op():
+    learner = Learner(tiny_model(), config())
+    before = weights(learner.model)
+    assert learner.update([])["samples"] == 0
+    assert all(torch.equal(before[n], p) for n, p in learner.model.named_parameters())
+
+
+def draw_everything(learner):
+    return (
+        random.random(),
+        np.random.random(),
+        torch.rand(1).item(),
+        torch.randperm(10, generator=learner.shuffle_generator).tolist(),
+    )
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path, lora_rank):
+    learner = Learner(tiny_model(), config(lora_rank=lora_rank))
+    learner.update(make_batch(9))
+    extra = {"step": 1, "baselines": {"alpha": 0.95, "entries": [[["kuhn_poker", 0], 0.05, 1]]}}
+    path = learner.save_checkpoint(tmp_path, 1, extra)
+    expected_draws = draw_everything(learner)
+
+    # A full checkpoint restores every weight, so start from other ones; an adapter
+    # checkpoint needs the same base model.
+    restored = Learner(tiny_model(seed=0 if lora_rank else 1), config(lora_rank=lora_rank, seed=99))
+    assert restored.load_checkpoint(path) == extra
+    assert draw_everything(restored) == expected_draws
+    for (name, p), (_, q) in zip(learner.model.named_parameters(), restored.model.named_parameters()):
+        assert torch.equal(p, q), name
+    saved, loaded = learner.optimizer.state_dict(), restored.optimizer.state_dict()
+    assert saved["param_groups"] == loaded["param_groups"]
+    for index, state in saved["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, loaded["state"][index][key])
+    expected_folder = "adapter" if lora_rank else "model"
+    assert (path / expected_folder).is_dir()
+
+
+def test_full_checkpoint_model_folder_loads_as_a_model(tmp_path):
+    model, tokenizer = load_model("tiny-random")
+    learner = Learner(model, config(), tokenizer=tokenizer)
+    learner.update(make_batch(10))
+    path = learner.save_checkpoint(tmp_path, 3)
+    reloaded, _ = load_model(str(path / "model"))
+    for (name, p), (_, q) in zip(learner.model.named_parameters(), reloaded.named_parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_extra_state_that_json_would_alter_is_pickled(tmp_path):
+    learner = Learner(tiny_model(), config())
+    extra = {"level": (3, 5, 13), 1: "int key"}
+    path = learner.save_checkpoint(tmp_path, 1, extra)
+    assert (path / "extra_state.pkl").exists()
+    assert learner.load_checkpoint(path) == extra
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, lora_rank):
+    batches = [make_batch(20 + i, size=5, choice=(i % 2 == 1)) for i in range(4)]
+
+    def copies(batch):
+        return [TurnSample(**vars(s)) for s in batch]
+
+    straight = Learner(tiny_model(), config(lora_rank=lora_rank))
+    straight_metrics = [straight.update(copies(b)) for b in batches]
+
+    first = Learner(tiny_model(), config(lora_rank=lora_rank))
+    for b in batches[:2]:
+        first.update(copies(b))
+    path = first.save_checkpoint(tmp_path, 2, {"step": 2})
+    del first
+
+    resumed = Learner(tiny_model(seed=0 if lora_rank else 5), config(lora_rank=lora_rank, seed=99))
+    assert resumed.load_checkpoint(latest_checkpoint(tmp_path)) == {"step": 2} and path == latest_checkpoint(tmp_path)
+    resumed_metrics = [resumed.update(copies(b)) for b in batches[2:]]
+    for (name, p), (_, q) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(p, q), name
+    for a, b in zip(straight_metrics[2:], resumed_metrics):
+        assert {k: v for k, v in a.items() if k != "time_s"} == {k: v for k, v in b.items() if k != "time_s"}
+
+
+def test_crash_during_save_leaves_the_previous_checkpoint_as_latest(tmp_path, monkeypatch):
+    learner = Learner(tiny_model(), config())
+    previous = learner.save_checkpoint(tmp_path, 1, {"step": 1})
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while writing the optimizer state")
+
+    # The model weights are already in the temporary folder when this raises.
+    monkeypatch.setattr(learner.optimizer, "state_dict", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        learner.save_checkpoint(tmp_path, 2, {"step": 2})
+    assert latest_checkpoint(tmp_path) == previous
+    assert [p.name for p in tmp_path.iterdir()] == [previous.name]
+
+
+def test_leftovers_of_a_killed_save_are_ignored_and_cleaned(tmp_path):
+    learner = Learner(tiny_model(), config())
+    previous = learner.save_checkpoint(tmp_path, 1)
+    # What a SIGKILL mid-save leaves: a half-written hidden temporary folder; and a folder
+    # with a checkpoint's name but no meta.json (e.g. an interrupted manual copy).
+    (tmp_path / ".tmp-step_00000002-abc" / "model").mkdir(parents=True)
+    (tmp_path / "step_00000003" / "model").mkdir(parents=True)
+    assert latest_checkpoint(tmp_path) == previous
+    learner.save_checkpoint(tmp_path, 2)
+    assert not (tmp_path / ".tmp-step_00000002-abc").exists()
+    assert latest_checkpoint(tmp_path).name == "step_00000002"
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path):
+    learner = Learner(tiny_model(), config())
+    for step in (1, 2, 3, 4):
+        learner.save_checkpoint(tmp_path, step, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000003", "step_00000004"]
+    # Saving a step again (a run resumed from an older checkpoint) replaces it.
+    learner.save_checkpoint(tmp_path, 4, {"again": True}, keep_last=2)
+    assert learner.load_checkpoint(latest_checkpoint(tmp_path)) == {"again": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000003", "step_00000004"]
+
+
+def test_loading_adapter_into_a_full_learner_is_a_clear_error(tmp_path):
+    path = Learner(tiny_model(), config(lora_rank=4)).save_checkpoint(tmp_path, 1)
+    with pytest.raises(ValueError, match="lora_rank"):
+        Learner(tiny_model(), config()).load_checkpoint(path)
+
+
+def test_config_errors_name_the_valid_values():
+    with pytest.raises(ValueError, match="constant, token_mean"):
+        Learner(tiny_model(), LearnerConfig(length_norm="sum"))

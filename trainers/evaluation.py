@@ -1,0 +1,139 @@
+"""Evaluation of a language-model policy: match results and exact exploitability.
+
+* `evaluate_against` plays the policy against a fixed opponent from both seats and
+  reports win / draw / loss / invalid rates with 95% Wilson intervals and the mean return.
+* `policy_table` asks the model for its action distribution at every information state
+  of a small game (exact from log-probs in ``choice`` and ``direct`` modes, estimated by
+  sampling in ``think`` mode); `exploitability` of that table comes from `games.analysis`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Iterable
+
+from envs.game_env import GameEnv
+from envs.opponents import Opponent, make_opponent
+from games import analysis
+from trainers.policy import LanguagePolicy
+from trainers.rollout import GameSetup, derive_seed, play_games
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sensible near 0 and 1, unlike +-2 SE)."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(outcomes: list[tuple[float, bool]]) -> dict:
+    """Rates with intervals from (learner return, learner answered invalidly) pairs."""
+    total = len(outcomes)
+    counts = Counter()
+    for value, invalid in outcomes:
+        counts["win" if value > 0 else "loss" if value < 0 else "draw"] += 1
+        counts["invalid"] += int(invalid)
+    summary = {"games": total, "mean_return": sum(v for v, _ in outcomes) / total if total else 0.0}
+    for key in ("win", "draw", "loss", "invalid"):
+        low, high = wilson_interval(counts[key], total)
+        summary[f"{key}_rate"] = counts[key] / total if total else 0.0
+        summary[f"{key}_ci95"] = [round(low, 4), round(high, 4)]
+    return summary
+
+
+def evaluate_against(
+    policy: LanguagePolicy,
+    make_env,
+    env_id: str,
+    opponent: "Opponent | str",
+    *,
+    games: int,
+    seed: int,
+    temperature: float | None = None,
+    batch_games: int = 64,
+) -> dict:
+    """`games` games in each seat against `opponent`; results per seat and overall."""
+    probe = make_env()
+    if isinstance(opponent, str):
+        opponent_name, opponent = opponent, make_opponent(opponent, probe.game)
+    else:
+        opponent_name = type(opponent).__name__
+    per_seat = {}
+    overall = []
+    for seat in range(probe.game.num_players()):
+        outcomes = []
+        for start in range(0, games, batch_games):
+            count = min(batch_games, games - start)
+            setups = [
+                GameSetup(env_id, make_env(), derive_seed(seed, seat, start + i), frozenset({seat}), start + i)
+                for i in range(count)
+            ]
+            _, results, _ = play_games(
+                setups, policy, seed=derive_seed(seed, seat, start), opponent=opponent, temperature=temperature
+            )
+            outcomes.extend((r.returns[seat], r.invalid[seat] > 0) for r in results)
+        per_seat[str(seat)] = summarize(outcomes)
+        overall.extend(outcomes)
+    return {"opponent": opponent_name, "env": env_id, **summarize(overall), "per_seat": per_seat}
+
+
+def decision_states(game) -> Iterable:
+    """One representative state per (information state of the player to move)."""
+    seen = set()
+    stack = [game.new_initial_state()]
+    while stack:
+        state = stack.pop()
+        if state.is_terminal():
+            continue
+        if not state.is_chance_node():
+            key = state.information_state_string(state.current_player())
+            if key not in seen:
+                seen.add(key)
+                yield key, state
+        for action in state.legal_actions():
+            child = state.clone()
+            child.apply_action(action)
+            stack.append(child)
+
+
+def policy_table(
+    policy: LanguagePolicy, env: GameEnv, *, samples: int = 16, seed: int = 0, temperature: float = 1.0
+) -> dict[str, dict[int, float]]:
+    """The model's action distribution at every information state of `env`'s game.
+
+    Exact in ``choice`` and ``direct`` modes. In ``think`` mode, `samples` answers per
+    state are drawn and parsed; invalid answers are left out of the estimate (uniform
+    when none is valid), so the table is the policy conditioned on answering legally.
+    """
+    keyed = list(decision_states(env.game))
+    prompts = [env.prompt_for(state) for _, state in keyed]
+    if policy.mode != "think":
+        distributions = policy.action_distributions(prompts)
+        return {key: dist for (key, _), dist in zip(keyed, distributions)}
+    repeated = [p for p in prompts for _ in range(samples)]
+    decisions = policy.act(repeated, seed=seed, temperature=temperature)
+    table = {}
+    for index, ((key, _), prompt) in enumerate(zip(keyed, prompts)):
+        counts = Counter()
+        for decision in decisions[index * samples : (index + 1) * samples]:
+            parsed = prompt.parse(decision.text)
+            if parsed.action is not None:
+                counts[parsed.action] += 1
+        total = sum(counts.values())
+        table[key] = (
+            {a: counts[a] / total for a in prompt.action_ids}
+            if total
+            else {a: 1 / len(prompt.action_ids) for a in prompt.action_ids}
+        )
+    return table
+
+
+def exploitability(policy: LanguagePolicy, env: GameEnv, **kwargs) -> tuple[float, dict]:
+    """Exact exploitability of the model's policy in `env`'s (small) game, and the table."""
+    table = policy_table(policy, env, **kwargs)
+    return analysis.exploitability(env.game, table), table
