@@ -6,6 +6,9 @@ evaluation, say) is one more entry in `EVALUATIONS`. Modules are imported only w
 their subcommand is built, and heavy dependencies (torch) only when one runs.
 
     python -m benchmarks.evaluate sat --data DIR/test.jsonl --model smollm2-135m --samples 12
+    python -m benchmarks.evaluate env=kuhn_poker model=RUN_DIR opponent=random games=400
+
+Game evaluations take ``key=value`` arguments like the trainer (see benchmarks.game_eval).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and "=" in argv[0] and not argv[0].startswith("-"):
+        from benchmarks import game_eval
+
+        return game_eval.main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(EVALUATIONS[args.evaluation])

@@ -74,6 +74,7 @@ class TrainConfig:
     eval_games: int = _help("evaluation games per opponent and seat", default=100)
     eval_opponents: list[str] = _help("opponents for evaluation", default_factory=lambda: ["random", "rule_based"])
     eval_temperature: float = _help("sampling temperature in evaluation", default=0.6)
+    threads: int = _help("torch CPU threads (0: torch's default); 1 per run when runs share a machine", default=0)
     tensorboard: bool = _help("write TensorBoard logs", default=True)
     progress: bool = _help("show a progress bar", default=True)
 
@@ -91,7 +92,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lora_rank", "save_every", "eval_every", "kl_coef", "keep_checkpoints"):
+        for name in ("threads", "lora_rank", "save_every", "eval_every", "kl_coef", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.rae_alpha < 1:

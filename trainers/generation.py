@@ -227,16 +227,27 @@ def _sample_batch(
     )
     prompt_width = input_ids.shape[1] - max_new_tokens
     positions = (attention_mask[:, :prompt_width].cumsum(1) - 1).clamp(min=0)
+    # Self-play batches repeat prompts (every game at the same information state asks the
+    # same question): prefill each distinct prompt once, then give every row its own copy
+    # of the cache to sample from.
+    distinct: dict[tuple, int] = {}
+    owner = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
+    first_rows = torch.tensor([owner.index(d) for d in range(len(distinct))], device=device)
     out = model(
-        input_ids=input_ids[:, :prompt_width],
-        attention_mask=attention_mask[:, :prompt_width],
-        position_ids=positions,
+        input_ids=input_ids[first_rows, :prompt_width],
+        attention_mask=attention_mask[first_rows, :prompt_width],
+        position_ids=positions[first_rows],
         use_cache=True,
         logits_to_keep=1,
     )
     # transformers 5 renamed the cache argument from past_key_values to cache; follow the output.
     cache_arg = "cache" if "cache" in out else "past_key_values"
     cache = out[cache_arg]
+    last_logits = out.logits[:, -1]
+    if len(distinct) < len(prompt_ids):
+        expand = torch.tensor(owner, device=device)
+        cache.batch_select_indices(expand)
+        last_logits = last_logits[expand]
     next_position = positions[:, -1:] + 1
     batch = len(prompt_ids)
     tokens = torch.zeros(batch, max_new_tokens, dtype=torch.long, device=device)
@@ -247,7 +258,7 @@ def _sample_batch(
         batch, device=device
     )  # original row of each row still in the batch
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
+        logits = last_logits.float()
         token_logprobs = torch.log_softmax(logits, dim=-1)
         token = _pick(logits, token_logprobs, temperature, top_p, generator)
         tokens[live, step] = token
@@ -273,6 +284,7 @@ def _sample_batch(
             use_cache=True,
             **{cache_arg: cache},
         )
+        last_logits = out.logits[:, -1]
         next_position = next_position + 1
     tokens, logprobs, stopped = tokens.tolist(), logprobs.tolist(), stopped.tolist()
     return [
@@ -351,39 +363,88 @@ def sequence_logprobs(
 
 
 def score_choices(
-    model,
-    tokenizer,
-    prompts: Sequence[Prompt],
-    choices: Sequence[Sequence[str]],
-    *,
-    batch_size: int = 16,
+    model, tokenizer, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], *, batch_size: int = 16
 ) -> list[list[float]]:
     """Sequence log-prob of every candidate continuation of every prompt.
 
     ``result[i][j]`` is the sum of the raw log-probs of ``encode_choice(tokenizer,
     choices[i][j])`` after ``encode_prompts(tokenizer, [prompts[i]])[0]``: the "choice" mode
     policy is ``softmax(result[i])``, and training on the chosen candidate with those same
-    ids through ``sequence_logprobs`` gives the same numbers.
+    ids gives the same numbers. `batch_size` counts prompts (each with all its candidates).
     """
     if len(prompts) != len(choices):
         raise ValueError("prompts and choices must have the same length")
     prompt_ids = encode_prompts(tokenizer, prompts)
-    pairs = [
-        (i, j, prompt_ids[i], encode_choice(tokenizer, choice))
-        for i, candidates in enumerate(choices)
-        for j, choice in enumerate(candidates)
-    ]
-    pairs.sort(key=lambda pair: len(pair[2]) + len(pair[3]))
-    scores = [[0.0] * len(candidates) for candidates in choices]
+    candidate_ids = [[encode_choice(tokenizer, c) for c in candidates] for candidates in choices]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
+    scores: list[list[float]] = [[] for _ in prompts]
     with torch.inference_mode():
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            values = sequence_logprobs(
-                model, [p[2] for p in chunk], [p[3] for p in chunk]
-            )
-            for (i, j, _, _), value in zip(chunk, values):
-                scores[i][j] = float(value.sum())
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            values = candidate_logprobs(model, [prompt_ids[i] for i in rows], [candidate_ids[i] for i in rows])
+            for i, value in zip(rows, values):
+                scores[i] = value.tolist()
     return scores
+
+
+def candidate_logprobs(
+    model, prompt_ids_batch: Sequence[Sequence[int]], candidates_batch: Sequence[Sequence[Sequence[int]]]
+) -> list[torch.Tensor]:
+    """Summed raw log-prob of each candidate continuation of each prompt, prompt run once.
+
+    Returns one 1-D tensor per prompt (one value per candidate), with gradients unless
+    called under ``torch.inference_mode``. The prompt goes through the model once; its KV
+    cache is then shared by all its candidates, which are short (action strings), so the
+    cost is about one prompt forward instead of one per candidate. Equal, up to float
+    rounding, to summing `sequence_logprobs` over each (prompt, candidate) pair.
+    """
+    if len(prompt_ids_batch) != len(candidates_batch):
+        raise ValueError("prompt_ids_batch and candidates_batch must have the same length")
+    if any(len(p) == 0 for p in prompt_ids_batch):
+        raise ValueError("every prompt needs at least one token to condition the response on")
+    if any(len(c) == 0 for candidates in candidates_batch for c in candidates):
+        raise ValueError("every candidate needs at least one token")
+    device = model.device
+    input_ids, attention_mask = _left_pad(prompt_ids_batch, extra_columns=0, device=device)
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache_arg = "cache" if "cache" in out else "past_key_values"
+    cache = out[cache_arg]
+    first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    owners = [b for b, candidates in enumerate(candidates_batch) for _ in candidates]
+    rows = [list(c) for candidates in candidates_batch for c in candidates]
+    owner = torch.tensor(owners, dtype=torch.long, device=device)
+    width = max(len(r) for r in rows)
+    candidate = torch.full((len(rows), width), _FILLER_ID, dtype=torch.long, device=device)
+    candidate_mask = torch.zeros_like(candidate)
+    for r, ids in enumerate(rows):
+        candidate[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        candidate_mask[r, : len(ids)] = 1
+    token_logprobs = first_logprobs[owner].gather(1, candidate[:, :1])
+    if width > 1:
+        cache.batch_select_indices(owner)  # one cache row per candidate
+        steps = torch.arange(1, width, device=device)
+        later = model(
+            input_ids=candidate[:, :-1],
+            attention_mask=torch.cat([attention_mask[owner], candidate_mask[:, :-1]], dim=1),
+            position_ids=positions[owner, -1:] + steps,
+            use_cache=True,
+            **{cache_arg: cache},
+        ).logits.float()
+        rest = torch.log_softmax(later, dim=-1).gather(-1, candidate[:, 1:, None])[..., 0]
+        token_logprobs = torch.cat([token_logprobs, rest], dim=1)
+    sums = (token_logprobs * candidate_mask).sum(dim=1)
+    result, start = [], 0
+    for candidates in candidates_batch:
+        result.append(sums[start : start + len(candidates)])
+        start += len(candidates)
+    return result
 
 
 def _left_pad(sequences, *, extra_columns: int, device):

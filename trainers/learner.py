@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.generation import sequence_logprobs
+from trainers.generation import candidate_logprobs, sequence_logprobs
 from trainers.loss import LENGTH_NORMS, pad_logprobs, ppo_clipped_loss
 from trainers.samples import TurnSample
 
@@ -172,16 +172,20 @@ class Learner:
                 result[i] = value
         choice = [i for i, s in enumerate(samples) if s.is_choice]
         if choice:
-            prompts = [samples[i].prompt_ids for i in choice for _ in samples[i].choice_ids]
-            candidates = [ids for i in choice for ids in samples[i].choice_ids]
-            sequence = torch.stack([v.sum() for v in sequence_logprobs(model, prompts, candidates)])
-            start = 0
+            # Small games repeat prompts (Kuhn Poker has 12 information states), so each
+            # distinct (prompt, candidates) is scored once and shared by its samples; the
+            # gradient is the same as scoring every sample on its own.
+            distinct: dict[tuple, int] = {}
             for i in choice:
-                count = len(samples[i].choice_ids)
-                log_policy = torch.log_softmax(sequence[start : start + count], dim=0)
+                key = (tuple(samples[i].prompt_ids), tuple(map(tuple, samples[i].choice_ids)))
+                distinct.setdefault(key, len(distinct))
+            scores = candidate_logprobs(model, [list(p) for p, _ in distinct], [c for _, c in distinct])
+            log_policies = [torch.log_softmax(values, dim=0) for values in scores]
+            for i in choice:
+                key = (tuple(samples[i].prompt_ids), tuple(map(tuple, samples[i].choice_ids)))
+                log_policy = log_policies[distinct[key]]
                 result[i] = log_policy[samples[i].choice_index].reshape(1)
                 entropies.append(-(log_policy.exp() * log_policy).sum().detach())
-                start += count
         return result, entropies
 
     # ---- update ----------------------------------------------------------------------

@@ -65,7 +65,12 @@ def load_model(name: str, *, dtype: str = "float32", seed: int = 0):
     elif name == "smollm2-135m":
         model, tokenizer = _load_folder(smollm2_folder(), torch_dtype)
     elif Path(name).expanduser().is_dir():
-        model, tokenizer = _load_folder(Path(name).expanduser(), torch_dtype)
+        folder = Path(name).expanduser()
+        checkpoint = _checkpoint_folder(folder)
+        if checkpoint is not None:
+            model, tokenizer = _load_checkpoint(checkpoint, dtype)
+        else:
+            model, tokenizer = _load_folder(folder, torch_dtype)
     elif name.startswith(("/", "./", "../", "~")):
         raise FileNotFoundError(f"model folder {name!r} does not exist")
     else:
@@ -79,6 +84,42 @@ def load_model(name: str, *, dtype: str = "float32", seed: int = 0):
             ) from error
     model.eval()
     return model, _prepare_tokenizer(tokenizer)
+
+
+def _checkpoint_folder(folder: Path) -> Path | None:
+    """The training checkpoint `folder` names: itself, or a run directory's latest one."""
+    if (folder / "meta.json").exists() and ((folder / "model").is_dir() or (folder / "adapter").is_dir()):
+        return folder
+    if (folder / "checkpoints").is_dir():
+        complete = sorted(p for p in (folder / "checkpoints").glob("step_*") if (p / "meta.json").exists())
+        if complete:
+            return complete[-1]
+        raise FileNotFoundError(f"run directory {folder} has no complete checkpoint yet")
+    return None
+
+
+def _load_checkpoint(checkpoint: Path, dtype: str):
+    """A trained policy from a checkpoint: full weights, or the base model plus its adapter."""
+    if (checkpoint / "model").is_dir():
+        return _load_folder(checkpoint / "model", _DTYPES[dtype])
+    import json
+
+    from peft import PeftModel
+
+    if (checkpoint / "extra_state.json").exists():
+        extra = json.loads((checkpoint / "extra_state.json").read_text())
+    elif (checkpoint / "extra_state.pkl").exists():
+        import pickle
+
+        extra = pickle.loads((checkpoint / "extra_state.pkl").read_bytes())
+    else:
+        extra = {}
+    base_name = extra.get("base_model")
+    if not base_name:
+        raise ValueError(f"{checkpoint} holds a LoRA adapter but does not name its base model")
+    base, tokenizer = load_model(base_name, dtype=dtype, seed=extra.get("config", {}).get("seed", 0))
+    model = PeftModel.from_pretrained(base, str(checkpoint / "adapter")).merge_and_unload()
+    return model, tokenizer
 
 
 def models_dir() -> Path:

@@ -106,10 +106,8 @@ class LanguagePolicy:
     def _choose(self, prompts: Sequence[TurnPrompt], *, seed: int, temperature: float) -> list[Decision]:
         if not all(isinstance(p, TurnPrompt) and p.choices for p in prompts):
             raise ValueError("choice mode needs TurnPrompts with legal action strings")
-        scores = self.backend.score_choices(
-            [p.messages() for p in prompts], [list(p.choices) for p in prompts], batch_size=self.batch_size
-        )
-        prompt_ids = encode_prompts(self.tokenizer, [p.messages() for p in prompts])
+        scores = self._score_distinct(prompts, [list(p.choices) for p in prompts])
+        prompt_ids = self._encode_distinct(prompts)
         rng = np.random.default_rng(seed)
         decisions = []
         for prompt, ids, candidate_scores in zip(prompts, prompt_ids, scores):
@@ -129,16 +127,37 @@ class LanguagePolicy:
             )
         return decisions
 
+    def _score_distinct(self, prompts: Sequence[TurnPrompt], choices: list[list[str]]) -> list[list[float]]:
+        """`backend.score_choices`, computing each distinct (prompt, candidates) once.
+
+        Many games at once in a small game ask the same question again and again (Kuhn
+        Poker has 12 information states), so this is most of the rollout's savings.
+        """
+        first: dict[tuple, int] = {}
+        for i, (prompt, candidates) in enumerate(zip(prompts, choices)):
+            first.setdefault((prompt.text, tuple(candidates)), i)
+        scores = self.backend.score_choices(
+            [prompts[i].messages() for i in first.values()],
+            [choices[i] for i in first.values()],
+            batch_size=self.batch_size,
+        )
+        by_key = dict(zip(first, scores))
+        return [by_key[(p.text, tuple(c))] for p, c in zip(prompts, choices)]
+
+    def _encode_distinct(self, prompts: Sequence[TurnPrompt]) -> list[list[int]]:
+        first: dict[str, int] = {}
+        for i, prompt in enumerate(prompts):
+            first.setdefault(prompt.text, i)
+        encoded = encode_prompts(self.tokenizer, [prompts[i].messages() for i in first.values()])
+        by_text = dict(zip(first, encoded))
+        return [list(by_text[p.text]) for p in prompts]
+
     def action_distributions(self, prompts: Sequence[TurnPrompt]) -> list[dict[int, float]]:
         """The model's probability of each legal action id, per prompt (choice/direct modes)."""
         if self.mode == "think":
             raise ValueError("think mode has no exact action distribution; estimate it by sampling")
         wrap = (lambda c: c) if self.mode == "choice" else direct_answer
-        scores = self.backend.score_choices(
-            [p.messages() for p in prompts],
-            [[wrap(c) for c in p.choices] for p in prompts],
-            batch_size=self.batch_size,
-        )
+        scores = self._score_distinct(prompts, [[wrap(c) for c in p.choices] for p in prompts])
         return [
             dict(zip(p.action_ids, _softmax(s).tolist())) for p, s in zip(prompts, scores)
         ]

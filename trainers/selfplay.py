@@ -54,6 +54,8 @@ class Trainer:
         for env_id in config.env:
             envs.spec(env_id)  # unknown ids fail before the model loads
         torch.manual_seed(config.seed)
+        if config.threads:
+            torch.set_num_threads(config.threads)
         model, self.tokenizer = load_model(config.model, dtype=config.dtype, seed=config.seed)
         self.learner = Learner(
             model,

@@ -1,0 +1,113 @@
+"""Self-play rollout throughput against plain batched `model.generate`, in one run.
+
+    python -m benchmarks.rollout_efficiency [--model smollm2-135m] [--games 16] [--max-new-tokens 32]
+
+Self-play side: `trainers.rollout.play_games` plays `--games` Kuhn Poker games in
+``direct`` mode (the model plays both seats), every pending turn of every game in one
+batched generation call; its time includes prompt rendering, answer parsing and env
+steps. Peer side: the very prompts the self-play rollout saw, sent to Hugging Face
+`model.generate` (sampling, same batch size, same `max_new_tokens`, KV cache), with no
+game around it. Tokens are generated tokens up to and including the end-of-turn token.
+Medians over `--repeats` interleaved runs; prints one JSON line with `ratio` =
+self-play tokens/s / plain tokens/s (target: at least 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import envs
+from trainers.generation import TransformersBackend, default_stop_token_ids, encode_prompts
+from trainers.models import load_model
+from trainers.policy import LanguagePolicy
+from trainers.rollout import GameSetup, play_games
+
+
+def selfplay_round(policy, games: int, seed: int):
+    setups = [
+        GameSetup("kuhn_poker", envs.make("kuhn_poker", mode="direct"), seed + i, frozenset({0, 1}), i)
+        for i in range(games)
+    ]
+    start = time.perf_counter()
+    samples, _, _ = play_games(setups, policy, seed=seed)
+    elapsed = time.perf_counter() - start
+    tokens = sum(len(s.response_ids) for s in samples)
+    prompts = [s.prompt_ids for s in samples]
+    return tokens / elapsed, prompts, tokens, elapsed
+
+
+def plain_generate(model, tokenizer, prompt_ids, *, batch_size: int, max_new_tokens: int, seed: int):
+    import torch
+
+    stops = default_stop_token_ids(model, tokenizer)
+    torch.manual_seed(seed)  # model.generate samples from the global RNG; this is the peer's way
+    tokens = 0
+    start = time.perf_counter()
+    for begin in range(0, len(prompt_ids), batch_size):
+        batch = prompt_ids[begin : begin + batch_size]
+        encoded = tokenizer.pad({"input_ids": batch}, return_tensors="pt", padding_side="left")
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for row in output[:, encoded["input_ids"].shape[1] :].tolist():
+            length = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
+            tokens += length
+    return tokens / (time.perf_counter() - start), tokens
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--games", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    model, tokenizer = load_model(args.model)
+    policy = LanguagePolicy(
+        TransformersBackend(model, tokenizer),
+        tokenizer,
+        mode="direct",
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    ours, theirs, token_counts = [], [], []
+    for repeat in range(args.repeats):
+        rate, prompts, tokens, _ = selfplay_round(policy, args.games, seed=1000 * repeat)
+        ours.append(rate)
+        peer_rate, peer_tokens = plain_generate(
+            model, tokenizer, prompts, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, seed=repeat
+        )
+        theirs.append(peer_rate)
+        token_counts.append((tokens, peer_tokens))
+    print(
+        json.dumps(
+            {
+                "benchmark": "rollout_efficiency",
+                "model": args.model,
+                "games": args.games,
+                "batch_size": args.batch_size,
+                "max_new_tokens": args.max_new_tokens,
+                "selfplay_tokens_per_s": round(statistics.median(ours), 1),
+                "generate_tokens_per_s": round(statistics.median(theirs), 1),
+                "ratio": round(statistics.median(ours) / statistics.median(theirs), 3),
+                "tokens": token_counts,
+                "repeats": args.repeats,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""End-to-end runs of `python -m trainers.selfplay` on the tiny random model.
+
+Each run is a few steps of a few games into a temporary run directory; the tests check the
+directory layout, the metrics the run wrote, and the command line's handling of help,
+unknown keys, bad values and an existing run directory.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from trainers.config import TrainConfig
+from trainers.selfplay import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The smallest run that still trains, checkpoints and evaluates.
+SMALL = [
+    "model=tiny-random",
+    "tensorboard=false",
+    "progress=false",
+    "steps=2",
+    "games_per_step=4",
+    "eval_games=2",
+    "save_every=1",
+    "max_new_tokens=8",
+    "threads=1",
+]
+TIMING_KEYS = ("time/generation_s", "time/train_s", "time/env_s")
+
+
+def run(out: Path, *overrides: str) -> list[dict]:
+    """Run the CLI into `out`; return its metrics lines."""
+    assert main([*SMALL, f"out={out}", *overrides]) == 0
+    return read_metrics(out)
+
+
+def read_metrics(out: Path) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def check_layout(out: Path, metrics: list[dict], steps: int = 2) -> dict:
+    """The run directory every run must leave; returns the final evaluation."""
+    config = json.loads((out / "config.json").read_text())
+    assert config["out"] == str(out)
+    assert config["steps"] == steps
+    assert [m["step"] for m in metrics] == list(range(steps))
+    for m in metrics:
+        for key in TIMING_KEYS:
+            assert isinstance(m[key], float) and m[key] >= 0, key
+        assert m["samples"] > 0
+        assert 0 <= m["samples_trained"] <= m["samples"]
+        if "invalid_rate" in m:
+            assert 0.0 <= m["invalid_rate"] <= 1.0
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    # save_every=1, keep_checkpoints=2 (default): the last two steps survive
+    assert checkpoints == [f"step_{s:08d}" for s in range(max(1, steps - 1), steps + 1)]
+    for name in checkpoints:
+        meta = json.loads((out / "checkpoints" / name / "meta.json").read_text())
+        assert meta["step"] == int(name.split("_")[1])
+        assert meta["weights"] == "model"
+        assert (out / "checkpoints" / name / "model" / "model.safetensors").is_file()
+    final = json.loads((out / "eval" / "final.json").read_text())
+    assert final["step"] == steps
+    return final
+
+
+def check_self_play_returns(m: dict, env_id: str) -> None:
+    """Every seat is the learner: the per-seat mean returns of a zero-sum game cancel."""
+    first, second = m[f"return/{env_id}/0"], m[f"return/{env_id}/1"]
+    assert math.isclose(first + second, 0.0, abs_tol=1e-9), (first, second)
+
+
+def check_match_report(report: dict, eval_games: int = 2) -> None:
+    assert report["games"] == 2 * eval_games  # both seats
+    assert sum(seat["games"] for seat in report["per_seat"].values()) == report["games"]
+    rates = report["win_rate"] + report["draw_rate"] + report["loss_rate"]
+    assert math.isclose(rates, 1.0)
+    assert 0.0 <= report["invalid_rate"] <= 1.0
+
+
+@pytest.mark.parametrize("env_id", ["kuhn_poker", "tic_tac_toe", "simple_negotiation"])
+def test_choice_mode_self_play_run(tmp_path, env_id):
+    out = tmp_path / "run"
+    metrics = run(out, f"env={env_id}", "mode=choice", "eval_opponents=random")
+    final = check_layout(out, metrics)
+    for m in metrics:
+        assert m["games"] == 4
+        # pure self-play: every turn of every game is a learner sample
+        assert m["samples"] == m["turns"] >= 4
+        assert m["invalid_rate"] == 0.0  # choice mode only ever plays legal strings
+        check_self_play_returns(m, env_id)
+        assert m["train/samples"] == m["samples_trained"]
+    check_match_report(final[f"{env_id}/random"])
+    assert final[f"{env_id}/random"]["invalid_rate"] == 0.0
+    if env_id == "kuhn_poker":
+        assert 0.0 <= final["kuhn_poker/exploitability"] <= 2.0
+        assert len(final["kuhn_poker/policy"]) == 12
+
+
+def test_direct_mode_kuhn_poker_run(tmp_path):
+    out = tmp_path / "run"
+    metrics = run(out, "env=kuhn_poker", "mode=direct", "eval_opponents=random,rule_based")
+    final = check_layout(out, metrics)
+    for m in metrics:
+        assert m["games"] == 4
+        assert m["samples"] == m["turns"]
+        # an untrained random model never writes a legal answer; a forfeit ends the game
+        # at the first invalid answer, so every game is one invalid turn
+        assert m["invalid_rate"] == 1.0
+        assert m["samples"] == 4
+        check_self_play_returns(m, "kuhn_poker")
+        assert m["truncated_rate"] == 0.0
+    for opponent in ("random", "rule_based"):
+        report = final[f"kuhn_poker/{opponent}"]
+        check_match_report(report)
+        assert report["invalid_rate"] == 1.0
+        assert report["loss_rate"] == 1.0
+        assert report["mean_return"] == -2.0  # forfeit: the worst outcome of a hand
+    assert 0.0 <= final["kuhn_poker/exploitability"] <= 2.0
+
+
+def test_sat_task_run(tmp_path):
+    out = tmp_path / "run"
+    metrics = run(out, "env=sat", "prompts_per_step=2", "group_size=2")
+    final = check_layout(out, metrics)
+    for m in metrics:
+        assert m["samples"] == 4  # prompts_per_step * group_size
+        assert -1.0 <= m["reward/sat"] <= 1.0
+        assert 0.0 <= m["solved/sat"] <= 1.0
+        assert "games" not in m  # no game was played
+    assert set(final) == {"step", "sat"}
+    assert len(final["sat"]["level"]) == 3
+    assert 0.0 <= final["sat"]["pass_at_1"] <= 1.0
+
+
+def test_multi_env_run(tmp_path):
+    out = tmp_path / "run"
+    metrics = run(out, "env=kuhn_poker,tic_tac_toe", "eval_opponents=random")
+    final = check_layout(out, metrics)
+    assert json.loads((out / "config.json").read_text())["env"] == ["kuhn_poker", "tic_tac_toe"]
+    for m in metrics:
+        assert m["games"] == 4  # split between the two games
+        for env_id in ("kuhn_poker", "tic_tac_toe"):
+            check_self_play_returns(m, env_id)
+            assert f"baseline/{env_id}/0" in m
+    for env_id in ("kuhn_poker", "tic_tac_toe"):
+        check_match_report(final[f"{env_id}/random"])
+
+
+def test_existing_run_directory_is_refused_without_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    run(out, "steps=1", "games_per_step=2", "eval_opponents=random")
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit) as raised:
+        main([*SMALL, f"out={out}", "steps=1"])
+    assert "resume=true" in str(raised.value.code)
+    assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_help_lists_every_key_with_its_default(capsys):
+    assert main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    defaults = TrainConfig()
+    lines = printed.splitlines()
+    for f in fields(TrainConfig):
+        line = next((l for l in lines if l.split() and l.split()[0] == f.name), None)
+        assert line is not None, f"--help does not list {f.name}"
+        value = getattr(defaults, f.name)
+        shown = ",".join(value) if isinstance(value, list) else json.dumps(value) if isinstance(value, dict) else value
+        assert line.endswith(f"(default: {shown})"), line
+    assert "env" in printed and "kuhn_poker" in printed
+
+
+def test_unknown_key_exits_2_and_names_the_valid_keys(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["stpes=3", f"out={out}"]) == 2
+    error = capsys.readouterr().err
+    assert "stpes" in error
+    for f in fields(TrainConfig):
+        assert f.name in error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argument, expected",
+    [
+        ("mode=fast", ["mode='fast'", "choice", "direct", "think"]),
+        ("steps=abc", ["steps='abc'", "int"]),
+        ("steps=0", ["steps must be >= 1"]),
+        ("resume=maybe", ["resume='maybe'", "bool"]),
+        ("env=chess", ["chess", "kuhn_poker", "tic_tac_toe"]),
+        ("steps", ["key=value"]),
+    ],
+)
+def test_bad_values_are_clear_errors(tmp_path, capsys, argument, expected):
+    out = tmp_path / "never"
+    assert main([argument, f"out={out}"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ")
+    for fragment in expected:
+        assert fragment in error, (fragment, error)
+    assert not out.exists()
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    """`python -m trainers.selfplay` itself exits 2 on an unknown key, before loading a model."""
+    result = subprocess.run(
+        [sys.executable, "-m", "trainers.selfplay", "stpes=3", f"out={tmp_path / 'never'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 2
+    assert "unknown key 'stpes'" in result.stderr
+    assert "valid keys:" in result.stderr
+    assert result.stdout == ""
