@@ -20,7 +20,7 @@ import statistics
 import time
 
 import envs
-from trainers.generation import TransformersBackend, default_stop_token_ids, encode_prompts
+from trainers.generation import TransformersBackend, default_stop_token_ids
 from trainers.models import load_model
 from trainers.policy import LanguagePolicy
 from trainers.rollout import GameSetup, play_games
