@@ -116,6 +116,25 @@ def test_choice_samples_train_through_the_same_update():
     assert 0 < metrics["entropy_choice"] <= np.log(3) + 1e-6
 
 
+def test_entropy_bonus_alone_spreads_the_choice_distribution():
+    batch = make_batch(6, choice=True)
+    for sample in batch:
+        sample.advantage = 0.0  # no policy-gradient signal: only the bonus moves the weights
+
+    def mean_entropy(learner):
+        with torch.no_grad():
+            _, entropies = learner._logprobs(learner.model, batch)
+        return torch.stack(entropies).mean().item()
+
+    plain = Learner(tiny_model(), config(lr=3e-3))
+    regularised = Learner(tiny_model(), config(lr=3e-3, entropy_coef=1.0))
+    start = mean_entropy(regularised)
+    plain.update(batch)
+    regularised.update(batch)
+    assert mean_entropy(plain) == pytest.approx(start, abs=1e-6)
+    assert mean_entropy(regularised) > start + 1e-3
+
+
 def test_lora_trains_only_the_adapter_and_its_reference_is_the_base_model():
     learner = Learner(tiny_model(), config(lora_rank=4, lora_alpha=8, kl_coef=0.1, epochs=1, mini_batch_size=None))
     before = weights(learner.model)

@@ -61,6 +61,7 @@ class TrainConfig:
     micro_batch_size: int = _help("samples per forward/backward pass", default=16)
     clip: float = _help("PPO clip range", default=0.2)
     kl_coef: float = _help("weight of the k3 KL to the frozen reference (0 = none)", default=0.0)
+    entropy_coef: float = _help("entropy bonus on the choice distribution (choice mode)", default=0.0)
     length_norm: str = _help("constant (Dr. GRPO, SPIRAL) | token_mean", default="constant")
     max_grad_norm: float = _help("gradient-norm clipping", default=1.0)
     # -- run --------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("threads", "lora_rank", "save_every", "eval_every", "kl_coef", "keep_checkpoints"):
+        for name in ("entropy_coef", "threads", "lora_rank", "save_every", "eval_every", "kl_coef", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.rae_alpha < 1:

@@ -73,6 +73,8 @@ class LearnerConfig:
     A choice sample counts as one token, so in a batch mixing modes it weighs 1/max_length
     of a full-length free-text answer."""
     kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    """Weight of the exact candidate entropy bonus (choice-mode samples only)."""
     lora_rank: int = 0
     """0: full fine-tuning; otherwise the LoRA rank."""
     lora_alpha: float = 32.0
@@ -185,7 +187,7 @@ class Learner:
                 key = (tuple(samples[i].prompt_ids), tuple(map(tuple, samples[i].choice_ids)))
                 log_policy = log_policies[distinct[key]]
                 result[i] = log_policy[samples[i].choice_index].reshape(1)
-                entropies.append(-(log_policy.exp() * log_policy).sum().detach())
+                entropies.append(-(log_policy.exp() * log_policy).sum())
         return result, entropies
 
     # ---- update ----------------------------------------------------------------------
@@ -241,6 +243,12 @@ class Learner:
                         ref_logprobs=ref_padded,
                         kl_coef=config.kl_coef,
                     )
+                    if config.entropy_coef and batch_entropies:
+                        # choice mode: exact entropy over the legal candidates; the bonus keeps
+                        # self-play from collapsing onto one card-blind action (entropy-
+                        # regularised play converges towards a quantal-response equilibrium)
+                        bonus = torch.stack(batch_entropies).sum() / len(micro)
+                        loss = loss - config.entropy_coef * bonus
                     # Weighting each micro-batch by its share of the mini-batch makes the
                     # accumulated gradient that of the mini-batch's loss (both length norms
                     # average over samples), whatever the micro-batch sizes.
@@ -249,7 +257,7 @@ class Learner:
                         totals[name] += value * len(micro)
                     weight += len(micro)
                     if epoch == 0:
-                        entropies.extend(batch_entropies)
+                        entropies.extend(e.detach() for e in batch_entropies)
                         for sample, row in zip(batch, rows):
                             if not sample.is_choice:
                                 neg_logprob_sum -= row.detach().sum().item()

@@ -69,6 +69,7 @@ class Trainer:
                 length_norm=config.length_norm,
                 max_length=config.max_new_tokens if config.mode != "choice" else None,
                 kl_coef=config.kl_coef,
+                entropy_coef=config.entropy_coef,
                 lora_rank=config.lora_rank,
                 lora_alpha=config.lora_alpha,
                 lora_target_modules=tuple(config.lora_targets),
