@@ -35,6 +35,9 @@ def _brace_content(text: str, position: int) -> str | None:
         position += 1
     if position >= len(text) or text[position] != "{":
         return None
+    close = text.find("}", position)
+    if close != -1 and text.find("{", position + 1, close) == -1:
+        return text[position + 1 : close]  # no nested braces: the common case, no scan
     depth = 0
     for index in range(position, len(text)):
         char = text[index]

@@ -88,12 +88,13 @@ class TurnPrompt:
 class PromptTemplate:
     """A game's prompt with its fixed parts (title, rules, mode) assembled once."""
 
-    __slots__ = ("mode", "_header", "_answer_format")
+    __slots__ = ("mode", "_header", "_answer_format", "_formatted")
 
     def __init__(self, *, title: str, rules: str, mode: str):
         self.mode = check_mode(mode)
         self._header = f"You are playing {title}.\n{rules}\n\n" if rules else f"You are playing {title}.\n\n"
         self._answer_format = _ANSWER_FORMAT[mode]
+        self._formatted: dict[str, str] = {}  # answer format per example action
 
     def render(
         self,
@@ -107,9 +108,10 @@ class PromptTemplate:
         `feedback` (e.g. why the previous answer was rejected) goes just before the
         answer format, where a model is most likely to read it.
         """
-        answer_format = self._answer_format
-        if "{" in answer_format:
-            answer_format = answer_format.format(example=choices[0] if choices else "")
+        example = choices[0] if choices else ""
+        answer_format = self._formatted.get(example)
+        if answer_format is None:
+            answer_format = self._formatted[example] = self._answer_format.format(example=example)
         text = (
             f"{self._header}{observation}\n\nLegal actions: {', '.join(choices)}\n"
             f"{feedback + chr(10) if feedback else ''}{answer_format}"

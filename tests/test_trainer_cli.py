@@ -88,10 +88,16 @@ def check_match_report(report: dict, eval_games: int = 2) -> None:
     assert 0.0 <= report["invalid_rate"] <= 1.0
 
 
+# simple_negotiation's default (max_quantity=10) has 200 legal offers per turn and a 6k-token
+# prompt under the byte-level tiny tokenizer: scoring every candidate in choice mode takes
+# minutes on a CPU, so the test plays the max_quantity=1 variant (2-4 legal actions).
+GAME_KWARGS = {"simple_negotiation": ['env_kwargs={"max_quantity": 1}']}
+
+
 @pytest.mark.parametrize("env_id", ["kuhn_poker", "tic_tac_toe", "simple_negotiation"])
 def test_choice_mode_self_play_run(tmp_path, env_id):
     out = tmp_path / "run"
-    metrics = run(out, f"env={env_id}", "mode=choice", "eval_opponents=random")
+    metrics = run(out, f"env={env_id}", "mode=choice", "eval_opponents=random", *GAME_KWARGS.get(env_id, []))
     final = check_layout(out, metrics)
     for m in metrics:
         assert m["games"] == 4
@@ -99,7 +105,11 @@ def test_choice_mode_self_play_run(tmp_path, env_id):
         assert m["samples"] == m["turns"] >= 4
         assert m["invalid_rate"] == 0.0  # choice mode only ever plays legal strings
         check_self_play_returns(m, env_id)
-        assert m["train/samples"] == m["samples_trained"]
+        if m["samples_trained"]:
+            assert m["train/samples"] == m["samples_trained"]
+        else:  # every advantage was zero (e.g. all draws): no update, no train/ metrics
+            assert m["advantage/zero_fraction"] == 1.0
+            assert not any(key.startswith("train/") for key in m)
     check_match_report(final[f"{env_id}/random"])
     assert final[f"{env_id}/random"]["invalid_rate"] == 0.0
     if env_id == "kuhn_poker":
@@ -226,3 +236,21 @@ def test_module_entry_point_exit_code(tmp_path):
     assert "unknown key 'stpes'" in result.stderr
     assert "valid keys:" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason=(
+        "bug: trainers/selfplay.py Trainer.make_game_env passes max_turns=config.max_turns and "
+        "also **_env_kwargs(env_id), which keeps simple_negotiation's game parameter max_turns, "
+        "so envs.make() gets max_turns twice and raises TypeError mid-run instead of a clear error"
+    ),
+)
+def test_game_parameter_named_like_an_env_option_is_not_a_crash(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [*SMALL, f"out={out}", "env=simple_negotiation", 'env_kwargs={"max_turns": 4, "max_quantity": 1}',
+         "steps=1", "games_per_step=2", "eval_opponents=random"]
+    )
+    assert code in (0, 2)
