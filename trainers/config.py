@@ -35,7 +35,7 @@ class TrainConfig:
     mode: str = _help("text protocol mode: choice | direct | think", default="choice")
     invalid_policy: str = _help("invalid-action policy preset: forfeit | spiral | textarena", default="forfeit")
     max_turns: int = _help("cut a game after this many turns and score it a draw", default=50)
-    opponent: str = _help("none (pure self-play) | random | rule_based | equilibrium on one seat", default="none")
+    opponent: str = _help("none (pure self-play) | random | rule_based | equilibrium | checkpoint:PATH (a frozen model) on one seat", default="none")
     curriculum: str = _help("difficulty curriculum for task envs: none | saturn", default="none")
     opponent_seat: str = _help("seat of the fixed opponent: 0, 1 or alternate", default="alternate")
     # -- model ------------------------------------------------------------------------
@@ -83,7 +83,8 @@ class TrainConfig:
         _one_of("mode", self.mode, MODES)
         _one_of("advantage", self.advantage, ADVANTAGE_METHODS)
         _one_of("length_norm", self.length_norm, LENGTH_NORMS)
-        _one_of("opponent", self.opponent, OPPONENTS)
+        if not self.opponent.startswith("checkpoint:"):
+            _one_of("opponent", self.opponent, OPPONENTS + ("checkpoint:PATH",))
         _one_of("opponent_seat", self.opponent_seat, ("0", "1", "alternate"))
         _one_of("invalid_policy", self.invalid_policy, ("forfeit", "spiral", "textarena"))
         _one_of("curriculum", self.curriculum, ("none", "saturn"))

@@ -69,10 +69,15 @@ def play_games(
     policy: LanguagePolicy,
     *,
     seed: int,
-    opponent: Opponent | None = None,
+    opponent: "Opponent | LanguagePolicy | None" = None,
     temperature: float | None = None,
 ) -> tuple[list[TurnSample], list[GameResult], RolloutTiming]:
-    """Play every game to its end; return the learner turns, the results and timings."""
+    """Play every game to its end; return the learner turns, the results and timings.
+
+    `opponent` plays every seat outside `learner_seats`: a fixed `Opponent` (random,
+    rule-based, equilibrium), or a frozen `LanguagePolicy` (e.g. an earlier checkpoint),
+    whose turns are batched like the learner's but produce no samples.
+    """
     timing = RolloutTiming()
     start = time.perf_counter()
     rng = random.Random(seed)
@@ -84,19 +89,30 @@ def play_games(
     samples_per_game: list[list[TurnSample]] = [[] for _ in setups]
     live = list(range(len(setups)))
     timing.env_s += time.perf_counter() - start
+    model_opponent = isinstance(opponent, LanguagePolicy)
     while live:
         tick = time.perf_counter()
-        pending = []
+        pending, opponent_pending = [], []
         for index in live:
             env, seats = setups[index].env, setups[index].learner_seats
-            while not env.is_over() and env.current_player() not in seats:
+            while not model_opponent and not env.is_over() and env.current_player() not in seats:
                 env.step(opponent.act(env.state, env.current_player(), rng))
             if not env.is_over():
-                pending.append(index)
-        live = pending
+                (pending if env.current_player() in seats else opponent_pending).append(index)
+        live = pending + opponent_pending
+        if opponent_pending:  # a frozen model on the other seats: one batched call, no samples
+            prompts = [setups[i].env.turn_prompt() for i in opponent_pending]
+            timing.env_s += time.perf_counter() - tick
+            tick = time.perf_counter()
+            replies = opponent.act(prompts, seed=derive_seed(seed, timing.rounds, 1), temperature=temperature)
+            timing.generation_s += time.perf_counter() - tick
+            tick = time.perf_counter()
+            for index, reply in zip(opponent_pending, replies):
+                setups[index].env.step(reply.text)
         if not pending:
             timing.env_s += time.perf_counter() - tick
-            break
+            timing.rounds += 1
+            continue
         prompts = [setups[i].env.turn_prompt() for i in pending]
         timing.env_s += time.perf_counter() - tick
         tick = time.perf_counter()

@@ -97,7 +97,16 @@ class Trainer:
             self.curriculum = saturn_curriculum()
         self.advantage_state = AdvantageState.with_alpha(config.rae_alpha)
         self.opponent = None
-        if config.opponent != "none":
+        if config.opponent.startswith("checkpoint:"):
+            # an earlier checkpoint (or any model) frozen on the other seat
+            frozen, frozen_tokenizer = load_model(config.opponent.split(":", 1)[1], dtype=config.dtype)
+            self.opponent = LanguagePolicy(
+                TransformersBackend(frozen.requires_grad_(False), frozen_tokenizer),
+                frozen_tokenizer,
+                mode=config.mode,
+                **policy_options,
+            )
+        elif config.opponent != "none":
             probe = self.make_game_env(self.game_envs[0])
             self.opponent = make_opponent(config.opponent, probe.game)
         self.step = 0
