@@ -254,3 +254,18 @@ def test_game_parameter_named_like_an_env_option_is_not_a_crash(tmp_path, capsys
          "steps=1", "games_per_step=2", "eval_opponents=random"]
     )
     assert code in (0, 2)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=IndexError,
+    reason=(
+        "bug: trainers/selfplay.py Trainer.__init__ builds the fixed opponent from "
+        "self.game_envs[0], which is empty when every env is a task (env=sat opponent=random): "
+        "IndexError instead of a clear error or ignoring the opponent"
+    ),
+)
+def test_opponent_with_only_task_envs_is_not_a_crash(tmp_path):
+    out = tmp_path / "run"
+    code = main([*SMALL, f"out={out}", "env=sat", "opponent=random", "steps=1", "prompts_per_step=1", "group_size=2"])
+    assert code in (0, 2)
