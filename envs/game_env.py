@@ -39,7 +39,7 @@ class GameEnv(AECEnv):
         title, rules: how the prompt names and explains the game.
         mode: "think", "direct" or "choice" (see `envs.protocol`).
         invalid_action_policy: an `InvalidActionPolicy`, a preset name or a dict.
-        max_turns: cut the game after this many player actions and score it a draw
+        turn_limit: cut the game after this many player actions and score it a draw
             (None: only the game's own end).
         seed: seeds the env RNG (chance and fallback moves) until `reset(seed=...)`.
         game_params: passed to `games.load` when `game` is a name.
@@ -55,7 +55,7 @@ class GameEnv(AECEnv):
         rules: str = "",
         mode: str = "think",
         invalid_action_policy: "InvalidActionPolicy | str | dict | None" = None,
-        max_turns: int | None = None,
+        turn_limit: int | None = None,
         seed: int | None = 0,
         render_mode: str | None = None,
         **game_params,
@@ -69,9 +69,9 @@ class GameEnv(AECEnv):
         self.mode = mode
         self._template = PromptTemplate(title=self.title, rules=rules, mode=mode)
         self.invalid_action_policy = resolve_policy(invalid_action_policy)
-        if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
-            raise ValueError(f"max_turns must be a positive integer or None, got {max_turns!r}")
-        self.max_turns = max_turns
+        if turn_limit is not None and (not isinstance(turn_limit, int) or turn_limit < 1):
+            raise ValueError(f"turn_limit must be a positive integer or None, got {turn_limit!r}")
+        self.turn_limit = turn_limit
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
@@ -148,7 +148,7 @@ class GameEnv(AECEnv):
         self._play(parsed)
         if self.state.is_terminal():
             self._finish(truncated=False)
-        elif self.max_turns is not None and self.turns >= self.max_turns:
+        elif self.turn_limit is not None and self.turns >= self.turn_limit:
             self._finish(truncated=True)
         else:
             self._pay_rewards()

@@ -126,7 +126,7 @@ def test_rewards_add_up_to_chips_over_several_hands():
 
 
 def test_turn_limit_scores_a_draw():
-    env = envs.make("tic_tac_toe", max_turns=2)
+    env = envs.make("tic_tac_toe", turn_limit=2)
     env.reset(seed=0)
     env.step(0)
     env.step(4)

@@ -238,34 +238,28 @@ def test_module_entry_point_exit_code(tmp_path):
     assert result.stdout == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "bug: trainers/selfplay.py Trainer.make_game_env passes max_turns=config.max_turns and "
-        "also **_env_kwargs(env_id), which keeps simple_negotiation's game parameter max_turns, "
-        "so envs.make() gets max_turns twice and raises TypeError mid-run instead of a clear error"
-    ),
-)
-def test_game_parameter_named_like_an_env_option_is_not_a_crash(tmp_path, capsys):
+def test_game_parameters_reach_the_game_alongside_the_turn_limit(tmp_path):
     out = tmp_path / "run"
     code = main(
         [*SMALL, f"out={out}", "env=simple_negotiation", 'env_kwargs={"max_turns": 4, "max_quantity": 1}',
-         "steps=1", "games_per_step=2", "eval_opponents=random"]
+         "steps=1", "games_per_step=2", "eval_opponents=random", "turn_limit=50"]
     )
-    assert code in (0, 2)
+    assert code == 0
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["turns"] <= 2 * 4  # the negotiation's own 4-turn limit, per game
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason=(
-        "bug: trainers/selfplay.py Trainer.__init__ builds the fixed opponent from "
-        "self.game_envs[0], which is empty when every env is a task (env=sat opponent=random): "
-        "IndexError instead of a clear error or ignoring the opponent"
-    ),
-)
-def test_opponent_with_only_task_envs_is_not_a_crash(tmp_path):
+def test_opponent_with_only_task_envs_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "run"
     code = main([*SMALL, f"out={out}", "env=sat", "opponent=random", "steps=1", "prompts_per_step=1", "group_size=2"])
-    assert code in (0, 2)
+    assert code == 2
+    assert "opponent=random needs a game env" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_opponent_that_cannot_play_an_env_fails_before_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main([*SMALL, f"out={out}", "env=kuhn_poker,tic_tac_toe", "opponent=equilibrium"])
+    assert code == 2
+    assert "tic_tac_toe" in capsys.readouterr().err
+    assert not out.exists()

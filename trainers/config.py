@@ -34,7 +34,7 @@ class TrainConfig:
     env_kwargs: dict = _help("JSON object of env arguments, e.g. {\"hands\": 5}", default_factory=dict)
     mode: str = _help("text protocol mode: choice | direct | think", default="choice")
     invalid_policy: str = _help("invalid-action policy preset: forfeit | spiral | textarena", default="forfeit")
-    max_turns: int = _help("cut a game after this many turns and score it a draw", default=50)
+    turn_limit: int = _help("cut a game after this many turns and score it a draw", default=50)
     opponent: str = _help("none (pure self-play) | random | rule_based | equilibrium | checkpoint:PATH (a frozen model) on one seat", default="none")
     curriculum: str = _help("difficulty curriculum for task envs: none | saturn", default="none")
     opponent_seat: str = _help("seat of the fixed opponent: 0, 1 or alternate", default="alternate")
@@ -90,7 +90,7 @@ class TrainConfig:
         _one_of("curriculum", self.curriculum, ("none", "saturn"))
         _one_of("dtype", self.dtype, ("float32", "bfloat16"))
         positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens",
-                    "ppo_epochs", "micro_batch_size", "generation_batch_size", "max_turns", "eval_games")
+                    "ppo_epochs", "micro_batch_size", "generation_batch_size", "turn_limit", "eval_games")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

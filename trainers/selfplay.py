@@ -130,7 +130,7 @@ class Trainer:
             env_id,
             mode=self.config.mode,
             invalid_action_policy=self.config.invalid_policy,
-            max_turns=self.config.max_turns,
+            turn_limit=self.config.turn_limit,
             **self._env_kwargs(env_id),
         )
 
@@ -294,6 +294,22 @@ class Trainer:
         return int(extra["step"])
 
 
+def check_envs(config: TrainConfig) -> None:
+    """Fail early (before the model loads) on envs or opponents that cannot work together."""
+    from envs.opponents import make_opponent
+
+    kinds = {env_id: envs.spec(env_id).kind for env_id in config.env}
+    if config.opponent == "none" or config.opponent.startswith("checkpoint:"):
+        if config.opponent != "none" and "game" not in kinds.values():
+            raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
+        return
+    game_envs = [env_id for env_id, kind in kinds.items() if kind == "game"]
+    if not game_envs:
+        raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
+    for env_id in game_envs:
+        make_opponent(config.opponent, envs.make(env_id).game)  # raises if it cannot play it
+
+
 def _game_stats(samples, results) -> dict:
     stats = {"games": len(results), "turns": len(samples)}
     if samples:
@@ -336,8 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = parse_overrides(argv)
-        for env_id in config.env:
-            envs.spec(env_id)
+        check_envs(config)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
