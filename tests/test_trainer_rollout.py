@@ -1,6 +1,5 @@
 """Rollouts and evaluation on the tiny random model: samples, rewards, invalid flags, reports."""
 
-import math
 
 import pytest
 
