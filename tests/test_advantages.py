@@ -164,3 +164,18 @@ def test_unknown_method_lists_the_valid_ones():
 def test_baseline_methods_need_a_state():
     with pytest.raises(ValueError, match="AdvantageState"):
         compute_advantages([turn(0, 0, 1.0)], "rae")
+
+
+def test_action_centering_removes_what_is_common_to_every_state():
+    def turn(state, action, ret):
+        return TurnSample([1], [2], [0.0], "kuhn_poker", 0, 0, reward=ret, info={"state_key": state, "text": action})
+
+    # betting is better than checking with both cards: per-state normalisation says "bet"
+    # in both states, a card-blind signal; centring per action leaves nothing of it ...
+    samples = [turn("J", "[bet]", -1.0), turn("J", "[check]", -1.5), turn("K", "[bet]", 2.0), turn("K", "[check]", 0.5)]
+    compute_advantages(samples, "action_centered")
+    assert [s.advantage for s in samples] == pytest.approx([0.0, 0.0, 0.0, 0.0], abs=1e-5)
+    # ... while a card-dependent difference survives with its sign
+    samples = [turn("J", "[bet]", -2.0), turn("J", "[check]", -1.0), turn("K", "[bet]", 2.0), turn("K", "[check]", 1.0)]
+    compute_advantages(samples, "action_centered")
+    assert [s.advantage for s in samples] == pytest.approx([-1.0, 1.0, 1.0, -1.0], abs=1e-5)

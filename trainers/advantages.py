@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 from trainers.samples import TurnSample
 
-METHODS = ("rae", "state_baseline", "prompt_norm", "grpo", "dr_grpo", "none")
+METHODS = ("rae", "state_baseline", "prompt_norm", "action_centered", "grpo", "dr_grpo", "none")
 DEFAULT_ALPHA = 0.95
 DEFAULT_EPS = 1e-6
 
@@ -170,6 +170,28 @@ def prompt_normalized_advantages(
     return _group_normalize(samples, lambda s: (s.env_id, s.role, state_key(s)), normalize_std, eps)
 
 
+def action_centered_advantages(samples: list[TurnSample], *, eps: float = DEFAULT_EPS) -> list[TurnSample]:
+    """Per-state normalised advantages with their card-blind part removed.
+
+    First ``prompt_norm``; then, for every ``(env, role, action text)``, subtract the
+    mean advantage of that action over all states in the batch. What is left says only
+    "this action is better here than it is on average elsewhere", which a policy can use
+    only by telling its states apart (in Kuhn Poker: by its card). A shared network
+    otherwise learns the common part first ("always bet, always call", whatever the
+    card) and settles there. Free-text samples are centred on their response text.
+    """
+    prompt_normalized_advantages(samples, eps=eps)
+    groups: dict[tuple, list[TurnSample]] = {}
+    for sample in samples:
+        action = sample.info.get("text", tuple(sample.response_ids))
+        groups.setdefault((sample.env_id, sample.role, action), []).append(sample)
+    for group in groups.values():
+        mean = sum(s.advantage for s in group) / len(group)
+        for sample in group:
+            sample.advantage -= mean
+    return samples
+
+
 def grpo_advantages(
     samples: list[TurnSample], *, normalize_std: bool = True, eps: float = DEFAULT_EPS
 ) -> list[TurnSample]:
@@ -202,6 +224,8 @@ def compute_advantages(
         return compute_state_baseline(samples, state.state_baselines)
     if method == "prompt_norm":
         return prompt_normalized_advantages(samples, eps=eps)
+    if method == "action_centered":
+        return action_centered_advantages(samples, eps=eps)
     if method == "grpo":
         return grpo_advantages(samples, normalize_std=True, eps=eps)
     if method == "dr_grpo":
