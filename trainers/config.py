@@ -53,7 +53,7 @@ class TrainConfig:
     top_p: float = _help("nucleus sampling for rollouts", default=1.0)
     generation_batch_size: int = _help("prompts per generation call", default=32)
     # -- advantages and loss ----------------------------------------------------------
-    advantage: str = _help("rae | state_baseline | prompt_norm | grpo | dr_grpo | none (tasks use grpo)", default="rae")
+    advantage: str = _help("rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none (tasks use grpo)", default="rae")
     rae_alpha: float = _help("EMA decay of the per-(env, role) baselines", default=0.95)
     lr: float = _help("learning rate (AdamW)", default=1e-5)
     weight_decay: float = _help("AdamW weight decay", default=0.0)
