@@ -230,3 +230,22 @@ def test_greedy_generation_of_repeated_prompts_equals_generating_each_alone(tiny
         recomputed = sequence_logprobs(model, [g.prompt_ids for g in sampled], [g.response_ids for g in sampled])
     for generation, values in zip(sampled, recomputed):
         assert torch.allclose(torch.tensor(generation.logprobs), values, atol=1e-4)
+
+
+def test_many_candidates_are_scored_in_bounded_chunks_with_the_same_numbers():
+    from trainers import generation
+
+    model, _ = load_model("tiny-random")
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    candidates = [[[20 + i, 30 + i] for i in range(25)], [[40 + i, 41, 42] for i in range(20)]]
+    assert sum(map(len, candidates)) > generation.MAX_CANDIDATE_ROWS  # exercises the chunked path
+    scores = generation.candidate_logprobs(model, prompts, candidates)
+    with torch.no_grad():
+        expected = [
+            [generation.sequence_logprobs(model, [p], [c])[0].sum().item() for c in cs]
+            for p, cs in zip(prompts, candidates)
+        ]
+    for row, reference in zip(scores, expected):
+        assert row.detach().tolist() == pytest.approx(reference, abs=1e-4)
+    scores[1].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -428,23 +428,41 @@ def candidate_logprobs(
         candidate_mask[r, : len(ids)] = 1
     token_logprobs = first_logprobs[owner].gather(1, candidate[:, :1])
     if width > 1:
-        cache.batch_select_indices(owner)  # one cache row per candidate
         steps = torch.arange(1, width, device=device)
-        later = model(
-            input_ids=candidate[:, :-1],
-            attention_mask=torch.cat([attention_mask[owner], candidate_mask[:, :-1]], dim=1),
-            position_ids=positions[owner, -1:] + steps,
-            use_cache=True,
-            **{cache_arg: cache},
-        ).logits.float()
-        rest = torch.log_softmax(later, dim=-1).gather(-1, candidate[:, 1:, None])[..., 0]
-        token_logprobs = torch.cat([token_logprobs, rest], dim=1)
+        rests = []
+        for start in range(0, len(rows), MAX_CANDIDATE_ROWS):
+            chunk = slice(start, start + MAX_CANDIDATE_ROWS)
+            if len(rows) <= MAX_CANDIDATE_ROWS:
+                cache.batch_select_indices(owner)  # one cache row per candidate
+                chunk_cache = cache
+            else:  # many candidates (e.g. negotiation offers): bounded copies of the cache
+                chunk_cache = _cache_rows(cache, owner[chunk])
+            later = model(
+                input_ids=candidate[chunk, :-1],
+                attention_mask=torch.cat([attention_mask[owner[chunk]], candidate_mask[chunk, :-1]], dim=1),
+                position_ids=positions[owner[chunk], -1:] + steps,
+                use_cache=True,
+                **{cache_arg: chunk_cache},
+            ).logits.float()
+            rests.append(torch.log_softmax(later, dim=-1).gather(-1, candidate[chunk, 1:, None])[..., 0])
+        token_logprobs = torch.cat([token_logprobs, torch.cat(rests)], dim=1)
     sums = (token_logprobs * candidate_mask).sum(dim=1)
     result, start = [], 0
     for candidates in candidates_batch:
         result.append(sums[start : start + len(candidates)])
         start += len(candidates)
     return result
+
+
+MAX_CANDIDATE_ROWS = 32
+"""Candidate rows per forward pass: each holds a copy of its prompt's KV cache."""
+
+
+def _cache_rows(cache, index: torch.Tensor):
+    """A new cache holding rows `index` of `cache` (which is left as it was)."""
+    from transformers import DynamicCache
+
+    return DynamicCache([(layer.keys[index], layer.values[index]) for layer in cache.layers])
 
 
 def _left_pad(sequences, *, extra_columns: int, device):
