@@ -155,7 +155,7 @@ def test_sat_task_run(tmp_path):
 
 def test_multi_env_run(tmp_path):
     out = tmp_path / "run"
-    metrics = run(out, "env=kuhn_poker,tic_tac_toe", "eval_opponents=random")
+    metrics = run(out, "env=kuhn_poker,tic_tac_toe", "eval_opponents=random", "advantage=rae")
     final = check_layout(out, metrics)
     assert json.loads((out / "config.json").read_text())["env"] == ["kuhn_poker", "tic_tac_toe"]
     for m in metrics:

@@ -29,6 +29,8 @@ BASE = [
     "save_every=2",
     "threads=1",
     "lr=1e-3",  # large enough that the weights move visibly in 4 steps
+    "advantage=rae",  # every turn trains (batch-relative methods can zero a tiny batch)
+    "ppo_epochs=2",  # the shuffling generator's state must survive the resume too
 ]
 
 

@@ -45,7 +45,7 @@ class TrainConfig:
     lora_alpha: int = _help("LoRA alpha", default=32)
     lora_targets: list[str] = _help("modules that get LoRA adapters", default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # -- rollouts ---------------------------------------------------------------------
-    games_per_step: int = _help("self-play games played per step (all at once)", default=64)
+    games_per_step: int = _help("self-play games played per step (all at once)", default=128)
     prompts_per_step: int = _help("task prompts per step (single-agent tasks)", default=8)
     group_size: int = _help("samples per task prompt (GRPO group)", default=8)
     max_new_tokens: int = _help("generated tokens per turn (think/direct modes)", default=64)
@@ -53,15 +53,15 @@ class TrainConfig:
     top_p: float = _help("nucleus sampling for rollouts", default=1.0)
     generation_batch_size: int = _help("prompts per generation call", default=32)
     # -- advantages and loss ----------------------------------------------------------
-    advantage: str = _help("rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none (tasks use grpo)", default="rae")
+    advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none; tasks use grpo", default="auto")
     rae_alpha: float = _help("EMA decay of the per-(env, role) baselines", default=0.95)
     lr: float = _help("learning rate (AdamW)", default=3e-6)
     weight_decay: float = _help("AdamW weight decay", default=0.0)
-    ppo_epochs: int = _help("passes over each batch", default=2)
+    ppo_epochs: int = _help("passes over each batch", default=1)
     micro_batch_size: int = _help("samples per forward/backward pass (choice mode scores each distinct prompt once per micro-batch)", default=64)
     clip: float = _help("PPO clip range", default=0.2)
     kl_coef: float = _help("weight of the k3 KL to the frozen reference (0 = none)", default=0.0)
-    entropy_coef: float = _help("entropy bonus on the choice distribution (choice mode)", default=0.0)
+    entropy_coef: float = _help("entropy bonus on the choice distribution (choice mode)", default=0.05)
     length_norm: str = _help("constant (Dr. GRPO, SPIRAL) | token_mean", default="constant")
     max_grad_norm: float = _help("gradient-norm clipping", default=1.0)
     # -- run --------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         _one_of("mode", self.mode, MODES)
-        _one_of("advantage", self.advantage, ADVANTAGE_METHODS)
+        _one_of("advantage", self.advantage, ("auto",) + ADVANTAGE_METHODS)
         _one_of("length_norm", self.length_norm, LENGTH_NORMS)
         if not self.opponent.startswith("checkpoint:"):
             _one_of("opponent", self.opponent, OPPONENTS + ("checkpoint:PATH",))
@@ -104,6 +104,19 @@ class TrainConfig:
         if not self.env:
             raise ValueError("env must name at least one environment")
         return self
+
+    def advantage_method(self) -> str:
+        """The advantage estimator for game turns (`auto` resolved by mode).
+
+        In choice mode a shared network first learns what is common to every state
+        ("always bet, always call" in Kuhn Poker) and settles there; `action_centered`
+        removes that common part (measured: exploitability 0.35 -> 0.13 in 40 steps where
+        `prompt_norm` and `state_baseline` collapsed to 1/3). Free text has no shared
+        action strings to centre on, so it uses SPIRAL's RAE.
+        """
+        if self.advantage != "auto":
+            return self.advantage
+        return "action_centered" if self.mode == "choice" else "rae"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

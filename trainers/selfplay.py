@@ -191,7 +191,7 @@ class Trainer:
         games = [s for s in samples if envs.spec(s.env_id).kind == "game"]
         tasks = [s for s in samples if envs.spec(s.env_id).kind == "task"]
         if games:
-            compute_advantages(games, self.config.advantage, self.advantage_state)
+            compute_advantages(games, self.config.advantage_method(), self.advantage_state)
         if tasks:
             compute_advantages(tasks, "grpo")
         metrics = advantage_metrics(samples) if samples else {}
