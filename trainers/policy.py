@@ -26,6 +26,7 @@ import numpy as np
 
 from envs.protocol import MODES, TurnPrompt
 from trainers.generation import GenerationBackend, encode_choice, encode_prompts
+from trainers.samples import TurnSample
 
 @dataclass
 class Decision:
@@ -37,6 +38,22 @@ class Decision:
     old_logprobs: list[float]
     choice_ids: list[list[int]] | None = None
     choice_index: int | None = None
+
+    def to_sample(self, env_id: str, role: int, game_id: int, **fields) -> TurnSample:
+        """The training sample of this decision (reward and advantage are set later)."""
+        info = {"text": self.text, **fields.pop("info", {})}
+        return TurnSample(
+            prompt_ids=self.prompt_ids,
+            response_ids=self.response_ids,
+            old_logprobs=self.old_logprobs,
+            env_id=env_id,
+            role=role,
+            game_id=game_id,
+            choice_ids=self.choice_ids,
+            choice_index=self.choice_index,
+            info=info,
+            **fields,
+        )
 
 
 def direct_answer(choice: str) -> str:

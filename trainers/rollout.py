@@ -128,17 +128,12 @@ def play_games(
             state_key = env.state.information_state_string(player)
             env.step(decision.text)
             samples_per_game[index].append(
-                TurnSample(
-                    prompt_ids=decision.prompt_ids,
-                    response_ids=decision.response_ids,
-                    old_logprobs=decision.old_logprobs,
-                    env_id=setup.env_id,
-                    role=player,
-                    game_id=setup.game_id,
-                    choice_ids=decision.choice_ids,
-                    choice_index=decision.choice_index,
+                decision.to_sample(
+                    setup.env_id,
+                    player,
+                    setup.game_id,
                     invalid=env.infos[agent]["invalid_actions"] > invalid_before,
-                    info={"text": decision.text, "state_key": state_key},
+                    info={"state_key": state_key},
                 )
             )
         timing.rounds += 1
@@ -205,18 +200,7 @@ def run_tasks(
             answer_env = copy.deepcopy(task_env)
             _, reward, _, _, step_info = answer_env.step(decision.text)
             rewards.append(float(reward))
-            samples.append(
-                TurnSample(
-                    prompt_ids=decision.prompt_ids,
-                    response_ids=decision.response_ids,
-                    old_logprobs=decision.old_logprobs,
-                    env_id=env_id,
-                    role=0,
-                    game_id=group,
-                    reward=float(reward),
-                    info={"text": decision.text},
-                )
-            )
+            samples.append(decision.to_sample(env_id, 0, group, reward=float(reward)))
         results.append(TaskResult(env_id, group, rewards, dict(info)))
     timing.rounds = 1
     timing.env_s += time.perf_counter() - tick
