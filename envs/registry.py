@@ -102,6 +102,15 @@ def make(env_id: str, **kwargs):
     return cls(**merged)
 
 
+def parameters(env_id: str) -> list[str]:
+    """The env's own parameters: its game's (game envs) or its class's (task envs)."""
+    entry = spec(env_id)
+    if entry.kind == "task":
+        return list(inspect.signature(_resolve(entry.entry_point)).parameters)
+    factory = games.game_factory(entry.game) if isinstance(entry.game, str) else entry.game
+    return list(inspect.signature(factory).parameters)
+
+
 def _make_game_env(entry: EnvSpec, kwargs: dict):
     from envs.game_env import GameEnv
 
@@ -109,10 +118,7 @@ def _make_game_env(entry: EnvSpec, kwargs: dict):
     env_options = [
         p for p in inspect.signature(GameEnv).parameters if p not in ("game", "game_params")
     ]
-    if game_name is not None:
-        game_options = list(inspect.signature(games.game_factory(game_name)).parameters)
-    else:
-        game_options = list(inspect.signature(entry.game).parameters)
+    game_options = parameters(entry.env_id)
     unknown = [k for k in kwargs if k not in env_options and k not in game_options]
     if unknown:
         raise ValueError(

@@ -114,15 +114,7 @@ class Trainer:
     # -- environments ---------------------------------------------------------------
     def _env_kwargs(self, env_id: str) -> dict:
         """The config's env_kwargs that this env accepts (multi-env runs share them)."""
-        import inspect
-
-        spec = envs.spec(env_id)
-        if spec.kind == "game":
-            import games
-
-            accepted = set(inspect.signature(games.game_factory(spec.game)).parameters)
-        else:
-            accepted = set(inspect.signature(envs.registry._resolve(spec.entry_point)).parameters)
+        accepted = set(envs.registry.parameters(env_id))
         return {k: v for k, v in self.config.env_kwargs.items() if k in accepted}
 
     def make_game_env(self, env_id: str):
