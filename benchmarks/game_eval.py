@@ -8,13 +8,19 @@ checkpoint folder), opponent (comma-separated: random, rule_based, equilibrium),
 (Kuhn Poker), out (a JSON file), threads. Reports win / draw / loss / invalid rates with
 95% intervals and the mean return, per seat and overall, and for single-hand Kuhn Poker
 the exact exploitability of the model's policy (estimated by sampling in think mode).
+
+Every option is checked before the model loads (`check_options`): a bad value fails in
+a second with one line naming the key and what is valid, not after a model load.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
+
+from benchmarks.evaluate import check_output_path
 
 DEFAULTS = {
     "env": "kuhn_poker",
@@ -45,22 +51,63 @@ def parse(arguments: list[str]) -> dict:
     return options
 
 
+MINIMUMS = {"games": 1, "max_new_tokens": 1, "hands": 1, "threads": 0}
+"""Smallest valid value of each integer option (threads=0: torch's default)."""
+
+
+def opponent_names(options: dict) -> list[str]:
+    return [name.strip() for name in options["opponent"].split(",")]
+
+
+def env_factory(options: dict):
+    """A function making a fresh env as the options describe (hands only for Kuhn Poker)."""
+    import envs
+
+    env_kwargs = {"hands": options["hands"]} if options["env"] == "kuhn_poker" else {}
+    return functools.partial(envs.make, options["env"], mode=options["mode"], **env_kwargs)
+
+
+def check_options(options: dict) -> None:
+    """ValueError, one line naming the key and what is valid, for any option that
+    cannot work; builds the env and each opponent once, but loads no model."""
+    import envs
+    from envs.opponents import make_opponent
+
+    for key, minimum in MINIMUMS.items():
+        if options[key] < minimum:
+            raise ValueError(f"{key}={options[key]}: must be an integer >= {minimum}")
+    if not math.isfinite(options["temperature"]) or options["temperature"] < 0:
+        raise ValueError(f"temperature={options['temperature']}: must be a finite number >= 0")
+    if options["mode"] not in envs.MODES:
+        raise ValueError(f"mode={options['mode']!r}: valid modes are {', '.join(envs.MODES)}")
+    try:
+        spec = envs.spec(options["env"])
+    except ValueError as error:
+        raise ValueError(f"env={options['env']!r}: {error}") from None
+    if spec.kind != "game":
+        raise ValueError(f"env={options['env']!r} is a task env; use `python -m benchmarks.evaluate sat ...`")
+    game = env_factory(options)().game
+    for name in opponent_names(options):
+        try:
+            make_opponent(name, game)
+        except ValueError as error:
+            raise ValueError(f"opponent={name!r}: {error}") from None
+    if options["out"]:
+        check_output_path(options["out"], "out")
+
+
 def run(options: dict) -> dict:
+    check_options(options)
     import torch
 
-    import envs
-    from trainers.evaluation import evaluate_against, exploitability
+    from trainers.evaluation import evaluate_against, model_exploitability
     from trainers.generation import TransformersBackend
     from trainers.models import load_model
     from trainers.policy import LanguagePolicy
 
     if options["threads"]:
         torch.set_num_threads(options["threads"])
-    spec = envs.spec(options["env"])
-    if spec.kind != "game":
-        raise ValueError(f"{options['env']!r} is a task env; use `python -m benchmarks.evaluate sat ...`")
-    env_kwargs = {"hands": options["hands"]} if options["env"] == "kuhn_poker" else {}
-    make_env = functools.partial(envs.make, options["env"], mode=options["mode"], **env_kwargs)
+    make_env = env_factory(options)
     model, tokenizer = load_model(options["model"])
     policy = LanguagePolicy(
         TransformersBackend(model, tokenizer),
@@ -70,14 +117,15 @@ def run(options: dict) -> dict:
         temperature=options["temperature"],
     )
     report = {"options": options}
-    for opponent in options["opponent"].split(","):
+    for opponent in opponent_names(options):
         result = evaluate_against(
-            policy, make_env, options["env"], opponent.strip(), games=options["games"], seed=options["seed"]
+            policy, make_env, options["env"], opponent, games=options["games"], seed=options["seed"]
         )
-        report[opponent.strip()] = result
+        report[opponent] = result
         print(_line(result), flush=True)
-    if options["env"] == "kuhn_poker" and options["hands"] == 1:
-        value, table = exploitability(policy, make_env(), seed=options["seed"])
+    exact = model_exploitability(policy, make_env(), seed=options["seed"])
+    if exact is not None:  # the game is small enough for exact analysis
+        value, table = exact
         report["exploitability"] = value
         report["policy"] = table
         print(f"exploitability: {value:.4f}", flush=True)

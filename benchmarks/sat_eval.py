@@ -19,6 +19,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from benchmarks.evaluate import check_output_path
 from benchmarks.passk import STANDARD_KS, pass_at_k_by_bucket, usable_ks
 from curricula.sat import SatInstance, difficulty
 from envs.sat import CORRECT_REWARD, NO_ANSWER_REWARD, prompt_messages, score_answer
@@ -42,12 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_problems(path: str, limit: int | None = None) -> list[tuple[str, SatInstance]]:
-    """(id, instance) per line; ValueError naming the line for anything malformed."""
+    """(id, instance) per line; ValueError naming file:line for malformed JSON or a record
+    that is not one consistent formula (see `SatInstance.from_record`)."""
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be positive, got {limit}")
     problems = []
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as error:
         raise ValueError(f"cannot read --data {path!r}: {error.strerror}") from None
     with handle:
@@ -58,9 +60,13 @@ def load_problems(path: str, limit: int | None = None) -> list[tuple[str, SatIns
                 continue
             try:
                 record = json.loads(line)
-                problems.append((str(record.get("id", f"line-{number}")), SatInstance.from_record(record)))
-            except (ValueError, TypeError, AttributeError) as error:
+            except ValueError as error:
+                raise ValueError(f"{path}:{number}: malformed JSON ({error})") from None
+            try:
+                instance = SatInstance.from_record(record)
+            except ValueError as error:
                 raise ValueError(f"{path}:{number}: not a SAT record ({error})") from None
+            problems.append((str(record.get("id", f"line-{number}")), instance))
     if not problems:
         raise ValueError(f"{path} holds no SAT records")
     return problems
@@ -148,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("samples", "max_new_tokens", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.out:
+        check_output_path(args.out, "--out")
     problems = load_problems(args.data, args.limit)
     from trainers.models import load_model
 

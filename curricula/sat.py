@@ -265,30 +265,64 @@ class SatInstance:
 
     @classmethod
     def from_record(cls, record: Mapping) -> "SatInstance":
-        """Inverse of `to_record`; checks that formula text, clauses and (n, k, l) agree.
+        """Inverse of `to_record`; ValueError, saying what is wrong, unless the record is
+        one consistent formula: evaluation files are edited and merged by hand, and a
+        clause that silently disagrees with (n, k, l) would corrupt a whole bucket.
 
-        Only n, k, l and clauses are required; a missing `num_solutions` reads as -1 (unknown)."""
+        Checked: n, k, l are valid parameters (`check_parameters`); there are exactly l
+        clauses, each of exactly n integer literals on distinct variables 1..k; the
+        formula text, when present, spells the same clauses. Only n, k, l and clauses
+        are required; a missing `num_solutions` reads as -1 (unknown)."""
+        if not isinstance(record, Mapping):
+            raise ValueError(f"a SAT record is a JSON object, got {type(record).__name__}")
         missing = [name for name in ("n", "k", "l", "clauses") if name not in record]
         if missing:
             raise ValueError(f"SAT record lacks field(s) {missing}; has {sorted(record)}")
-        clauses = tuple(tuple(int(x) for x in clause) for clause in record["clauses"])
-        n, k, l = int(record["n"]), int(record["k"]), int(record["l"])
+        family = record.get("family", "planted")
+        n, k, l = record["n"], record["k"], record["l"]
+        check_parameters(n, k, l, family=family)
+        clauses = _record_clauses(record["clauses"], n, k)
         if len(clauses) != l:
             raise ValueError(f"record has l={l} but {len(clauses)} clauses")
-        if any(abs(x) > k for clause in clauses for x in clause):
-            raise ValueError(f"record has k={k} but a clause mentions a variable beyond it")
-        if "formula" in record and text_to_clauses(record["formula"]) != clauses:
-            raise ValueError(f"record's formula {record['formula']!r} does not match its clauses")
+        if "formula" in record:
+            formula = record["formula"]
+            if not isinstance(formula, str) or text_to_clauses(formula) != clauses:
+                raise ValueError(f"record's formula {formula!r} does not match its clauses")
         return cls(
             n=n, k=k, l=l, clauses=clauses,
             solution=record.get("solution"),
-            num_solutions=int(record.get("num_solutions", -1)),
+            num_solutions=_record_integer(record, "num_solutions", -1),
             num_solutions_capped=bool(record.get("num_solutions_capped", False)),
-            family=record.get("family", "planted"),
-            seed=int(record.get("seed", 0)),
-            index=int(record.get("index", 0)),
-            stream=record.get("stream", "train"),
+            family=family,
+            seed=_record_integer(record, "seed", 0),
+            index=_record_integer(record, "index", 0),
+            stream=str(record.get("stream", "train")),
         )
+
+
+def _record_clauses(clauses, n: int, k: int) -> tuple[Clause, ...]:
+    """A record's clauses as tuples, each exactly n integer literals on distinct variables 1..k."""
+    if not isinstance(clauses, (list, tuple)):
+        raise ValueError(f"clauses must be a list of lists of integers, got {clauses!r}")
+    checked = []
+    for number, clause in enumerate(clauses, start=1):
+        if not isinstance(clause, (list, tuple)) or any(not isinstance(x, int) or isinstance(x, bool) for x in clause):
+            raise ValueError(f"clause {number} {clause!r} is not a list of integer literals")
+        if len(clause) != n:
+            raise ValueError(f"clause {number} {clause!r} has {len(clause)} literals, but n={n}")
+        if any(x == 0 or abs(x) > k for x in clause):
+            raise ValueError(f"clause {number} {clause!r} has a literal outside ±1..{k} (k={k})")
+        if len({abs(x) for x in clause}) != n:
+            raise ValueError(f"clause {number} {clause!r} mentions a variable twice")
+        checked.append(tuple(clause))
+    return tuple(checked)
+
+
+def _record_integer(record: Mapping, name: str, default: int) -> int:
+    value = record.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"record field {name!r} must be an integer, got {value!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +466,61 @@ def generate_instances(
 
 
 def heldout_instances(level: Sequence[int], *, size: int = 20, seed: int = 0, count_cap: int = DEFAULT_COUNT_CAP) -> list[SatInstance]:
-    """The held-out set a curriculum evaluates at `level`: its own "heldout" stream, so it
-    never shares draws with training instances (exclude its keys from training to be sure)."""
+    """The held-out set a curriculum evaluates at `level`, from its own "heldout" stream.
+
+    A separate stream shares no RNG draws with training, but at small levels two streams
+    can still produce the same formula. Disjointness therefore comes from exclusion: a
+    trainer builds its SAT env with `exclude=` every held-out set it evaluates on (and
+    `load_benchmark_formulas` of any benchmark it reports), and the env never draws an
+    excluded formula."""
     config = SatConfig(seed=seed, stream="heldout", count_cap=count_cap).with_level(level)
     return list(generate_instances(config, size))
+
+
+# ------------------------------------------------------------------ benchmark folders
+
+BENCHMARK_MANIFEST = "manifest.json"
+"""The index `benchmarks.generate` writes beside its JSONL files (format documented there)."""
+TRAINING_SPLIT = "train"
+"""The one split a trainer may draw from; every other split of a benchmark is evaluation."""
+
+
+def load_benchmark_formulas(folder: str) -> list[SatInstance]:
+    """Every instance of the evaluation files (test, held-out: all splits but "train") of
+    a folder written by `benchmarks.generate`, for `envs.make("sat", exclude=...)`.
+
+    Files are found through the folder's manifest and must match its sha256, so an
+    edited or truncated file cannot quietly let test formulas into training. Raises
+    ValueError naming the file (and line) that is missing, altered or malformed.
+    """
+    import json  # the only file I/O in this module
+    import os
+
+    manifest_path = os.path.join(folder, BENCHMARK_MANIFEST)
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            files = json.load(handle)["files"]
+        if not all(isinstance(entry, dict) for entry in files.values()):
+            raise TypeError("every file entry must be an object")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{manifest_path}: not a readable benchmark manifest ({error})") from None
+    instances = []
+    for name, entry in sorted(files.items()):
+        if entry.get("split") == TRAINING_SPLIT:
+            continue
+        if os.path.basename(name) != name or name.startswith("."):
+            raise ValueError(f"{manifest_path} lists {name!r}, which is not a plain file name")
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror}") from None
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise ValueError(f"{path} does not match the sha256 in {manifest_path}; regenerate the benchmark")
+        for number, line in enumerate(data.splitlines(), start=1):
+            try:
+                instances.append(SatInstance.from_record(json.loads(line)))
+            except ValueError as error:
+                raise ValueError(f"{path}:{number}: {error}") from None
+    return instances

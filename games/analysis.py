@@ -90,12 +90,39 @@ class GameTree:
         )
 
 
-def game_tree(game: Game) -> GameTree:
+class TreeTooLarge(ValueError):
+    """The game has more histories than the caller allowed (see `game_tree(max_nodes=...)`)."""
+
+
+DEFAULT_MAX_NODES = 100_000
+DEFAULT_MAX_INFORMATION_STATES = 256
+
+
+def small_game_tree(
+    game: Game, *, max_nodes: int = DEFAULT_MAX_NODES, max_information_states: int = DEFAULT_MAX_INFORMATION_STATES
+) -> GameTree | None:
+    """The game's tree if exact analysis of a model's policy is affordable, else None.
+
+    Exact exploitability needs the model's action distribution at every information state
+    (one model call each) and one pass over the tree, so "small" is judged by both counts,
+    not by the game's name: single-hand Kuhn Poker (58 histories, 12 information states)
+    qualifies, TicTacToe (549,946 histories) does not.
+    """
+    try:
+        tree = game_tree(game, max_nodes=max_nodes)
+    except TreeTooLarge:
+        return None
+    return tree if len(tree.infoset_keys) <= max_information_states else None
+
+
+def game_tree(game: Game, *, max_nodes: int | None = None) -> GameTree:
     """Enumerate every history of `game` once, breadth-first (see `GameTree`).
 
     Raises ValueError when the game breaks an assumption the analysis relies on: chance
     probabilities that do not sum to 1, histories of one information set with
-    different legal actions, or one information_state_string used by two players.
+    different legal actions, or one information_state_string used by two players; and
+    `TreeTooLarge` as soon as more than `max_nodes` histories are found (when given), so
+    asking whether a large game is small costs little.
     """
     num_players = game.num_players()
     player, parent, first_child, num_children = [], [], [], []
@@ -112,6 +139,8 @@ def game_tree(game: Game) -> GameTree:
     while frontier:
         next_frontier: list[tuple[State, int, int, float, int]] = []
         next_start = level_starts[-1] + len(frontier)
+        if max_nodes is not None and next_start > max_nodes:
+            raise TreeTooLarge(f"{game!r} has more than {max_nodes} histories")
         for state, up, owner, prob, action in frontier:
             node = len(player)
             to_move = state.current_player()
@@ -250,7 +279,7 @@ def _slots_to_policy(tree: GameTree, probs: np.ndarray) -> dict[str, dict[int, f
     return policy
 
 
-def _normalise_per_infoset(tree: GameTree, weights: np.ndarray) -> np.ndarray:
+def _normalize_per_infoset(tree: GameTree, weights: np.ndarray) -> np.ndarray:
     """`weights` divided by their information set's total; uniform where that is 0."""
     totals = np.bincount(tree.slot_infoset, weights=weights, minlength=len(tree.infoset_keys))
     totals = totals[tree.slot_infoset]
@@ -472,7 +501,7 @@ def cfr(
     for t in range(1, iterations + 1):
         weight = float(t) if plus else 1.0
         for group in groups:
-            sigma = _normalise_per_infoset(tree, np.maximum(regrets, 0.0))
+            sigma = _normalize_per_infoset(tree, np.maximum(regrets, 0.0))
             edge_probs = _edge_probs(tree, sigma)
             reach = _reach(tree, edge_probs)
             values = _values(tree, edge_probs)
@@ -485,7 +514,7 @@ def cfr(
                 average += weight * np.bincount(slots, weights=own_reach, minlength=tree.num_slots)
             if plus:
                 np.maximum(regrets, 0.0, out=regrets)
-    return _slots_to_policy(tree, _normalise_per_infoset(tree, average))
+    return _slots_to_policy(tree, _normalize_per_infoset(tree, average))
 
 
 __all__ = [

@@ -14,7 +14,14 @@ import pytest
 
 from benchmarks.generate import main as generate_main
 from benchmarks.passk import mean_pass_at_k, pass_at_k, pass_at_k_by_bucket, usable_ks
-from curricula.sat import SatInstance, canonical_key, difficulty, text_to_clauses
+from curricula.sat import (
+    SatInstance,
+    canonical_key,
+    difficulty,
+    heldout_instances,
+    load_benchmark_formulas,
+    text_to_clauses,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,21 +147,34 @@ def test_saturn_preset_structure(tmp_path):
     for stage, train in (("3_5_5", 250), ("3_5_6", 250), ("3_5_13", 500), ("3_5_15", 500)):
         expected_counts[f"train_{stage}.jsonl"] = train
         expected_counts[f"heldout_{stage}.jsonl"] = 20
+        expected_counts[f"heldout_eval_{stage}.jsonl"] = 20
     assert {name: entry["count"] for name, entry in manifest["files"].items()} == expected_counts
-    assert manifest["total"] == 2580 and manifest["generator_version"] == "sat-1"
+    assert manifest["total"] == 2660 and manifest["generator_version"] == "sat-1"
+    splits = {name: entry["split"] for name, entry in manifest["files"].items()}
+    assert sum(expected_counts[name] for name, split in splits.items() if split.startswith("heldout")) == 160
+    assert sum(expected_counts[name] for name, split in splits.items() if split == "train") == 1500
+    assert all(entry["role"] for entry in manifest["files"].values())
     assert manifest["parameters"]["seed"] == 0 and manifest["parameters"]["preset"] == "saturn-2.6k"
     keys, ids = set(), set()
     for name, data in files.items():
         assert manifest["files"][name]["sha256"] == hashlib.sha256(data).hexdigest()
         records = [json.loads(line) for line in data.decode().splitlines()]
         assert len(records) == expected_counts[name]
-        assert {r["split"] for r in records} == {name.split("_")[0].removesuffix(".jsonl")}
+        assert {r["split"] for r in records} == {splits[name]}
         for record in records:
             keys.add(canonical_key(record["clauses"]))
             ids.add(record["id"])
-    assert len(keys) == len(ids) == 2580  # no formula (or id) twice across all files
+    assert len(keys) == len(ids) == 2660  # no formula (or id) twice across all files
     test = read_jsonl(tmp_path / "test.jsonl")
     assert [sum(1 for r in test if (r["n"], r["k"], r["l"]) == b) for b in {(r["n"], r["k"], r["l"]) for r in test}] == [100] * 10
+    # the gate set is the curriculum's own held-out set at the same seed
+    gate = [r["formula"] for r in read_jsonl(tmp_path / "heldout_3_5_5.jsonl")]
+    assert gate == [i.formula for i in heldout_instances((3, 5, 5), size=20, seed=0)]
+    # a trainer excludes the 1,160 evaluation formulas (test and both held-out roles)
+    excluded = load_benchmark_formulas(str(tmp_path))
+    assert len(excluded) == 1160 and {i.key for i in excluded} <= keys
+    train_keys = {canonical_key(r["clauses"]) for name in files if splits[name] == "train" for r in read_jsonl(tmp_path / name)}
+    assert not train_keys & {i.key for i in excluded}
 
 
 def test_module_entry_point(tmp_path):

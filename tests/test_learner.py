@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from trainers.checkpoints import latest_intact as latest_checkpoint
+from trainers.checkpoints import list_checkpoints
+from trainers.config import TrainConfig
 from trainers.generation import sequence_logprobs
-from trainers.learner import Learner, LearnerConfig, latest_checkpoint, list_checkpoints
+from trainers.learner import Learner
 from trainers.models import load_model
 from trainers.samples import TurnSample
 
@@ -44,8 +47,12 @@ def weights(model):
 
 
 def config(**overrides):
-    settings = {"lr": 1e-2, "epochs": 2, "mini_batch_size": 4, "micro_batch_size": 3, "recompute_old_logprobs": True}
-    return LearnerConfig(**{"seed": 7, **settings, **overrides})
+    """The run config the learner reads; mini_batch_size 0 means the whole batch per step."""
+    settings = {
+        "lr": 1e-2, "ppo_epochs": 2, "mini_batch_size": 4, "micro_batch_size": 3,
+        "recompute_old_logprobs": True, "entropy_coef": 0.0,
+    }
+    return TrainConfig(**{"seed": 7, **settings, **overrides}).validate()
 
 
 def objective(learner, samples):
@@ -56,7 +63,7 @@ def objective(learner, samples):
 
 
 def test_first_pass_ratio_is_one_and_updates_change_the_weights():
-    learner = Learner(tiny_model(), config(epochs=1, mini_batch_size=None))
+    learner = Learner(tiny_model(), config(ppo_epochs=1, mini_batch_size=0))
     before = weights(learner.model)
     metrics = learner.update(make_batch(0))
     assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
@@ -123,8 +130,8 @@ def test_entropy_bonus_alone_spreads_the_choice_distribution():
 
     def mean_entropy(learner):
         with torch.no_grad():
-            _, entropies = learner._logprobs(learner.model, batch)
-        return torch.stack(entropies).mean().item()
+            log_policies = learner.score(learner.model, batch).log_policies
+        return torch.stack([-(lp.exp() * lp).sum() for lp in log_policies]).mean().item()
 
     plain = Learner(tiny_model(), config(lr=3e-3))
     regularised = Learner(tiny_model(), config(lr=3e-3, entropy_coef=1.0))
@@ -136,7 +143,7 @@ def test_entropy_bonus_alone_spreads_the_choice_distribution():
 
 
 def test_lora_trains_only_the_adapter_and_its_reference_is_the_base_model():
-    learner = Learner(tiny_model(), config(lora_rank=4, lora_alpha=8, kl_coef=0.1, epochs=1, mini_batch_size=None))
+    learner = Learner(tiny_model(), config(lora_rank=4, lora_alpha=8, kl_coef=0.1, ppo_epochs=1, mini_batch_size=0))
     before = weights(learner.model)
     metrics = learner.update(make_batch(6))
     # LoRA's B starts at zero, so before the step the policy is the base model exactly.
@@ -148,7 +155,7 @@ def test_lora_trains_only_the_adapter_and_its_reference_is_the_base_model():
 
 
 def test_full_fine_tuning_with_kl_keeps_a_frozen_reference():
-    learner = Learner(tiny_model(), config(kl_coef=0.1, epochs=2, mini_batch_size=None))
+    learner = Learner(tiny_model(), config(kl_coef=0.1, ppo_epochs=2, mini_batch_size=0))
     reference = weights(learner.reference_model)
     metrics = learner.update(make_batch(7))
     assert metrics["kl_ref"] > 0  # the second pass sees the moved policy
@@ -159,9 +166,9 @@ def test_recompute_old_logprobs_makes_the_first_ratio_one():
     batch = make_batch(8)
     for sample in batch:
         sample.old_logprobs = [-0.1] * len(sample.old_logprobs)
-    stale = Learner(tiny_model(), config(epochs=1, mini_batch_size=None, recompute_old_logprobs=False))
+    stale = Learner(tiny_model(), config(ppo_epochs=1, mini_batch_size=0, recompute_old_logprobs=False))
     assert stale.update([TurnSample(**vars(s)) for s in batch])["clip_fraction"] > 0.5
-    fresh = Learner(tiny_model(), config(epochs=1, mini_batch_size=None))
+    fresh = Learner(tiny_model(), config(ppo_epochs=1, mini_batch_size=0))
     assert fresh.update(batch)["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -295,4 +302,169 @@ def test_loading_adapter_into_a_full_learner_is_a_clear_error(tmp_path):
 
 def test_config_errors_name_the_valid_values():
     with pytest.raises(ValueError, match="constant, token_mean"):
-        Learner(tiny_model(), LearnerConfig(length_norm="sum"))
+        config(length_norm="sum")
+
+
+# ---- micro-batches by distinct prompt ---------------------------------------------------
+
+
+def repeated_choice_batch(seed=30, distinct=3, copies=5):
+    """Choice samples that revisit a few prompts (as self-play on a small game does)."""
+    base = make_batch(seed, size=distinct, choice=True)
+    rng = random.Random(seed)
+    batch = []
+    for i in range(distinct * copies):
+        template = base[i % distinct]
+        index = rng.randrange(len(template.choice_ids))
+        sample = TurnSample(
+            template.prompt_ids, template.choice_ids[index], [0.0], "kuhn_poker", i % 2, i,
+            choice_ids=template.choice_ids, choice_index=index,
+        )
+        sample.advantage = rng.choice([-1.5, -0.5, 0.5, 1.0])
+        batch.append(sample)
+    return batch
+
+
+def captured_gradients(learner, batch):
+    """The gradient the optimizer would apply in a one-step update (captured, not applied)."""
+    captured = []
+    learner.optimizer.step = lambda: captured.append([p.grad.detach().clone() for p in learner.trainable_parameters])
+    learner.update(batch)
+    return captured[0]
+
+
+def test_grouped_micro_batches_give_the_gradient_of_scoring_every_sample_alone():
+    from trainers.loss import pad_logprobs, ppo_clipped_loss
+
+    batch = repeated_choice_batch()
+    unclipped = dict(ppo_epochs=1, mini_batch_size=0, entropy_coef=0.1, max_grad_norm=1e9)
+    learner = Learner(tiny_model(), config(micro_batch_size=1, **unclipped))
+    learner.recompute_old_logprobs(batch)
+    grouped = captured_gradients(learner, [TurnSample(**vars(s)) for s in batch])
+    whole = captured_gradients(Learner(tiny_model(), config(micro_batch_size=64, **unclipped)), [TurnSample(**vars(s)) for s in batch])
+    # ungrouped reference: every sample scored by its own forward pass
+    reference = Learner(tiny_model(), config(**unclipped))
+    reference.optimizer.zero_grad()
+    for sample in batch:
+        scored = reference.score(reference.model, [sample])
+        new, mask = pad_logprobs(scored.rows)
+        loss, _ = ppo_clipped_loss(new, torch.tensor([sample.old_logprobs]), torch.tensor([sample.advantage]), mask)
+        log_policy = scored.log_policies[0]
+        loss = loss - 0.1 * -(log_policy.exp() * log_policy).sum()
+        (loss / len(batch)).backward()
+    expected = [p.grad for p in reference.trainable_parameters]
+    for a, b, c in zip(grouped, whole, expected):
+        assert torch.allclose(a, c, atol=1e-5)
+        assert torch.allclose(b, c, atol=1e-5)
+
+
+def test_a_step_costs_one_forward_per_distinct_prompt_not_per_sample():
+    batch = repeated_choice_batch(distinct=3, copies=8)
+    learner = Learner(tiny_model(), config(ppo_epochs=2, mini_batch_size=0, micro_batch_size=64))
+    metrics = learner.update(batch)
+    assert metrics["samples"] == 24
+    assert metrics["forward_passes"] == 2  # one per epoch: the 3 distinct prompts share it
+    split = Learner(tiny_model(), config(ppo_epochs=1, mini_batch_size=0, micro_batch_size=2))
+    assert split.update(repeated_choice_batch(distinct=3, copies=8))["forward_passes"] == 2  # 2 + 1 prompts
+
+
+# ---- stopping on non-finite numbers -----------------------------------------------------
+
+
+def test_a_non_finite_loss_stops_the_update_before_the_weights_change():
+    from trainers.learner import NonFiniteLossError
+
+    learner = Learner(tiny_model(), config(ppo_epochs=1, recompute_old_logprobs=False))
+    batch = make_batch(40)
+    batch[0].advantage = float("nan")
+    before = weights(learner.model)
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        learner.update(batch)
+    assert all(torch.equal(before[n], p) for n, p in learner.model.named_parameters())
+
+
+# ---- the reference policy: exact choice KL, magnet refresh ------------------------------
+
+
+def test_choice_kl_to_the_reference_is_exact_over_the_candidates():
+    batch = repeated_choice_batch(distinct=2, copies=2)
+    learner = Learner(tiny_model(), config(kl_coef=0.5, ppo_epochs=1, mini_batch_size=0, lr=5e-2))
+    learner.update([TurnSample(**vars(s)) for s in batch])
+    with torch.no_grad():
+        current = learner.score(learner.model, batch).log_policies
+        reference = learner.reference_scores(batch).log_policies
+    expected = sum((p.exp() * (p - q)).sum().item() for p, q in zip(current, reference)) / len(batch)
+    assert expected > 1e-4  # the policy moved away from its reference
+    again = learner.update([TurnSample(**vars(s)) for s in batch])
+    # the first (and only) pass of the second update sees exactly the moved policy
+    assert again["kl_ref"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_refreshing_the_reference_makes_the_current_policy_the_magnet(lora_rank):
+    batch = repeated_choice_batch(distinct=2, copies=2)
+    learner = Learner(tiny_model(), config(kl_coef=0.5, ppo_epochs=1, mini_batch_size=0, lr=5e-2, lora_rank=lora_rank))
+    for _ in range(2):
+        learner.update([TurnSample(**vars(s)) for s in batch])
+    assert learner.update([TurnSample(**vars(s)) for s in batch])["kl_ref"] > 1e-5
+    learner.refresh_reference()
+    assert learner.update([TurnSample(**vars(s)) for s in batch])["kl_ref"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_moved_magnet_survives_a_checkpoint(tmp_path):
+    batch = repeated_choice_batch(distinct=2, copies=2)
+    settings = dict(kl_coef=0.5, magnet_every=1, ppo_epochs=1, mini_batch_size=0, lr=5e-2)
+    learner = Learner(tiny_model(), config(**settings))
+    learner.update([TurnSample(**vars(s)) for s in batch])
+    learner.refresh_reference()
+    learner.update([TurnSample(**vars(s)) for s in batch])
+    path = learner.save_checkpoint(tmp_path, 2)
+    restored = Learner(tiny_model(seed=3), config(**settings))
+    restored.load_checkpoint(path)
+    for (name, p), (_, q) in zip(learner.reference_model.named_parameters(), restored.reference_model.named_parameters()):
+        assert torch.equal(p, q), name
+
+
+# ---- behaviour cloning ------------------------------------------------------------------
+
+
+def test_imitation_raises_the_likelihood_of_the_cloned_answers():
+    batch = make_batch(41, size=4)
+    learner = Learner(tiny_model(), config(lr=1e-2))
+
+    def likelihood():
+        with torch.no_grad():
+            return sum(row.sum().item() for row in learner.policy_logprobs(batch))
+
+    before = likelihood()
+    metrics = learner.imitate(batch)
+    assert metrics["bc_samples"] == 4 and metrics["bc_loss"] > 0
+    assert likelihood() > before
+
+
+# ---- damaged checkpoints ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "flip", "meta"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, damage):
+    from trainers.checkpoints import DamagedCheckpoint
+
+    learner = Learner(tiny_model(), config())
+    older = learner.save_checkpoint(tmp_path, 1, {"step": 1})
+    newer = learner.save_checkpoint(tmp_path, 2, {"step": 2})
+    target = newer / "model" / "model.safetensors"
+    data = target.read_bytes()
+    if damage == "truncate":
+        target.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        target.write_bytes(b"")
+    elif damage == "flip":
+        position = len(data) // 2
+        target.write_bytes(data[:position] + bytes([data[position] ^ 1]) + data[position + 1:])
+    else:
+        (newer / "meta.json").write_text("")
+    with pytest.warns(UserWarning, match="step_00000002"):
+        assert latest_checkpoint(tmp_path) == older
+    with pytest.raises(DamagedCheckpoint):
+        learner.load_checkpoint(newer)
+    assert learner.load_checkpoint(older) == {"step": 1}

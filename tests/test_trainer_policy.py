@@ -249,3 +249,29 @@ def test_many_candidates_are_scored_in_bounded_chunks_with_the_same_numbers():
         assert row.detach().tolist() == pytest.approx(reference, abs=1e-4)
     scores[1].sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_a_shared_prompt_prefix_is_run_once_with_the_same_values_and_gradients():
+    from trainers import generation
+    from trainers.generation.logprobs import common_prefix_length
+
+    model, _ = load_model("tiny-random", seed=4)
+    prefix = list(range(40, 70))
+    prompts = [prefix + [100, 101], prefix + [102], prefix + [103, 104, 105]]
+    candidates = [[[5, 6], [7]], [[8]], [[9, 10, 11], [12], [13, 14]]]
+    assert common_prefix_length(prompts) == 30
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True)
+    shared = generation.candidate_logprobs(model, prompts, candidates)
+    hook.remove()
+    assert calls[0] == (1, 30)  # the prefix, once, for all three prompts
+    assert calls[1] == (3, 3)  # then only each prompt's own tokens
+    torch.stack([v.sum() for v in shared]).sum().backward()
+    shared_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    alone = [generation.candidate_logprobs(model, [p], [c])[0] for p, c in zip(prompts, candidates)]
+    torch.stack([v.sum() for v in alone]).sum().backward()
+    for a, b in zip(shared, alone):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(shared_grads, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-5)

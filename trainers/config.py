@@ -1,23 +1,55 @@
-"""The trainer's configuration: one dataclass, `key=value` overrides, clear errors.
+"""The trainer's one configuration: a dataclass, `key=value` overrides, clear errors.
 
-Every hyperparameter lives in `TrainConfig` with its default and a one-line help text;
-`parse_overrides(["env=kuhn_poker", "steps=50"])` returns a validated config, and any
-unknown key or bad value is an error that names the valid choices. Stable keys (kept
-across changes): env, model, steps, seed, out, resume, save_every.
+Every setting of a run lives in `TrainConfig` with its default and a one-line help text,
+grouped in sections (what to train on, model, rollouts, advantages and loss, league and
+regularisation, run). The learner, the rollout and the CLI all read this same object, so
+the value a user sets is the value that acts. `parse_overrides(["env=kuhn_poker",
+"steps=50"])` returns a validated config; an unknown key names the valid ones, a bad or
+non-finite value names the key and the range it must lie in.
+
+Stable keys (kept across changes): env, model, steps, seed, out, resume, save_every.
+
+Resume: `RESUMABLE_KEYS` may differ from the saved run's config (they change how long
+the run goes, how it is evaluated and logged, or the learning rate, which is applied to
+the restored optimizer); any other difference is an error naming the keys
+(`resume_conflicts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from envs.opponents import OPPONENT_NAMES as FIXED_OPPONENTS
 from envs.protocol import MODES
 from trainers.advantages import METHODS as ADVANTAGE_METHODS
 
 LENGTH_NORMS = ("constant", "token_mean")
-OPPONENTS = ("none", "random", "rule_based", "equilibrium")
+OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
+INVALID_ACTION_POLICIES = ("forfeit", "spiral", "textarena")
+LEAGUE_SAMPLING = ("uniform", "prioritized")
+FORMAT_PHASE = ("auto", "on", "off")
+
+RESUMABLE_KEYS = (
+    "steps",
+    "resume",
+    "lr",
+    "save_every",
+    "keep_checkpoints",
+    "eval_every",
+    "eval_games",
+    "eval_opponents",
+    "eval_temperature",
+    "threads",
+    "tensorboard",
+    "progress",
+)
+"""Keys a resumed run may change: run length, checkpoint cadence, evaluation, logging,
+threads, and `lr` (set on the restored optimizer's parameter groups). Everything else
+changes what the run computes, so a resume with a different value is refused."""
 
 
 def _help(text: str, **kwargs) -> Any:
@@ -31,78 +63,119 @@ def _help(text: str, **kwargs) -> Any:
 class TrainConfig:
     # -- what to train on -----------------------------------------------------------
     env: list[str] = _help("env id, or a comma-separated list for multi-game training", default_factory=lambda: ["kuhn_poker"])
-    env_kwargs: dict = _help("JSON object of env arguments, e.g. {\"hands\": 5}", default_factory=dict)
+    env_kwargs: dict = _help("JSON object of env arguments, e.g. {\"hands\": 5}; each key must be accepted by at least one selected env", default_factory=dict)
     mode: str = _help("text protocol mode: choice | direct | think", default="choice")
-    invalid_policy: str = _help("invalid-action policy preset: forfeit | spiral | textarena", default="forfeit")
+    invalid_action_policy: str = _help("what an invalid answer costs: forfeit | spiral | textarena", default="forfeit")
     turn_limit: int = _help("cut a game after this many turns and score it a draw", default=50)
-    opponent: str = _help("none (pure self-play) | random | rule_based | equilibrium | checkpoint:PATH (a frozen model) on one seat", default="none")
-    curriculum: str = _help("difficulty curriculum for task envs: none | saturn", default="none")
+    opponent: str = _help("none (pure self-play) | league (past snapshots) | random | rule_based | equilibrium | checkpoint:PATH (a frozen model) on one seat", default="none")
     opponent_seat: str = _help("seat of the fixed opponent: 0, 1 or alternate", default="alternate")
+    curriculum: str = _help("difficulty curriculum for task envs: none | saturn", default="none")
+    benchmark: str = _help("a folder written by benchmarks.generate: its test and held-out formulas are never drawn for training", default="")
     # -- model ------------------------------------------------------------------------
-    model: str = _help("smollm2-135m | tiny-random | a local Hugging Face folder | a hub id", default="smollm2-135m")
+    model: str = _help("smollm2-135m | tiny-random | a local Hugging Face folder | a run or checkpoint folder | a hub id", default="smollm2-135m")
     dtype: str = _help("float32 | bfloat16", default="float32")
     lora_rank: int = _help("LoRA rank; 0 trains all weights", default=0)
-    lora_alpha: int = _help("LoRA alpha", default=32)
+    lora_alpha: float = _help("LoRA alpha", default=32.0)
+    lora_dropout: float = _help("LoRA dropout", default=0.0)
     lora_targets: list[str] = _help("modules that get LoRA adapters", default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # -- rollouts ---------------------------------------------------------------------
-    games_per_step: int = _help("self-play games played per step (all at once)", default=128)
+    games_per_step: int = _help("self-play games played per step (all at once)", default=512)
     prompts_per_step: int = _help("task prompts per step (single-agent tasks)", default=8)
     group_size: int = _help("samples per task prompt (GRPO group)", default=8)
     max_new_tokens: int = _help("generated tokens per turn (think/direct modes)", default=64)
     temperature: float = _help("sampling temperature for rollouts", default=1.0)
-    top_p: float = _help("nucleus sampling for rollouts", default=1.0)
+    top_p: float = _help("nucleus sampling for rollouts, in (0, 1]", default=1.0)
     generation_batch_size: int = _help("prompts per generation call", default=32)
     # -- advantages and loss ----------------------------------------------------------
     advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none; tasks use grpo", default="auto")
-    rae_alpha: float = _help("EMA decay of the per-(env, role) baselines", default=0.95)
-    lr: float = _help("learning rate (AdamW)", default=3e-6)
+    rae_alpha: float = _help("EMA decay of the per-(env, role) baselines, in (0, 1)", default=0.95)
+    lr: float = _help("learning rate (AdamW)", default=1e-5)
     weight_decay: float = _help("AdamW weight decay", default=0.0)
+    adam_beta1: float = _help("AdamW beta1, in [0, 1)", default=0.9)
+    adam_beta2: float = _help("AdamW beta2, in [0, 1)", default=0.999)
+    adam_eps: float = _help("AdamW epsilon", default=1e-8)
     ppo_epochs: int = _help("passes over each batch", default=1)
-    micro_batch_size: int = _help("samples per forward/backward pass (choice mode scores each distinct prompt once per micro-batch)", default=64)
+    mini_batch_size: int = _help("samples per optimizer step (0: the whole batch is one step per epoch)", default=0)
+    micro_batch_size: int = _help("distinct prompts per forward/backward pass (choice samples that share a prompt share one forward)", default=64)
     clip: float = _help("PPO clip range", default=0.2)
-    kl_coef: float = _help("weight of the k3 KL to the frozen reference (0 = none)", default=0.0)
+    kl_coef: float = _help("weight of the KL to the reference policy (0 = none); with magnet_every > 0 this is magnetic mirror descent", default=0.0)
+    magnet_every: int = _help("refresh the KL reference (the magnet) to the current policy every this many steps (0: the initial policy stays the reference)", default=0)
     entropy_coef: float = _help("entropy bonus on the choice distribution (choice mode)", default=0.05)
     length_norm: str = _help("constant (Dr. GRPO, SPIRAL) | token_mean", default="constant")
-    max_grad_norm: float = _help("gradient-norm clipping", default=1.0)
+    max_grad_norm: float = _help("gradient-norm clipping (> 0)", default=1.0)
+    recompute_old_logprobs: bool = _help("recompute the rollout's log-probs with the learner before the update (for engines whose numbers differ)", default=False)
+    # -- league -----------------------------------------------------------------------
+    league_every: int = _help("opponent=league: snapshot the learner every this many steps", default=5)
+    league_size: int = _help("opponent=league: snapshots kept (oldest dropped first)", default=4)
+    league_sampling: str = _help("opponent=league: uniform (fictitious self-play) | prioritized (favour snapshots the learner does worst against)", default="uniform")
+    league_latest_prob: float = _help("opponent=league: probability that a game is played against the current policy itself", default=0.5)
+    # -- answer format ----------------------------------------------------------------
+    format_phase: str = _help("behaviour cloning of the answer format before RL (direct/think): auto (when the invalid rate is high) | on | off", default="auto")
+    format_steps: int = _help("format-phase steps at most", default=10)
+    format_threshold: float = _help("format phase runs while the invalid rate is above this", default=0.2)
     # -- run --------------------------------------------------------------------------
     steps: int = _help("training steps", default=10)
     seed: int = _help("seed of everything", default=0)
     out: str = _help("run directory", default="runs/selfplay")
-    resume: bool = _help("continue from the last checkpoint in `out`", default=False)
+    resume: bool = _help("continue from the last intact checkpoint in `out`", default=False)
     save_every: int = _help("checkpoint every this many steps (0: only at the end)", default=10)
-    keep_checkpoints: int = _help("how many checkpoints to keep", default=2)
-    eval_every: int = _help("evaluate every this many steps (0: only at the end)", default=0)
+    keep_checkpoints: int = _help("how many checkpoints to keep (the best one is kept apart)", default=2)
+    eval_every: int = _help("evaluate every this many steps (0: only at the start and the end)", default=0)
     eval_games: int = _help("evaluation games per opponent and seat", default=50)
-    eval_opponents: list[str] = _help("opponents for evaluation", default_factory=lambda: ["random", "rule_based"])
+    eval_opponents: list[str] = _help("fixed opponents for evaluation (random, rule_based, equilibrium), or auto: every one that can play the game", default_factory=lambda: ["auto"])
     eval_temperature: float = _help("sampling temperature in evaluation", default=0.6)
     threads: int = _help("torch CPU threads (0: torch's default); 1 per run when runs share a machine", default=0)
     tensorboard: bool = _help("write TensorBoard logs", default=True)
     progress: bool = _help("show a progress bar", default=True)
 
     def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the key and its valid range for any bad value."""
         _one_of("mode", self.mode, MODES)
         _one_of("advantage", self.advantage, ("auto",) + ADVANTAGE_METHODS)
         _one_of("length_norm", self.length_norm, LENGTH_NORMS)
         if not self.opponent.startswith("checkpoint:"):
             _one_of("opponent", self.opponent, OPPONENTS + ("checkpoint:PATH",))
+        elif not self.opponent.split(":", 1)[1]:
+            raise ValueError("opponent=checkpoint:PATH needs a path after the colon")
         _one_of("opponent_seat", self.opponent_seat, ("0", "1", "alternate"))
-        _one_of("invalid_policy", self.invalid_policy, ("forfeit", "spiral", "textarena"))
+        _one_of("invalid_action_policy", self.invalid_action_policy, INVALID_ACTION_POLICIES)
         _one_of("curriculum", self.curriculum, ("none", "saturn"))
         _one_of("dtype", self.dtype, ("float32", "bfloat16"))
-        positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens",
-                    "ppo_epochs", "micro_batch_size", "generation_batch_size", "turn_limit", "eval_games")
+        _one_of("league_sampling", self.league_sampling, LEAGUE_SAMPLING)
+        _one_of("format_phase", self.format_phase, FORMAT_PHASE)
+        if self.eval_opponents != ["auto"]:
+            for opponent in self.eval_opponents:
+                _one_of("eval_opponents", opponent, FIXED_OPPONENTS)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name}={value} is not a finite number")
+        positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
+                    "micro_batch_size", "generation_batch_size", "turn_limit", "eval_games", "league_every",
+                    "league_size")
         for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("entropy_coef", "threads", "lora_rank", "save_every", "eval_every", "kl_coef", "keep_checkpoints"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.rae_alpha < 1:
-            raise ValueError(f"rae_alpha must be in (0, 1), got {self.rae_alpha}")
-        if self.lr <= 0 or self.clip <= 0 or self.temperature < 0:
-            raise ValueError("lr and clip must be > 0 and temperature >= 0")
+            _at_least(name, getattr(self, name), 1)
+        non_negative = ("threads", "lora_rank", "save_every", "eval_every", "keep_checkpoints", "mini_batch_size",
+                        "magnet_every", "format_steps", "entropy_coef", "kl_coef", "weight_decay", "temperature",
+                        "eval_temperature", "lora_dropout", "adam_eps")
+        for name in non_negative:
+            _at_least(name, getattr(self, name), 0)
+        for name in ("lr", "clip", "max_grad_norm", "lora_alpha"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        _in_range("rae_alpha", self.rae_alpha, 0.0, 1.0, closed_high=False, closed_low=False)
+        _in_range("top_p", self.top_p, 0.0, 1.0, closed_low=False)
+        _in_range("adam_beta1", self.adam_beta1, 0.0, 1.0, closed_high=False)
+        _in_range("adam_beta2", self.adam_beta2, 0.0, 1.0, closed_high=False)
+        _in_range("league_latest_prob", self.league_latest_prob, 0.0, 1.0)
+        _in_range("format_threshold", self.format_threshold, 0.0, 1.0)
+        _in_range("lora_dropout", self.lora_dropout, 0.0, 1.0, closed_high=False)
         if not self.env:
             raise ValueError("env must name at least one environment")
+        if len(set(self.env)) != len(self.env):
+            raise ValueError(f"env lists an environment twice: {','.join(self.env)}")
+        if self.magnet_every and not self.kl_coef:
+            raise ValueError("magnet_every refreshes the KL reference; set kl_coef > 0 as well")
         return self
 
     def advantage_method(self) -> str:
@@ -118,13 +191,51 @@ class TrainConfig:
             return self.advantage
         return "action_centered" if self.mode == "choice" else "rae"
 
+    def loss_length_constant(self) -> int | None:
+        """The constant of `length_norm=constant`: the generation budget for free text.
+
+        None in choice mode (a choice sample is one "token"); the learner then uses the
+        longest response of each update.
+        """
+        return None if self.mode == "choice" else self.max_new_tokens
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def resume_conflicts(saved: dict, current: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Keys whose value differs from the saved run's and may not change on resume.
+
+    Returns ``{key: (saved value, current value)}``; keys the saved config does not have
+    (a run from an older version) are compared with their default.
+    """
+    defaults = TrainConfig().to_dict()
+    conflicts = {}
+    for key, value in current.to_dict().items():
+        if key in RESUMABLE_KEYS or key == "out":
+            continue
+        before = saved.get(key, defaults[key])
+        if before != value:
+            conflicts[key] = (before, value)
+    return conflicts
 
 
 def _one_of(name: str, value: str, valid) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def _at_least(name: str, value, low) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _in_range(name: str, value: float, low: float, high: float, *, closed_low=True, closed_high=True) -> None:
+    above = value >= low if closed_low else value > low
+    below = value <= high if closed_high else value < high
+    if not (above and below):
+        interval = f"{'[' if closed_low else '('}{low}, {high}{']' if closed_high else ')'}"
+        raise ValueError(f"{name} must lie in {interval}, got {value}")
 
 
 def _convert(name: str, raw: str, default: Any) -> Any:
@@ -179,5 +290,6 @@ def help_text() -> str:
     for f in fields(TrainConfig):
         value = getattr(defaults, f.name)
         shown = ",".join(value) if isinstance(value, list) else json.dumps(value) if isinstance(value, dict) else value
-        lines.append(f"  {f.name:<22} {f.metadata['help']} (default: {shown})")
+        lines.append(f"  {f.name:<24} {f.metadata['help']} (default: {shown})")
+    lines += ["", f"keys a resumed run may change: {', '.join(RESUMABLE_KEYS)}"]
     return "\n".join(lines)

@@ -4,7 +4,9 @@
   reports win / draw / loss / invalid rates with 95% Wilson intervals and the mean return.
 * `policy_table` asks the model for its action distribution at every information state
   of a small game (exact from log-probs in ``choice`` and ``direct`` modes, estimated by
-  sampling in ``think`` mode); `exploitability` of that table comes from `games.analysis`.
+  sampling in ``think`` mode); `model_exploitability` scores that table with
+  `games.analysis.exploitability`. Which games are small enough is decided by the size of
+  their tree (`games.analysis.small_game_tree`), not by their name.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from envs.game_env import GameEnv
 from envs.opponents import Opponent, make_opponent
 from games import analysis
 from trainers.policy import LanguagePolicy
-from trainers.rollout import GameSetup, derive_seed, play_games
+from trainers.rollout import GameSetup, play_games
+from trainers.seeds import derive_seed
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -50,18 +53,20 @@ def evaluate_against(
     policy: LanguagePolicy,
     make_env,
     env_id: str,
-    opponent: "Opponent | str",
+    opponent: "Opponent | LanguagePolicy | str",
     *,
     games: int,
     seed: int,
     temperature: float | None = None,
     batch_games: int = 64,
+    opponent_name: str | None = None,
 ) -> dict:
-    """`games` games in each seat against `opponent`; results per seat and overall."""
+    """`games` games in each seat against `opponent` (a fixed opponent, its name, or a frozen
+    model policy such as a league snapshot); results per seat and overall."""
     probe = make_env()
     if isinstance(opponent, str):
         opponent_name, opponent = opponent, make_opponent(opponent, probe.game)
-    else:
+    elif opponent_name is None:
         opponent_name = type(opponent).__name__
     per_seat = {}
     overall = []
@@ -133,7 +138,11 @@ def policy_table(
     return table
 
 
-def exploitability(policy: LanguagePolicy, env: GameEnv, **kwargs) -> tuple[float, dict]:
-    """Exact exploitability of the model's policy in `env`'s (small) game, and the table."""
+def model_exploitability(policy: LanguagePolicy, env: GameEnv, **kwargs) -> tuple[float, dict] | None:
+    """Exact exploitability of the model's policy in `env`'s game and its policy table,
+    or None when the game is too large for exact analysis (`analysis.small_game_tree`)."""
+    tree = analysis.small_game_tree(env.game)
+    if tree is None:
+        return None
     table = policy_table(policy, env, **kwargs)
-    return analysis.exploitability(env.game, table), table
+    return analysis.exploitability(tree, table), table

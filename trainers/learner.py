@@ -1,23 +1,35 @@
-"""The learner: PPO updates of a causal LM on turn samples, and atomic, resumable checkpoints.
+"""The learner: PPO updates of a causal LM on turn samples, and its checkpoints.
 
-One ``update(samples)`` is CleanRL's inner loop: for each of ``epochs`` passes, shuffle the
-samples (with the learner's own seeded generator), cut them into mini-batches (one optimizer
-step each) and those into micro-batches (one forward/backward each, gradients accumulated),
-compute the clipped surrogate of ``trainers.loss`` and step AdamW after gradient-norm
-clipping.
+One ``update(samples)`` is CleanRL's inner loop: for each of ``ppo_epochs`` passes, shuffle
+the samples (with the learner's own seeded generator), cut them into mini-batches (one
+optimizer step each) and those into micro-batches (one forward/backward each, gradients
+accumulated), compute the clipped surrogate of ``trainers.loss`` and step AdamW after
+gradient-norm clipping. Settings come from the run's one ``TrainConfig``.
 
-Old log-probs: the loss's ratio is ``pi_new / pi_old`` with ``pi_old`` the log-probs recorded
-at rollout (``sample.old_logprobs``). The rollout policy is the policy at the start of the
-update, so on the first mini-batch of the first epoch the ratio is 1 and clipping starts to
-matter only once the weights have moved. ``recompute_old_logprobs`` (SPIRAL does it) replaces
-the rollout's numbers with the trainer's own forward pass, for generation backends (vLLM,
-another dtype) whose log-probs differ numerically from the trainer's.
+Micro-batches are cut by distinct prompt, not by sample: choice-mode samples that share a
+prompt and candidate set (a small game asks the same few questions in every game) go into
+the same micro-batch and share one forward pass, so a step costs in proportion to the
+distinct states visited, not to the games played. The gradient is the same as scoring
+every sample on its own (the loss is a sum over samples either way).
 
-The model stays in eval mode while training: dropout would make the trainer's log-probs a
+Old log-probs: the ratio is ``pi_new / pi_old`` with ``pi_old`` recorded at rollout. The
+rollout policy is the policy at the start of the update, so the first ratio is 1.
+``recompute_old_logprobs`` replaces the rollout's numbers with the learner's own forward
+pass, for engines (vLLM, another dtype) whose numbers differ slightly.
+
+The model stays in eval mode while training: dropout would make the learner's log-probs a
 different (random) function from the rollout's, and the first ratio would not be 1.
 
-Reference for the KL term (``kl_coef > 0``): with LoRA, the same model with its adapters
-disabled (no second copy in memory); with full fine-tuning, a frozen copy made at start.
+Reference policy (``kl_coef > 0``): the KL penalty pulls the policy towards it. It starts
+as the initial policy; ``refresh_reference`` moves it to the current one, which with a
+fixed period is magnetic mirror descent's moving magnet (``trainers.selfplay`` calls it
+every ``magnet_every`` steps). Full fine-tuning keeps a frozen copy of the model; LoRA
+keeps a copy of the adapter tensors and swaps them in to score (the base is shared).
+In choice mode the KL is exact over the candidates, ``sum_a pi(a) (log pi(a) - log ref(a))``;
+for free text it is the k3 estimator per token.
+
+A non-finite loss or gradient stops the update before the optimizer steps
+(``NonFiniteLossError``), so NaN weights are never written to a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,107 +37,73 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import pickle
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from trainers.generation import candidate_logprobs, sequence_logprobs
-from trainers.loss import LENGTH_NORMS, pad_logprobs, ppo_clipped_loss
+from trainers import checkpoints
+from trainers.config import TrainConfig
+from trainers.generation.logprobs import candidate_logprobs, sequence_logprobs
+from trainers.loss import pad_logprobs, ppo_clipped_loss
 from trainers.samples import TurnSample
 
-CHECKPOINT_PREFIX = "step_"
-CHECKPOINT_FORMAT = 1
-_TEMP_PREFIX = ".tmp-"
-_META = "meta.json"
-_LOSS_METRICS = ("loss", "clip_fraction", "approx_kl", "ratio_mean", "kl_ref")
+_LOSS_METRICS = ("loss", "clip_fraction", "approx_kl", "ratio_mean")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm of an update is NaN or infinite."""
 
 
 @dataclass
-class LearnerConfig:
-    """Every hyperparameter of the update, with SPIRAL-like defaults where they apply."""
+class Scored:
+    """The current policy's view of some samples (see ``Learner.score``).
 
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    max_grad_norm: float | None = 1.0
-    """Clip the global gradient norm to this before each step; None: no clipping."""
-    epochs: int = 2
-    """PPO passes over each batch (SPIRAL: 2)."""
-    mini_batch_size: int | None = None
-    """Samples per optimizer step; None: the whole batch is one step per epoch."""
-    micro_batch_size: int = 8
-    """Samples per forward/backward pass; gradients are accumulated over a mini-batch."""
-    clip: float = 0.2
-    length_norm: str = "constant"
-    max_length: int | None = None
-    """The constant of ``length_norm="constant"`` (the generation budget, e.g. max_new_tokens);
-    None: the longest response of the batch given to ``update``, constant within an update.
-    A choice sample counts as one token, so in a batch mixing modes it weighs 1/max_length
-    of a full-length free-text answer."""
-    kl_coef: float = 0.0
-    entropy_coef: float = 0.0
-    """Weight of the exact candidate entropy bonus (choice-mode samples only)."""
-    lora_rank: int = 0
-    """0: full fine-tuning; otherwise the LoRA rank."""
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.0
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    recompute_old_logprobs: bool = False
-    seed: int = 0
-    """Seeds the mini-batch shuffling and the LoRA initialisation."""
+    ``rows[i]``: the log-probs of what sample i did (one per response token; one value for a
+    choice sample). ``log_policies[i]``: for a choice sample, the log-softmax over its
+    candidates (shared by samples with the same prompt and candidates); None for free text.
+    """
 
-    def validate(self) -> None:
-        if self.length_norm not in LENGTH_NORMS:
-            raise ValueError(f"length_norm must be one of {', '.join(LENGTH_NORMS)}, got {self.length_norm!r}")
-        for name in ("epochs", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.mini_batch_size is not None and self.mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be at least 1 or None, got {self.mini_batch_size}")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"max_length must be at least 1 or None, got {self.max_length}")
-        if self.lora_rank < 0 or self.lr <= 0 or self.clip <= 0 or self.kl_coef < 0:
-            raise ValueError("lora_rank and kl_coef must be >= 0; lr and clip must be > 0")
+    rows: list[torch.Tensor]
+    log_policies: list[torch.Tensor | None] = field(default_factory=list)
 
 
 class Learner:
-    """Holds the policy (optionally LoRA-wrapped), its optimizer and the shuffling generator.
+    """Holds the policy (optionally LoRA-wrapped), its optimizer, its reference and the shuffling generator.
 
     ``learner.model`` is the policy to roll out with (a ``peft.PeftModel`` under LoRA); it is
     updated in place, so a generation backend holding it samples from the new weights.
-    ``tokenizer``, if given, is saved in full-weight checkpoints so that their ``model``
+    ``tokenizer``, if given, is saved beside full weights so that a checkpoint's ``model``
     folder loads with ``trainers.models.load_model(path)``.
     """
 
-    def __init__(self, model, config: LearnerConfig | None = None, *, tokenizer=None):
-        self.config = config or LearnerConfig()
-        self.config.validate()
+    def __init__(self, model, config: TrainConfig, *, tokenizer=None):
+        self.config = config
         self.tokenizer = tokenizer
-        self.is_lora = self.config.lora_rank > 0
-        self.model = _wrap_lora(model, self.config) if self.is_lora else model
+        self.is_lora = config.lora_rank > 0
+        self.model = _wrap_lora(model, config) if self.is_lora else model
         self.model.eval()
-        self.reference_model = None
-        if self.config.kl_coef > 0 and not self.is_lora:
-            self.reference_model = copy.deepcopy(self.model).requires_grad_(False)
         self.trainable_parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable_parameters,
-            lr=self.config.lr,
-            betas=tuple(self.config.betas),
-            eps=self.config.adam_eps,
-            weight_decay=self.config.weight_decay,
+            lr=config.lr,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
         )
-        self.shuffle_generator = torch.Generator().manual_seed(self.config.seed)
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+        self.reference_model = None
+        self.reference_adapter: list[torch.Tensor] | None = None
+        if config.kl_coef > 0:
+            if self.is_lora:
+                self.reference_adapter = [p.detach().clone() for p in self.trainable_parameters]
+            else:
+                self.reference_model = copy.deepcopy(self.model).requires_grad_(False)
 
     # ---- log-probs -------------------------------------------------------------------
 
@@ -136,73 +114,83 @@ class Learner:
         Choice: a single value, ``log softmax_j(log pi(candidate_j | prompt))[choice_index]``,
         the candidates' sequence log-probs normalised over the legal candidates.
         """
-        return self._logprobs(self.model, samples)[0]
+        return self.score(self.model, samples).rows
 
     def recompute_old_logprobs(self, samples: list[TurnSample]) -> list[TurnSample]:
         """Overwrite ``sample.old_logprobs`` with this model's log-probs (no gradients); returns samples."""
         with torch.no_grad():
-            for batch in _chunks(list(samples), self.config.micro_batch_size):
-                for sample, values in zip(batch, self._logprobs(self.model, batch)[0]):
+            for micro in micro_batches(samples, list(range(len(samples))), self.config.micro_batch_size):
+                batch = [samples[i] for i in micro]
+                for sample, values in zip(batch, self.score(self.model, batch).rows):
                     sample.old_logprobs = values.tolist()
         return samples
 
-    def _reference_logprobs(self, samples: Sequence[TurnSample]) -> list[torch.Tensor]:
-        with torch.no_grad():
-            rows = []
-            for batch in _chunks(list(samples), self.config.micro_batch_size):
-                if self.is_lora:
-                    with self.model.disable_adapter():
-                        rows.extend(self._logprobs(self.model, batch)[0])
-                else:
-                    rows.extend(self._logprobs(self.reference_model, batch)[0])
-            return rows
-
-    def _logprobs(self, model, samples: Sequence[TurnSample]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Log-probs of each sample (see ``policy_logprobs``) and the candidate entropy of each choice sample.
-
-        All free-text rows go through one forward pass, and all candidates of all choice
-        samples through another (one row per prompt + candidate).
-        """
-        result: list[torch.Tensor | None] = [None] * len(samples)
-        entropies = []
+    def score(self, model, samples: Sequence[TurnSample]) -> Scored:
+        """Log-probs of each sample under `model`: all free-text rows in one forward, all distinct choice prompts in another."""
+        rows: list[torch.Tensor | None] = [None] * len(samples)
+        log_policies: list[torch.Tensor | None] = [None] * len(samples)
         text = [i for i, s in enumerate(samples) if not s.is_choice]
         if text:
-            values = sequence_logprobs(
-                model, [samples[i].prompt_ids for i in text], [samples[i].response_ids for i in text]
-            )
+            values = sequence_logprobs(model, [samples[i].prompt_ids for i in text], [samples[i].response_ids for i in text])
             for i, value in zip(text, values):
-                result[i] = value
+                rows[i] = value
         choice = [i for i, s in enumerate(samples) if s.is_choice]
         if choice:
-            # Small games repeat prompts (Kuhn Poker has 12 information states), so each
-            # distinct (prompt, candidates) is scored once and shared by its samples; the
-            # gradient is the same as scoring every sample on its own.
             distinct: dict[tuple, int] = {}
             for i in choice:
-                key = (tuple(samples[i].prompt_ids), tuple(map(tuple, samples[i].choice_ids)))
-                distinct.setdefault(key, len(distinct))
-            scores = candidate_logprobs(model, [list(p) for p, _ in distinct], [c for _, c in distinct])
-            log_policies = [torch.log_softmax(values, dim=0) for values in scores]
+                distinct.setdefault(choice_key(samples[i]), len(distinct))
+            keys = list(distinct)
+            scores = candidate_logprobs(model, [list(k[0]) for k in keys], [[list(c) for c in k[1]] for k in keys])
+            shared = [torch.log_softmax(values, dim=0) for values in scores]
             for i in choice:
-                key = (tuple(samples[i].prompt_ids), tuple(map(tuple, samples[i].choice_ids)))
-                log_policy = log_policies[distinct[key]]
-                result[i] = log_policy[samples[i].choice_index].reshape(1)
-                entropies.append(-(log_policy.exp() * log_policy).sum())
-        return result, entropies
+                log_policy = shared[distinct[choice_key(samples[i])]]
+                log_policies[i] = log_policy
+                rows[i] = log_policy[samples[i].choice_index].reshape(1)
+        return Scored(rows, log_policies)
+
+    @torch.no_grad()
+    def reference_scores(self, samples: Sequence[TurnSample]) -> Scored:
+        """The reference policy's log-probs of the samples (no gradients)."""
+        if self.reference_model is not None:
+            return self.score(self.reference_model, samples)
+        if self.reference_adapter is None:
+            raise RuntimeError("this learner has no reference policy (kl_coef is 0)")
+        current = [p.detach().clone() for p in self.trainable_parameters]
+        try:
+            for parameter, saved in zip(self.trainable_parameters, self.reference_adapter):
+                parameter.data.copy_(saved)
+            return self.score(self.model, samples)
+        finally:
+            for parameter, saved in zip(self.trainable_parameters, current):
+                parameter.data.copy_(saved)
+
+    def refresh_reference(self) -> None:
+        """Make the current policy the KL reference (magnetic mirror descent's magnet update)."""
+        if self.reference_model is not None:
+            self.reference_model.load_state_dict(self.model.state_dict())
+        elif self.reference_adapter is not None:
+            self.reference_adapter = [p.detach().clone() for p in self.trainable_parameters]
+        else:
+            raise RuntimeError("this learner has no reference policy (kl_coef is 0)")
+
+    def set_lr(self, lr: float) -> None:
+        """Apply a new learning rate to the optimizer (e.g. a resumed run that changes lr)."""
+        self.config.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     # ---- update ----------------------------------------------------------------------
 
     def update(self, samples: list[TurnSample]) -> dict[str, float]:
-        """Run ``epochs`` x shuffled mini-batches of PPO on ``samples``; return the metrics.
+        """Run ``ppo_epochs`` x shuffled mini-batches of PPO on ``samples``; return the metrics.
 
-        Metrics: ``loss``, ``clip_fraction``, ``approx_kl``, ``ratio_mean`` (and ``kl_ref`` with
-        a reference) averaged over micro-batches weighted by their sample counts;
-        ``grad_norm`` (before clipping, mean over optimizer steps); ``entropy_choice`` (exact
-        entropy over the candidates, mean over choice samples) and ``neg_logprob`` (mean
-        -log pi of the sampled response tokens, an estimate of the per-token entropy) from
-        the first pass; ``samples``, ``tokens`` (response tokens per pass),
-        ``optimizer_steps``, ``time_s``. An empty batch changes nothing and consumes no
-        randomness, so skipping a step keeps runs reproducible.
+        Metrics: ``loss``, ``clip_fraction``, ``approx_kl``, ``ratio_mean`` (and ``kl_ref``
+        with a reference) averaged over samples; ``grad_norm`` (before clipping, mean over
+        optimizer steps); ``entropy_choice`` (exact entropy over the candidates, mean over
+        choice samples) and ``neg_logprob`` (mean -log pi of the sampled response tokens)
+        from the first pass; ``samples``, ``tokens`` (response tokens per pass),
+        ``forward_passes``, ``optimizer_steps``, ``time_s``. An empty batch changes nothing
+        and consumes no randomness, so skipping a step keeps runs reproducible.
         """
         start_time = time.perf_counter()
         if not samples:
@@ -212,26 +200,25 @@ class Learner:
             self.recompute_old_logprobs(samples)
         old = [_old_logprobs(sample) for sample in samples]
         advantages = torch.tensor([float(s.advantage) for s in samples], dtype=torch.float32)
-        reference = self._reference_logprobs(samples) if config.kl_coef > 0 else None
-        width = config.max_length or max(row.numel() for row in old)
+        reference = self._reference(samples) if config.kl_coef > 0 else None
+        width = config.loss_length_constant() or max(row.numel() for row in old)
         mini_size = config.mini_batch_size or len(samples)
 
         totals = dict.fromkeys(_LOSS_METRICS, 0.0)
-        weight = 0
+        kl_total = 0.0
+        weight = passes = 0
         grad_norms = []
         entropies, neg_logprob_sum, text_tokens = [], 0.0, 0
-        for epoch in range(config.epochs):
+        for epoch in range(config.ppo_epochs):
             order = torch.randperm(len(samples), generator=self.shuffle_generator).tolist()
             for mini in _chunks(order, mini_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in _chunks(mini, config.micro_batch_size):
+                for micro in micro_batches(samples, mini, config.micro_batch_size):
                     batch = [samples[i] for i in micro]
-                    rows, batch_entropies = self._logprobs(self.model, batch)
-                    new, mask = pad_logprobs(rows)
+                    scored = self.score(self.model, batch)
+                    passes += 1
+                    new, mask = pad_logprobs(scored.rows)
                     old_padded, _ = pad_logprobs([old[i] for i in micro], new.shape[1])
-                    ref_padded = None
-                    if reference is not None:
-                        ref_padded, _ = pad_logprobs([reference[i] for i in micro], new.shape[1])
                     loss, metrics = ppo_clipped_loss(
                         new,
                         old_padded.to(new.device),
@@ -240,15 +227,21 @@ class Learner:
                         clip=config.clip,
                         length_norm=config.length_norm,
                         max_length=width,
-                        ref_logprobs=ref_padded,
-                        kl_coef=config.kl_coef,
                     )
+                    batch_entropies = [_entropy(lp) for lp in scored.log_policies if lp is not None]
                     if config.entropy_coef and batch_entropies:
-                        # choice mode: exact entropy over the legal candidates; the bonus keeps
-                        # self-play from collapsing onto one card-blind action (entropy-
-                        # regularised play converges towards a quantal-response equilibrium)
-                        bonus = torch.stack(batch_entropies).sum() / len(micro)
-                        loss = loss - config.entropy_coef * bonus
+                        # choice mode: exact entropy over the legal candidates at each visited
+                        # state; keeps self-play from collapsing onto one card-blind action
+                        loss = loss - config.entropy_coef * torch.stack(batch_entropies).sum() / len(micro)
+                    if reference is not None:
+                        kl = _kl_to_reference(scored, [reference[i] for i in micro])
+                        loss = loss + config.kl_coef * kl.sum() / len(micro)
+                        kl_total += kl.sum().item()
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"the loss became {loss.item()} at epoch {epoch}; stopping before the optimizer "
+                            f"steps (lower lr, check rewards and advantages)"
+                        )
                     # Weighting each micro-batch by its share of the mini-batch makes the
                     # accumulated gradient that of the mini-batch's loss (both length norms
                     # average over samples), whatever the micro-batch sizes.
@@ -258,15 +251,20 @@ class Learner:
                     weight += len(micro)
                     if epoch == 0:
                         entropies.extend(e.detach() for e in batch_entropies)
-                        for sample, row in zip(batch, rows):
+                        for sample, row in zip(batch, scored.rows):
                             if not sample.is_choice:
                                 neg_logprob_sum -= row.detach().sum().item()
                                 text_tokens += row.numel()
-                max_norm = config.max_grad_norm if config.max_grad_norm is not None else math.inf
-                grad_norms.append(torch.nn.utils.clip_grad_norm_(self.trainable_parameters, max_norm).item())
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters, config.max_grad_norm).item()
+                if not math.isfinite(grad_norm):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise NonFiniteLossError(f"the gradient norm became {grad_norm}; stopping before the optimizer steps")
+                grad_norms.append(grad_norm)
                 self.optimizer.step()
 
-        result = {name: totals[name] / weight for name in _LOSS_METRICS if name != "kl_ref" or reference is not None}
+        result = {name: totals[name] / weight for name in _LOSS_METRICS}
+        if reference is not None:
+            result["kl_ref"] = kl_total / weight
         result["grad_norm"] = sum(grad_norms) / len(grad_norms)
         if entropies:
             result["entropy_choice"] = torch.stack(entropies).mean().item()
@@ -274,131 +272,185 @@ class Learner:
             result["neg_logprob"] = neg_logprob_sum / text_tokens
         result["samples"] = float(len(samples))
         result["tokens"] = float(sum(row.numel() for row in old))
+        result["forward_passes"] = float(passes)
         result["optimizer_steps"] = float(len(grad_norms))
         result["time_s"] = time.perf_counter() - start_time
         return result
 
+    def imitate(self, samples: list[TurnSample]) -> dict[str, float]:
+        """One optimizer step of behaviour cloning: maximise the log-likelihood of each response.
+
+        The format phase uses it on answers written exactly as the parser expects. Loss:
+        the mean over samples of the summed response-token negative log-likelihood.
+        """
+        if not samples:
+            return {"bc_loss": 0.0, "bc_samples": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in micro_batches(samples, list(range(len(samples))), self.config.micro_batch_size):
+            batch = [samples[i] for i in micro]
+            rows = sequence_logprobs(self.model, [s.prompt_ids for s in batch], [s.response_ids for s in batch])
+            loss = -torch.stack([row.sum() for row in rows]).sum() / len(samples)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"the behaviour-cloning loss became {loss.item()}")
+            loss.backward()
+            total += loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters, self.config.max_grad_norm).item()
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"the behaviour-cloning gradient norm became {grad_norm}")
+        self.optimizer.step()
+        return {"bc_loss": total, "bc_samples": float(len(samples)), "bc_grad_norm": grad_norm}
+
+    def _reference(self, samples: list[TurnSample]) -> list:
+        """Per sample: the reference's log-policy over candidates (choice) or token log-probs (text)."""
+        result: list = [None] * len(samples)
+        for micro in micro_batches(samples, list(range(len(samples))), self.config.micro_batch_size):
+            scored = self.reference_scores([samples[i] for i in micro])
+            for i, row, log_policy in zip(micro, scored.rows, scored.log_policies):
+                result[i] = log_policy if log_policy is not None else row
+        return result
+
     # ---- checkpoints -----------------------------------------------------------------
 
-    def save_checkpoint(
-        self, directory, step: int, extra_state: dict | None = None, *, keep_last: int | None = 3
-    ) -> Path:
-        """Write ``directory/step_<step>`` atomically and keep the newest ``keep_last`` checkpoints.
+    def save_checkpoint(self, directory, step: int, extra_state: dict | None = None, *, keep_last: int = 3) -> Path:
+        """Write ``directory/step_<step>`` atomically, with checksums; keep the newest ``keep_last``.
 
-        Contents: the model weights (``model/``, a Hugging Face folder) or, under LoRA, only the
-        adapter (``adapter/``, a peft folder); the optimizer state; the python, numpy, torch
-        and shuffling RNG states; ``extra_state`` (RAE baselines, curriculum, step, ...: JSON
-        when it round-trips exactly, else pickle); and ``meta.json``.
-
-        Atomicity: everything is written into a temporary sibling folder, flushed to disk
-        (fsync of every file and folder) and only then renamed to its final name, so a crash
-        at any point leaves either the complete checkpoint or none; leftovers of crashed
-        saves are hidden (dot-prefixed), ignored by ``latest_checkpoint`` and removed by the
-        next save. A single writer per directory is assumed.
+        Contents: the weights (``model/``, a Hugging Face folder) or, under LoRA, only the
+        adapter (``adapter/``); the optimizer state; every RNG state; the KL reference when
+        it has moved away from the initial policy; ``extra_state`` (RAE baselines,
+        curriculum, league, step, ...: JSON when it round-trips exactly, else pickle).
         """
-        if keep_last is not None and keep_last < 1:
-            raise ValueError(f"keep_last must be at least 1 or None (keep all), got {keep_last}")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for leftover in directory.glob(f"{_TEMP_PREFIX}*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        final = directory / f"{CHECKPOINT_PREFIX}{step:08d}"
-        staging = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{final.name}-", dir=directory))
-        try:
-            staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary folder
-            self._write_checkpoint(staging, step, extra_state or {})
-            _fsync_tree(staging)
-            if final.exists():
-                # Re-saving a step (a run resumed from an older checkpoint): move the old copy
-                # aside under a hidden name first, because rename cannot replace a folder.
-                stale = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}old-", dir=directory))
-                os.replace(final, stale / final.name)
-            os.rename(staging, final)
-            _fsync_dir(directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        for leftover in directory.glob(f"{_TEMP_PREFIX}old-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        if keep_last is not None:
-            for old_checkpoint in list_checkpoints(directory)[:-keep_last]:
-                shutil.rmtree(old_checkpoint)
-        return final
+        extra_state = extra_state or {}
 
-    def _write_checkpoint(self, folder: Path, step: int, extra_state: dict) -> None:
+        def fill(folder: Path) -> dict:
+            self._write_weights(folder)
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(_rng_state(self.shuffle_generator), folder / "rng.pt")
+            self._write_reference(folder)
+            if _json_round_trips(extra_state):
+                (folder / "extra_state.json").write_text(json.dumps(extra_state))
+            else:
+                (folder / "extra_state.pkl").write_bytes(pickle.dumps(extra_state))
+            return {"step": step, "weights": self._weights_kind()}
+
+        path = checkpoints.write_atomically(Path(directory) / checkpoints.checkpoint_name(step), fill)
+        checkpoints.prune(directory, keep_last)
+        return path
+
+    def save_policy(self, folder, meta: dict | None = None) -> Path:
+        """Write only the policy's weights (and tokenizer) to `folder`, atomically: a league snapshot or the best policy."""
+
+        def fill(staging: Path) -> dict:
+            self._write_weights(staging)
+            return {"weights": self._weights_kind(), **(meta or {})}
+
+        return checkpoints.write_atomically(folder, fill)
+
+    def load_checkpoint(self, path) -> dict:
+        """Restore weights (or adapter), optimizer, reference and every RNG state from ``path``; return its extra state.
+
+        The checksums are verified first (``checkpoints.DamagedCheckpoint`` if they fail).
+        Loading a pickled extra state runs pickle: load only checkpoints your runs wrote.
+        """
+        path = Path(path)
+        meta = checkpoints.read_meta(path)
+        if meta["weights"] != self._weights_kind():
+            raise ValueError(
+                f"checkpoint {path} holds {meta['weights']} weights but this learner trains "
+                f"{'a LoRA adapter' if self.is_lora else 'the full model'}; set lora_rank to match the saved run"
+            )
+        self.load_policy(path)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        _set_rng_state(torch.load(path / "rng.pt", weights_only=True), self.shuffle_generator)
+        self._read_reference(path)
+        if (path / "extra_state.json").exists():
+            return json.loads((path / "extra_state.json").read_text())
+        return pickle.loads((path / "extra_state.pkl").read_bytes())
+
+    def load_policy(self, path) -> None:
+        """Load the weights (or adapter) saved in a checkpoint or policy folder into this learner's model."""
+        path = Path(path)
+        if self.is_lora:
+            _load_adapter(self.model, path / "adapter", len(self.trainable_parameters))
+        else:
+            _load_full_weights(self.model, path / "model")
+
+    def _weights_kind(self) -> str:
+        return "adapter" if self.is_lora else "model"
+
+    def _write_weights(self, folder: Path) -> None:
         if self.is_lora:
             self.model.save_pretrained(folder / "adapter")
         else:
             self.model.save_pretrained(folder / "model")
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(folder / "model")
-        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-        torch.save(_rng_state(self.shuffle_generator), folder / "rng.pt")
-        if _json_round_trips(extra_state):
-            (folder / "extra_state.json").write_text(json.dumps(extra_state))
+
+    def _write_reference(self, folder: Path) -> None:
+        from safetensors.torch import save_file, save_model
+
+        if self.reference_adapter is not None:
+            save_file({str(i): t.contiguous() for i, t in enumerate(self.reference_adapter)}, folder / "reference_adapter.safetensors")
+        elif self.reference_model is not None and self.config.magnet_every:
+            # a fixed reference is the initial model, rebuilt on resume; a magnet has moved
+            save_model(self.reference_model, str(folder / "reference.safetensors"))
+
+    def _read_reference(self, path: Path) -> None:
+        from safetensors.torch import load_file, load_model
+
+        if self.reference_adapter is not None and (path / "reference_adapter.safetensors").exists():
+            state = load_file(path / "reference_adapter.safetensors")
+            self.reference_adapter = [state[str(i)] for i in range(len(state))]
+        elif self.reference_model is not None and (path / "reference.safetensors").exists():
+            load_model(self.reference_model, str(path / "reference.safetensors"))
+
+
+def choice_key(sample: TurnSample) -> tuple:
+    """What a choice sample's forward pass depends on: its prompt and its candidates."""
+    return (tuple(sample.prompt_ids), tuple(map(tuple, sample.choice_ids)))
+
+
+def micro_batches(samples: Sequence[TurnSample], indices: list[int], max_prompts: int) -> list[list[int]]:
+    """Cut `indices` into micro-batches of at most `max_prompts` distinct prompts each.
+
+    Choice samples with the same prompt and candidates count as one prompt and always go
+    into the same micro-batch (they share one forward pass); each free-text sample counts
+    as its own prompt. Order of first appearance is kept.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i in indices:
+        sample = samples[i]
+        key = ("choice", choice_key(sample)) if sample.is_choice else ("text", i)
+        groups.setdefault(key, []).append(i)
+    ordered = list(groups.values())
+    return [[i for group in ordered[start:start + max_prompts] for i in group] for start in range(0, len(ordered), max_prompts)]
+
+
+def _entropy(log_policy: torch.Tensor) -> torch.Tensor:
+    return -(log_policy.exp() * log_policy).sum()
+
+
+def _kl_to_reference(scored: Scored, reference: list[torch.Tensor]) -> torch.Tensor:
+    """Per sample: exact KL(pi || ref) over the candidates (choice), or the summed k3 estimate over tokens (text)."""
+    values = []
+    for row, log_policy, ref in zip(scored.rows, scored.log_policies, reference):
+        if log_policy is not None:
+            values.append((log_policy.exp() * (log_policy - ref)).sum())
         else:
-            (folder / "extra_state.pkl").write_bytes(pickle.dumps(extra_state))
-        meta = {"format": CHECKPOINT_FORMAT, "step": step, "weights": "adapter" if self.is_lora else "model"}
-        (folder / _META).write_text(json.dumps(meta))
-
-    def load_checkpoint(self, path) -> dict:
-        """Restore weights (or adapter), optimizer and every RNG state from ``path``; return its extra state.
-
-        Loading a pickled extra state runs pickle: load only checkpoints you (or your runs) wrote.
-        """
-        path = Path(path)
-        meta = json.loads((path / _META).read_text())
-        expected = "adapter" if self.is_lora else "model"
-        if meta["weights"] != expected:
-            raise ValueError(
-                f"checkpoint {path} holds {meta['weights']} weights but this learner trains "
-                f"{'a LoRA adapter' if self.is_lora else 'the full model'}; set lora_rank to match the saved run"
-            )
-        if self.is_lora:
-            _load_adapter(self.model, path / "adapter", len(self.trainable_parameters))
-        else:
-            _load_full_weights(self.model, path / "model")
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        _set_rng_state(torch.load(path / "rng.pt", weights_only=True), self.shuffle_generator)
-        if (path / "extra_state.json").exists():
-            return json.loads((path / "extra_state.json").read_text())
-        return pickle.loads((path / "extra_state.pkl").read_bytes())
+            diff = ref - row
+            values.append((torch.exp(diff) - diff - 1.0).sum())
+    return torch.stack(values)
 
 
-def list_checkpoints(directory) -> list[Path]:
-    """Complete checkpoints in ``directory``, oldest first (by step)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [
-        child
-        for child in directory.iterdir()
-        if child.name.startswith(CHECKPOINT_PREFIX) and child.name[len(CHECKPOINT_PREFIX) :].isdigit()
-        # Renames are atomic, so a named folder is complete; meta.json (written last) also
-        # guards against folders copied into place by other means.
-        and (child / _META).is_file()
-    ]
-    return sorted(found, key=checkpoint_step)
-
-
-def latest_checkpoint(directory) -> Path | None:
-    """The newest complete checkpoint in ``directory``, or None."""
-    checkpoints = list_checkpoints(directory)
-    return checkpoints[-1] if checkpoints else None
-
-
-def checkpoint_step(path) -> int:
-    """The training step a checkpoint was saved at."""
-    return int(Path(path).name[len(CHECKPOINT_PREFIX) :])
-
-
-def _wrap_lora(model, config: LearnerConfig):
+def _wrap_lora(model, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
+        target_modules=list(config.lora_targets),
     )
     # peft draws the adapters' initial weights from torch's global generator; fork it so the
     # initialisation depends only on the seed and the caller's random state is untouched.
@@ -418,7 +470,7 @@ def _old_logprobs(sample: TurnSample) -> torch.Tensor:
 
 
 def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _rng_state(shuffle_generator: torch.Generator) -> dict:
@@ -488,23 +540,3 @@ def _load_adapter(model, folder: Path, trainable_tensors: int) -> None:
             f"adapter in {folder} does not match this learner's LoRA settings: {len(state)} tensors saved, "
             f"{trainable_tensors} trainable; unexpected {list(result.unexpected_keys)[:5]}"
         )
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and folder under ``root`` to disk, so the rename publishes durable data."""
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

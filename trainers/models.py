@@ -49,12 +49,31 @@ CHATML_TEMPLATE = (
 _TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
-def load_model(name: str, *, dtype: str = "float32", seed: int = 0):
+def check_model_name(name: str) -> None:
+    """Fail fast (before anything loads or is written) on a model that cannot be found.
+
+    A built-in name or an existing folder passes; a name written as a path (starting with
+    /, ./, ../ or ~, or whose first component is an existing folder) that does not exist is
+    a ValueError. Anything else is taken for a hub id, which only loading can check.
+    """
+    if name in BUILTIN_MODELS or Path(name).expanduser().is_dir():
+        return
+    first = Path(name).parts[0] if Path(name).parts else ""
+    if name.startswith(("/", "./", "../", "~")) or (first and Path(first).is_dir() and len(Path(name).parts) > 1):
+        raise ValueError(f"model folder {name!r} does not exist")
+    if Path(name).expanduser().exists():
+        raise ValueError(f"model {name!r} is a file; expected a built-in name ({', '.join(BUILTIN_MODELS)}), a folder or a hub id")
+
+
+def load_model(name: str, *, dtype: str = "float32", seed: int = 0, base_model: str | None = None):
     """Return ``(model, tokenizer)`` for a built-in name, a local folder or a hub id.
 
     ``seed`` only matters for ``tiny-random`` (its initial weights); pretrained weights are
     fixed. ``float32`` is the default because on CPUs without bf16 matrix units it is the
-    fastest dtype as well as the most exact. The model is returned in eval mode.
+    fastest dtype as well as the most exact. A folder holding only a LoRA adapter (a
+    checkpoint, a league snapshot, ``checkpoints/best``) is merged onto its base model,
+    named by the folder's own records or else by ``base_model``. The model is returned in
+    eval mode.
     """
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(_DTYPES)}")
@@ -68,7 +87,7 @@ def load_model(name: str, *, dtype: str = "float32", seed: int = 0):
         folder = Path(name).expanduser()
         checkpoint = _checkpoint_folder(folder)
         if checkpoint is not None:
-            model, tokenizer = _load_checkpoint(checkpoint, dtype)
+            model, tokenizer = _load_checkpoint(checkpoint, dtype, base_model)
         else:
             model, tokenizer = _load_folder(folder, torch_dtype)
     elif name.startswith(("/", "./", "../", "~")):
@@ -87,18 +106,21 @@ def load_model(name: str, *, dtype: str = "float32", seed: int = 0):
 
 
 def _checkpoint_folder(folder: Path) -> Path | None:
-    """The training checkpoint `folder` names: itself, or a run directory's latest one."""
+    """The policy folder `folder` names: itself (a checkpoint, ``checkpoints/best``, a league
+    snapshot), or a run directory's newest intact checkpoint (its final policy)."""
+    from trainers.checkpoints import latest_intact
+
     if (folder / "meta.json").exists() and ((folder / "model").is_dir() or (folder / "adapter").is_dir()):
         return folder
     if (folder / "checkpoints").is_dir():
-        complete = sorted(p for p in (folder / "checkpoints").glob("step_*") if (p / "meta.json").exists())
-        if complete:
-            return complete[-1]
-        raise FileNotFoundError(f"run directory {folder} has no complete checkpoint yet")
+        latest = latest_intact(folder / "checkpoints")
+        if latest is None:
+            raise FileNotFoundError(f"run directory {folder} has no intact checkpoint yet")
+        return latest
     return None
 
 
-def _load_checkpoint(checkpoint: Path, dtype: str):
+def _load_checkpoint(checkpoint: Path, dtype: str, base_model: str | None = None):
     """A trained policy from a checkpoint: full weights, or the base model plus its adapter."""
     if (checkpoint / "model").is_dir():
         return _load_folder(checkpoint / "model", _DTYPES[dtype])
@@ -106,18 +128,14 @@ def _load_checkpoint(checkpoint: Path, dtype: str):
 
     from peft import PeftModel
 
-    if (checkpoint / "extra_state.json").exists():
-        extra = json.loads((checkpoint / "extra_state.json").read_text())
-    elif (checkpoint / "extra_state.pkl").exists():
-        import pickle
-
-        extra = pickle.loads((checkpoint / "extra_state.pkl").read_bytes())
-    else:
-        extra = {}
-    base_name = extra.get("base_model")
+    records = {}
+    for name in ("meta.json", "extra_state.json"):
+        if (checkpoint / name).exists():
+            records.update(json.loads((checkpoint / name).read_text()))
+    base_name = records.get("base_model") or base_model
     if not base_name:
-        raise ValueError(f"{checkpoint} holds a LoRA adapter but does not name its base model")
-    base, tokenizer = load_model(base_name, dtype=dtype, seed=extra.get("config", {}).get("seed", 0))
+        raise ValueError(f"{checkpoint} holds a LoRA adapter but does not name its base model; pass base_model=")
+    base, tokenizer = load_model(base_name, dtype=dtype, seed=records.get("config", {}).get("seed", 0))
     model = PeftModel.from_pretrained(base, str(checkpoint / "adapter")).merge_and_unload()
     return model, tokenizer
 

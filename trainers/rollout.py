@@ -1,12 +1,16 @@
 """Rollouts: many games (or task prompts) at once, one batched model call per round.
 
-`play_games` is the self-play engine and the evaluation engine at once. Every round it
-lets fixed opponents move (they are cheap), collects the prompt of every game where a
-learner seat is to move, answers all of them with ONE `LanguagePolicy.act` call, and
-steps each env with its answer. A game ends by its own rules, by the invalid-action
-policy, or at the env's turn limit (scored as a draw). Each learner turn becomes a
-`TurnSample` whose reward is its seat's return in that game (gamma = 1, so every turn of
-a player in a game gets the same return).
+`play_games` is the self-play engine and the evaluation engine at once. Every round:
+
+1. fixed opponents (random, rule-based, equilibrium) move until a model is to move;
+2. every game where a frozen model opponent (an earlier checkpoint, a league snapshot) is
+   to move gets its answer, one batched call per opponent model, no samples;
+3. every game where a learner seat is to move gets its answer from ONE `policy.act` call,
+   and each answer becomes a `TurnSample`.
+
+A game ends by its own rules, by the invalid-action policy, or at the env's turn limit
+(scored as a draw). Once all games are over each sample's reward is its seat's return in
+its game (gamma = 1: every turn of a player in a game gets the same return).
 
 `run_tasks` is the single-agent counterpart: P prompts, G answers each (GRPO groups).
 """
@@ -16,31 +20,33 @@ from __future__ import annotations
 import copy
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Union
 
 from envs.game_env import GameEnv, agent_name
 from envs.opponents import Opponent
+from trainers import seeds
 from trainers.policy import LanguagePolicy
 from trainers.samples import TurnSample
+from trainers.seeds import derive_seed
 
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, stable across runs and Python versions."""
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 % (1 << 64)
-    return value >> 1
+AnyOpponent = Union[Opponent, LanguagePolicy]
 
 
 @dataclass
 class GameSetup:
-    """One game to play: which env, which seed, which seats the policy plays."""
+    """One game to play: which env, which seed, which seats the policy plays, and who plays the rest."""
 
     env_id: str
     env: GameEnv
     seed: int
     learner_seats: frozenset[int]
     game_id: int = 0
+    opponent: AnyOpponent | None = None
+    """Plays every other seat; None: the `opponent` given to `play_games`."""
+    opponent_name: str = ""
+    """How results name the opponent (league snapshots: "snapshot_00000020")."""
 
 
 @dataclass
@@ -54,6 +60,7 @@ class GameResult:
     unparseable: list[int]
     turns: int
     truncated: bool
+    opponent_name: str = ""
 
 
 @dataclass
@@ -63,63 +70,105 @@ class RolloutTiming:
     rounds: int = 0
     extra: dict = field(default_factory=dict)
 
+    @contextmanager
+    def measure(self, kind: str):
+        """Add the wall time of the block to ``generation_s`` or ``env_s``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            if kind == "generation":
+                self.generation_s += elapsed
+            else:
+                self.env_s += elapsed
+
 
 def play_games(
     setups: list[GameSetup],
     policy: LanguagePolicy,
     *,
     seed: int,
-    opponent: "Opponent | LanguagePolicy | None" = None,
+    opponent: AnyOpponent | None = None,
     temperature: float | None = None,
 ) -> tuple[list[TurnSample], list[GameResult], RolloutTiming]:
     """Play every game to its end; return the learner turns, the results and timings.
 
-    `opponent` plays every seat outside `learner_seats`: a fixed `Opponent` (random,
-    rule-based, equilibrium), or a frozen `LanguagePolicy` (e.g. an earlier checkpoint),
-    whose turns are batched like the learner's but produce no samples.
+    `opponent` (or a setup's own `opponent`) plays every seat outside `learner_seats`: a
+    fixed `Opponent`, or a frozen `LanguagePolicy` whose turns are batched like the
+    learner's but produce no samples.
     """
     timing = RolloutTiming()
-    start = time.perf_counter()
     rng = random.Random(seed)
-    for setup in setups:
-        setup.env.reset(seed=setup.seed)
-        missing = set(range(setup.env.game.num_players())) - setup.learner_seats
-        if missing and opponent is None:
-            raise ValueError(f"seats {sorted(missing)} need an opponent, but none was given")
+    with timing.measure("env"):
+        opponents = _start_games(setups, opponent)
     samples_per_game: list[list[TurnSample]] = [[] for _ in setups]
     live = list(range(len(setups)))
-    timing.env_s += time.perf_counter() - start
-    model_opponent = isinstance(opponent, LanguagePolicy)
     while live:
-        tick = time.perf_counter()
-        pending, opponent_pending = [], []
-        for index in live:
-            env, seats = setups[index].env, setups[index].learner_seats
-            while not model_opponent and not env.is_over() and env.current_player() not in seats:
-                env.step(opponent.act(env.state, env.current_player(), rng))
-            if not env.is_over():
-                (pending if env.current_player() in seats else opponent_pending).append(index)
-        live = pending + opponent_pending
-        if opponent_pending:  # a frozen model on the other seats: one batched call, no samples
-            prompts = [setups[i].env.turn_prompt() for i in opponent_pending]
-            timing.env_s += time.perf_counter() - tick
-            tick = time.perf_counter()
-            replies = opponent.act(prompts, seed=derive_seed(seed, timing.rounds, 1), temperature=temperature)
-            timing.generation_s += time.perf_counter() - tick
-            tick = time.perf_counter()
-            for index, reply in zip(opponent_pending, replies):
-                setups[index].env.step(reply.text)
-        if not pending:
-            timing.env_s += time.perf_counter() - tick
-            timing.rounds += 1
+        with timing.measure("env"):
+            learner_turns, model_turns = _advance_to_model_turns(setups, opponents, live, rng)
+        live = learner_turns + [i for group in model_turns.values() for i in group]
+        for group in model_turns.values():
+            _answer_opponent_turns(setups, opponents[group[0]], group, seed, temperature, timing)
+        if learner_turns:
+            _answer_learner_turns(setups, learner_turns, policy, seed, temperature, timing, samples_per_game)
+        timing.rounds += 1
+    with timing.measure("env"):
+        samples, results = _collect(setups, samples_per_game)
+    return samples, results, timing
+
+
+def _start_games(setups: list[GameSetup], default: AnyOpponent | None) -> list[AnyOpponent | None]:
+    """Reset every env; return each game's opponent (checked: every non-learner seat needs one)."""
+    opponents = []
+    for setup in setups:
+        setup.env.reset(seed=setup.seed)
+        chosen = setup.opponent if setup.opponent is not None else default
+        missing = set(range(setup.env.game.num_players())) - setup.learner_seats
+        if missing and chosen is None:
+            raise ValueError(f"seats {sorted(missing)} need an opponent, but none was given")
+        opponents.append(chosen)
+    return opponents
+
+
+def _advance_to_model_turns(setups, opponents, live, rng) -> tuple[list[int], dict[int, list[int]]]:
+    """Let fixed opponents move; return the games where the learner is to move and,
+    per frozen model opponent (keyed by identity), the games where it is to move."""
+    learner_turns: list[int] = []
+    model_turns: dict[int, list[int]] = {}
+    for index in live:
+        env, seats, opponent = setups[index].env, setups[index].learner_seats, opponents[index]
+        is_model = isinstance(opponent, LanguagePolicy)
+        while not is_model and not env.is_over() and env.current_player() not in seats:
+            env.step(opponent.act(env.state, env.current_player(), rng))
+        if env.is_over():
             continue
-        prompts = [setups[i].env.turn_prompt() for i in pending]
-        timing.env_s += time.perf_counter() - tick
-        tick = time.perf_counter()
-        decisions = policy.act(prompts, seed=derive_seed(seed, timing.rounds), temperature=temperature)
-        timing.generation_s += time.perf_counter() - tick
-        tick = time.perf_counter()
-        for index, decision in zip(pending, decisions):
+        if env.current_player() in seats:
+            learner_turns.append(index)
+        else:
+            model_turns.setdefault(id(opponent), []).append(index)
+    return learner_turns, model_turns
+
+
+def _answer_opponent_turns(setups, opponent: LanguagePolicy, games: list[int], seed, temperature, timing) -> None:
+    """One batched call of a frozen model opponent; its answers are played, not trained on."""
+    with timing.measure("env"):
+        prompts = [setups[i].env.turn_prompt() for i in games]
+    with timing.measure("generation"):
+        replies = opponent.act(prompts, seed=derive_seed(seed, seeds.OPPONENT, timing.rounds), temperature=temperature)
+    with timing.measure("env"):
+        for index, reply in zip(games, replies):
+            setups[index].env.step(reply.text)
+
+
+def _answer_learner_turns(setups, games, policy, seed, temperature, timing, samples_per_game) -> None:
+    """One batched policy call for every game where a learner seat is to move; record the samples."""
+    with timing.measure("env"):
+        prompts = [setups[i].env.turn_prompt() for i in games]
+    with timing.measure("generation"):
+        decisions = policy.act(prompts, seed=derive_seed(seed, seeds.ROLLOUT, timing.rounds), temperature=temperature)
+    with timing.measure("env"):
+        for index, prompt, decision in zip(games, prompts, decisions):
             setup = setups[index]
             env = setup.env
             player = env.current_player()
@@ -133,11 +182,14 @@ def play_games(
                     player,
                     setup.game_id,
                     invalid=env.infos[agent]["invalid_actions"] > invalid_before,
-                    info={"state_key": state_key},
+                    # the format phase re-scores this turn's legal answers from these
+                    info={"state_key": state_key, "choices": prompt.choices, "messages": prompt.messages()},
                 )
             )
-        timing.rounds += 1
-        timing.env_s += time.perf_counter() - tick
+
+
+def _collect(setups, samples_per_game) -> tuple[list[TurnSample], list[GameResult]]:
+    """Give every sample its seat's return; summarise each game."""
     samples, results = [], []
     for setup, game_samples in zip(setups, samples_per_game):
         env = setup.env
@@ -156,9 +208,31 @@ def play_games(
                 unparseable=[info.get("unparseable_actions", 0) for info in infos],
                 turns=env.turns,
                 truncated=any(env.truncations.values()),
+                opponent_name=setup.opponent_name,
             )
         )
-    return samples, results, timing
+    return samples, results
+
+
+def answer_space(info: dict) -> dict:
+    """The well-formed answers of a task instance, when the task can list them (for the format phase).
+
+    SAT: k-bit strings, all of them when k <= 6, else 64 drawn uniformly (seeded by the
+    formula). The format phase draws among them by the model's own preference, so the
+    list says nothing about which assignment is right.
+    """
+    level = info.get("level")
+    if not level or len(level) != 3:
+        return {}
+    k = int(level[1])
+    if 2**k <= MAX_LISTED_ANSWERS:
+        values = range(2**k)
+    else:
+        values = sorted(random.Random(info.get("formula", "")).sample(range(2**k), MAX_LISTED_ANSWERS))
+    return {"choices": tuple(format(i, f"0{k}b") for i in values)}
+
+
+MAX_LISTED_ANSWERS = 64
 
 
 @dataclass
@@ -181,27 +255,33 @@ def run_tasks(
 ) -> tuple[list[TurnSample], list[TaskResult], RolloutTiming]:
     """`prompts` task instances, `group_size` answers each, all in one policy call."""
     timing = RolloutTiming()
-    tick = time.perf_counter()
-    drawn = []
-    for group in range(prompts):
-        observation, info = env.reset(seed=derive_seed(seed, group))
-        messages = env.messages() if hasattr(env, "messages") else [{"role": "user", "content": observation}]
-        drawn.append((copy.deepcopy(env), messages, info))
-    requests = [messages for _, messages, _ in drawn for _ in range(group_size)]
-    timing.env_s += time.perf_counter() - tick
-    tick = time.perf_counter()
-    decisions = policy.act(requests, seed=derive_seed(seed, prompts, group_size), temperature=temperature)
-    timing.generation_s += time.perf_counter() - tick
-    tick = time.perf_counter()
-    samples, results = [], []
-    for group, (task_env, _, info) in enumerate(drawn):
-        rewards = []
-        for decision in decisions[group * group_size : (group + 1) * group_size]:
-            answer_env = copy.deepcopy(task_env)
-            _, reward, _, _, step_info = answer_env.step(decision.text)
-            rewards.append(float(reward))
-            samples.append(decision.to_sample(env_id, 0, group, reward=float(reward)))
-        results.append(TaskResult(env_id, group, rewards, dict(info)))
+    with timing.measure("env"):
+        drawn = []
+        for group in range(prompts):
+            observation, info = env.reset(seed=derive_seed(seed, seeds.TASK, group))
+            messages = env.messages() if hasattr(env, "messages") else [{"role": "user", "content": observation}]
+            drawn.append((copy.deepcopy(env), messages, info))
+        requests = [messages for _, messages, _ in drawn for _ in range(group_size)]
+    with timing.measure("generation"):
+        decisions = policy.act(requests, seed=derive_seed(seed, seeds.TASK_SAMPLING), temperature=temperature)
+    with timing.measure("env"):
+        samples, results = [], []
+        for group, (task_env, _, info) in enumerate(drawn):
+            rewards = []
+            for decision in decisions[group * group_size:(group + 1) * group_size]:
+                answer_env = copy.deepcopy(task_env)
+                _, reward, _, _, step_info = answer_env.step(decision.text)
+                rewards.append(float(reward))
+                samples.append(
+                    decision.to_sample(
+                        env_id,
+                        0,
+                        group,
+                        reward=float(reward),
+                        invalid=step_info.get("answer", "") is None,  # no answer could be read
+                        info={"messages": drawn[group][1], **answer_space(info)},
+                    )
+                )
+            results.append(TaskResult(env_id, group, rewards, dict(info)))
     timing.rounds = 1
-    timing.env_s += time.perf_counter() - tick
     return samples, results, timing

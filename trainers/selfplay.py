@@ -2,11 +2,17 @@
 
 The loop, in plain sequence (CleanRL style):
 
+    evaluate(step 0)
     for step in steps:
         samples = rollout(policy)              # trainers.rollout: games / task groups
-        samples = advantages(samples)          # trainers.advantages: RAE, GRPO, ...
-        metrics = learner.update(samples)      # trainers.learner + trainers.loss: PPO
-        log(metrics); maybe evaluate; maybe checkpoint
+        if the answer format is not learnt yet:
+            learner.imitate(format_samples)    # trainers.format_phase
+        else:
+            samples = advantages(samples)      # trainers.advantages: RAE, GRPO, ...
+            learner.update(samples)            # trainers.learner + trainers.loss: PPO
+        maybe refresh the magnet; maybe snapshot into the league
+        log; maybe evaluate; maybe checkpoint
+    evaluate(end); before/after table; summary.png
 
 A token's path: the env renders a `TurnPrompt` (envs.protocol) -> `LanguagePolicy.act`
 tokenises and answers it (trainers.policy, trainers.generation) -> the env parses the
@@ -14,102 +20,94 @@ answer and plays it -> the game's return becomes the `TurnSample.reward`
 (trainers.rollout) -> `compute_advantages` -> `Learner.update` recomputes the response
 tokens' log-probs and applies the clipped surrogate (trainers.loss).
 
-Run directory (`out`): config.json, metrics.jsonl (one JSON object per step), tb/
-(TensorBoard), checkpoints/step_XXXXXXXX/ (atomic), eval/ (evaluation results).
-`resume=true` continues from the last checkpoint and reproduces the metrics an
-uninterrupted run would have written (same seed, CPU).
+The run directory is described in trainers.run_dir. `resume=true` continues from the
+last intact checkpoint and reproduces the metrics an uninterrupted run would have
+written (same seed, CPU).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
+import math
 import sys
 import time
-from pathlib import Path
+import warnings
 
 import envs
+from trainers import seeds
 from trainers.advantages import AdvantageState, advantage_metrics, compute_advantages, drop_zero_advantage
-from trainers.config import TrainConfig, help_text, parse_overrides
-from trainers.rollout import GameSetup, derive_seed, play_games, run_tasks
-
-CHECKPOINTS = "checkpoints"
+from trainers.config import FIXED_OPPONENTS, TrainConfig, help_text, parse_overrides
+from trainers.ratings import Ratings, policy_name
+from trainers.rollout import GameSetup, play_games, run_tasks
+from trainers.run_dir import RunDirectory, check_run_dir
+from trainers.seeds import derive_seed
 
 
 class Trainer:
-    """Everything a run holds: model, learner, policy, envs, baselines, curriculum."""
+    """Everything a run holds: model, learner, policies, envs, baselines, curriculum, league, ratings."""
 
     def __init__(self, config: TrainConfig):
         import torch
 
-        from envs.opponents import make_opponent
         from trainers.generation import TransformersBackend
-        from trainers.learner import Learner, LearnerConfig
+        from trainers.learner import Learner
         from trainers.models import load_model
         from trainers.policy import LanguagePolicy
 
         self.config = config
-        self.out = Path(config.out)
-        for env_id in config.env:
-            envs.spec(env_id)  # unknown ids fail before the model loads
+        self.run_dir = RunDirectory(config.out)
         torch.manual_seed(config.seed)
         if config.threads:
             torch.set_num_threads(config.threads)
         model, self.tokenizer = load_model(config.model, dtype=config.dtype, seed=config.seed)
-        self.learner = Learner(
-            model,
-            LearnerConfig(
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-                max_grad_norm=config.max_grad_norm,
-                epochs=config.ppo_epochs,
-                micro_batch_size=config.micro_batch_size,
-                clip=config.clip,
-                length_norm=config.length_norm,
-                max_length=config.max_new_tokens if config.mode != "choice" else None,
-                kl_coef=config.kl_coef,
-                entropy_coef=config.entropy_coef,
-                lora_rank=config.lora_rank,
-                lora_alpha=config.lora_alpha,
-                lora_target_modules=tuple(config.lora_targets),
-                seed=config.seed,
-            ),
-            tokenizer=self.tokenizer,
-        )
-        backend = TransformersBackend(self.learner.model, self.tokenizer)
-        policy_options = dict(
+        self.learner = Learner(model, config, tokenizer=self.tokenizer)
+        self.policy_options = dict(
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             top_p=config.top_p,
             batch_size=config.generation_batch_size,
         )
-        self.policy = LanguagePolicy(backend, self.tokenizer, mode=config.mode, **policy_options)
+        backend = TransformersBackend(self.learner.model, self.tokenizer)
+        self.policy = LanguagePolicy(backend, self.tokenizer, mode=config.mode, **self.policy_options)
         # tasks answer in free text even when games use choice mode
         task_mode = "direct" if config.mode == "choice" else config.mode
-        self.task_policy = LanguagePolicy(backend, self.tokenizer, mode=task_mode, **policy_options)
+        self.task_policy = LanguagePolicy(backend, self.tokenizer, mode=task_mode, **self.policy_options)
         self.game_envs = [e for e in config.env if envs.spec(e).kind == "game"]
         self.task_envs = [e for e in config.env if envs.spec(e).kind == "task"]
-        self.curriculum = None
-        if config.curriculum == "saturn":
-            from curricula.curriculum import saturn_curriculum
-
-            self.curriculum = saturn_curriculum()
+        self.curriculum = _make_curriculum(config)
+        self.sat_exclusions = _sat_exclusions(config, self.curriculum) if "sat" in self.task_envs else []
         self.advantage_state = AdvantageState.with_alpha(config.rae_alpha)
+        self.ratings = Ratings()
+        self.best: dict | None = None
+        self.format_steps_done = 0
+        self.league = None
         self.opponent = None
-        if config.opponent.startswith("checkpoint:"):
-            # an earlier checkpoint (or any model) frozen on the other seat
-            frozen, frozen_tokenizer = load_model(config.opponent.split(":", 1)[1], dtype=config.dtype)
-            self.opponent = LanguagePolicy(
-                TransformersBackend(frozen.requires_grad_(False), frozen_tokenizer),
-                frozen_tokenizer,
-                mode=config.mode,
-                **policy_options,
+        if config.opponent == "league":
+            from trainers.league import League
+
+            self.league = League(
+                self.run_dir.league,
+                size=config.league_size,
+                sampling=config.league_sampling,
+                latest_prob=config.league_latest_prob,
+                load_policy=self._frozen_policy,
             )
+        elif config.opponent.startswith("checkpoint:"):
+            self.opponent = self._frozen_policy(config.opponent.split(":", 1)[1])
         elif config.opponent != "none":
-            probe = self.make_game_env(self.game_envs[0])
-            self.opponent = make_opponent(config.opponent, probe.game)
-        self.step = 0
+            from envs.opponents import make_opponent
+
+            self.opponent = make_opponent(config.opponent, self.make_game_env(self.game_envs[0]).game)
+
+    def _frozen_policy(self, path):
+        """A playing policy on a frozen copy of the model saved at `path` (no gradients)."""
+        from trainers.generation import TransformersBackend
+        from trainers.models import load_model
+        from trainers.policy import LanguagePolicy
+
+        frozen, tokenizer = load_model(str(path), dtype=self.config.dtype, base_model=self.config.model)
+        backend = TransformersBackend(frozen.requires_grad_(False), tokenizer)
+        return LanguagePolicy(backend, tokenizer, mode=self.config.mode, **self.policy_options)
 
     # -- environments ---------------------------------------------------------------
     def _env_kwargs(self, env_id: str) -> dict:
@@ -121,7 +119,7 @@ class Trainer:
         return envs.make(
             env_id,
             mode=self.config.mode,
-            invalid_action_policy=self.config.invalid_policy,
+            invalid_action_policy=self.config.invalid_action_policy,
             turn_limit=self.config.turn_limit,
             **self._env_kwargs(env_id),
         )
@@ -130,10 +128,12 @@ class Trainer:
         kwargs = self._env_kwargs(env_id)
         if self.curriculum is not None:
             kwargs["curriculum"] = self.curriculum
+        if env_id == "sat" and self.sat_exclusions:
+            kwargs["exclude"] = self.sat_exclusions
         return envs.make(env_id, **kwargs)
 
-    def _learner_seats(self, game_index: int, num_players: int) -> frozenset[int]:
-        if self.opponent is None:
+    def _learner_seats(self, game_index: int, num_players: int, against_model: bool) -> frozenset[int]:
+        if self.opponent is None and not against_model:
             return frozenset(range(num_players))
         option = self.config.opponent_seat
         seat = game_index % num_players if option == "alternate" else int(option)
@@ -145,15 +145,7 @@ class Trainer:
         samples, stats = [], {}
         generation_s = env_s = 0.0
         if self.game_envs:
-            setups = []
-            for index in range(config.games_per_step):
-                env_id = self.game_envs[index % len(self.game_envs)]
-                env = self.make_game_env(env_id)
-                seats = self._learner_seats(index, env.game.num_players())
-                setups.append(GameSetup(env_id, env, derive_seed(config.seed, step, index), seats, index))
-            game_samples, results, timing = play_games(
-                setups, self.policy, seed=derive_seed(config.seed, step), opponent=self.opponent
-            )
+            game_samples, results, timing = self._play_step_games(step)
             samples += game_samples
             generation_s += timing.generation_s
             env_s += timing.env_s
@@ -165,7 +157,7 @@ class Trainer:
                 self.task_policy,
                 prompts=config.prompts_per_step,
                 group_size=config.group_size,
-                seed=derive_seed(config.seed, step, 1_000_000 + offset),
+                seed=derive_seed(config.seed, seeds.TASK, step, offset),
             )
             for sample in task_samples:
                 sample.game_id += 1_000_000 * offset  # distinct GRPO groups per env
@@ -175,9 +167,43 @@ class Trainer:
             rewards = [r for result in results for r in result.rewards]
             stats[f"reward/{env_id}"] = sum(rewards) / len(rewards)
             stats[f"solved/{env_id}"] = sum(r > 0 for r in rewards) / len(rewards)
+            stats[f"invalid_rate/{env_id}"] = sum(s.invalid for s in task_samples) / len(task_samples)
         stats["time/generation_s"] = generation_s
         stats["time/env_s"] = env_s
         return samples, stats
+
+    def _play_step_games(self, step: int):
+        config = self.config
+        drawn = self.league.draw(config.games_per_step, derive_seed(config.seed, seeds.LEAGUE, step)) if self.league else None
+        setups = []
+        for index in range(config.games_per_step):
+            env_id = self.game_envs[index % len(self.game_envs)]
+            env = self.make_game_env(env_id)
+            snapshot = drawn[index] if drawn else None
+            seats = self._learner_seats(index, env.game.num_players(), snapshot is not None)
+            setup = GameSetup(env_id, env, derive_seed(config.seed, seeds.GAME, step, index), seats, index)
+            if snapshot is not None:
+                setup.opponent, setup.opponent_name = self.league.policy(snapshot), snapshot.name
+            setups.append(setup)
+        samples, results, timing = play_games(
+            setups, self.policy, seed=derive_seed(config.seed, seeds.ROLLOUT, step), opponent=self.opponent
+        )
+        if self.league:
+            for result in results:
+                if result.opponent_name:
+                    seat = next(iter(result.learner_seats))
+                    self.league.record(result.opponent_name, _score(result.returns[seat]))
+        return samples, results, timing
+
+    def format_phase_active(self, metrics: dict) -> bool:
+        """Whether this step's update is behaviour cloning of the answer format (trainers.format_phase)."""
+        config = self.config
+        if config.format_phase == "off" or self.format_steps_done >= config.format_steps:
+            return False
+        if config.format_phase == "on":
+            return True
+        rates = [v for k, v in metrics.items() if k == "invalid_rate" or k.startswith("invalid_rate/")]
+        return bool(rates) and max(rates) > config.format_threshold
 
     def advantages(self, samples):
         games = [s for s in samples if envs.spec(s.env_id).kind == "game"]
@@ -190,14 +216,31 @@ class Trainer:
         return drop_zero_advantage(samples), metrics
 
     def train_step(self, step: int) -> dict:
+        from trainers.format_phase import format_samples
+
         start = time.perf_counter()
         samples, metrics = self.rollout(step)
-        kept, advantage_stats = self.advantages(samples)
-        metrics.update(advantage_stats)
-        metrics.update(self.advantage_state.as_metrics())
         tick = time.perf_counter()
-        if kept:
-            metrics.update({f"train/{k}": v for k, v in self.learner.update(kept).items()})
+        if self.format_phase_active(metrics):
+            policy = self.policy if self.game_envs else self.task_policy
+            clones = format_samples(policy, samples, seed=derive_seed(self.config.seed, seeds.FORMAT, step))
+            metrics["phase"] = "format"
+            metrics.update({f"train/{k}": v for k, v in self.learner.imitate(clones).items()})
+            self.format_steps_done += 1
+            kept = []
+        else:
+            kept, advantage_stats = self.advantages(samples)
+            metrics["phase"] = "rl"
+            metrics.update(advantage_stats)
+            metrics.update(self.advantage_state.as_metrics())
+            if kept:
+                metrics.update({f"train/{k}": v for k, v in self.learner.update(kept).items()})
+        config = self.config
+        if config.magnet_every and (step + 1) % config.magnet_every == 0:
+            self.learner.refresh_reference()
+        if self.league and (step + 1) % config.league_every == 0:
+            self.league.add(step + 1, self.learner.save_policy)
+            metrics["league/size"] = len(self.league.snapshots)
         metrics["time/train_s"] = time.perf_counter() - tick
         metrics["samples"] = len(samples)
         metrics["samples_trained"] = len(kept)
@@ -206,37 +249,45 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, step: int) -> dict:
-        from trainers.evaluation import evaluate_against, exploitability
+        """Matches against fixed opponents (and league snapshots), exact exploitability of small
+        games, task pass@1, ratings; writes eval/step_XXXXXXXX.json and keeps the best policy."""
+        from trainers.evaluation import evaluate_against, model_exploitability
 
         config = self.config
-        results = {"step": step}
+        results: dict = {"step": step}
+        player = policy_name(step)
         for env_id in self.game_envs:
             make_env = functools.partial(self.make_game_env, env_id)
             probe = make_env()
-            for opponent in config.eval_opponents:
-                try:
-                    report = evaluate_against(
-                        self.policy,
-                        make_env,
-                        env_id,
-                        opponent,
-                        games=config.eval_games,
-                        seed=derive_seed(config.seed, 7, step),
-                        temperature=config.eval_temperature,
-                    )
-                except ValueError as error:  # e.g. no rule-based player for this game
-                    results[f"{env_id}/{opponent}"] = {"error": str(error)}
-                    continue
-                results[f"{env_id}/{opponent}"] = report
-            if env_id == "kuhn_poker" and getattr(probe.game, "hands", 1) == 1:
-                value, table = exploitability(self.policy, probe, seed=derive_seed(config.seed, 8, step))
-                results[f"{env_id}/exploitability"] = value
-                results[f"{env_id}/policy"] = table
+            opponents = [(name, name) for name in eval_opponents(config, probe.game)]
+            if self.league:
+                opponents += [(s.name, self.league.policy(s)) for s in self.league.snapshots if s.name != player]
+            for name, opponent in opponents:
+                report = evaluate_against(
+                    self.policy,
+                    make_env,
+                    env_id,
+                    opponent,
+                    games=config.eval_games,
+                    seed=derive_seed(config.seed, seeds.EVALUATION, step),
+                    temperature=config.eval_temperature,
+                    opponent_name=name,
+                )
+                results[f"{env_id}/{name}"] = report
+                games = report["games"]
+                self.ratings.record(
+                    player, name, *(round(report[f"{k}_rate"] * games) for k in ("win", "draw", "loss"))
+                )
+            exact = model_exploitability(self.policy, probe, seed=derive_seed(config.seed, seeds.EXPLOITABILITY, step))
+            if exact is not None:
+                results[f"{env_id}/exploitability"], results[f"{env_id}/policy"] = exact
         for env_id in self.task_envs:
             results[env_id] = self._evaluate_task(env_id, step)
-        folder = self.out / "eval"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"step_{step:08d}.json").write_text(json.dumps(results, indent=1))
+        if self.game_envs:
+            results["ratings"] = self.ratings.fit()
+            self.run_dir.write_json("eval/ratings.json", results["ratings"])
+        self.run_dir.write_json(f"eval/step_{step:08d}.json", results)
+        self._keep_best(step, results)
         return results
 
     def _evaluate_task(self, env_id: str, step: int) -> dict:
@@ -246,20 +297,37 @@ class Trainer:
 
         if env_id != "sat":
             return {}
-        env = self.make_task_env(env_id)
-        level = env.level
-        instances = heldout_instances(level, size=20 if self.curriculum is None else self.curriculum.heldout_size or 20)
+        level = self.make_task_env(env_id).level
+        size = self.curriculum.heldout_size if self.curriculum is not None else 20
+        instances = heldout_instances(level, size=size)
         decisions = self.task_policy.act(
             [prompt_messages(i) for i in instances],
-            seed=derive_seed(self.config.seed, 9, step),
+            seed=derive_seed(self.config.seed, seeds.TASK_EVALUATION, step),
             temperature=self.config.eval_temperature,
         )
-        successes = [float(score_answer(i, d.text)[0] > 0) for i, d in zip(instances, decisions)]
-        report = {"level": list(level), "pass_at_1": sum(successes) / len(successes)}
+        scored = [score_answer(i, d.text) for i, d in zip(instances, decisions)]
+        successes = [float(reward > 0) for reward, _ in scored]
+        report = {
+            "level": list(level),
+            "pass_at_1": sum(successes) / len(successes),
+            "no_answer_rate": sum(info["answer"] is None for _, info in scored) / len(scored),
+            "random_guess_rate": sum(min(i.num_solutions, 2**i.k) / 2**i.k for i in instances) / len(instances),
+        }
         if self.curriculum is not None:
             transition = self.curriculum.record(level, successes)
             report["transition"] = None if transition is None else str(transition)
         return report
+
+    def _keep_best(self, step: int, results: dict) -> None:
+        """checkpoints/best: the lowest mean exploitability (small games), else the highest rating or pass@1."""
+        score = selection_score(results, policy_name(step))
+        if score is None:
+            return
+        metric, value = score
+        better = self.best is None or (value < self.best["value"] if metric == "exploitability" else value > self.best["value"])
+        if better:
+            self.best = {"step": step, "metric": metric, "value": value}
+            self.learner.save_policy(self.run_dir.checkpoints / "best", {"step": step, metric: value, "base_model": self.config.model})
 
     # -- checkpoints ------------------------------------------------------------------
     def save(self, next_step: int) -> None:
@@ -270,36 +338,154 @@ class Trainer:
             "config": self.config.to_dict(),
             "base_model": self.config.model,
             "lora_rank": self.config.lora_rank,
+            "ratings": self.ratings.state_dict(),
+            "best": self.best,
+            "format_steps_done": self.format_steps_done,
+            "league": None if self.league is None else self.league.state_dict(),
         }
-        self.learner.save_checkpoint(self.out / CHECKPOINTS, next_step, extra, keep_last=max(1, self.config.keep_checkpoints))
+        directory = self.run_dir.checkpoints
+        self.learner.save_checkpoint(directory, next_step, extra, keep_last=max(1, self.config.keep_checkpoints))
+        if self.league is not None:
+            self.league.remove_unreferenced(_referenced_snapshots(directory))
 
     def restore(self) -> int:
-        from trainers.learner import latest_checkpoint
+        from trainers.checkpoints import latest_intact
 
-        path = latest_checkpoint(self.out / CHECKPOINTS)
+        path = latest_intact(self.run_dir.checkpoints)
         if path is None:
-            return 0
+            raise ValueError(f"{self.config.out} has no intact checkpoint to resume from")
+        saved_lr = self.learner.optimizer.param_groups[0]["lr"]
         extra = self.learner.load_checkpoint(path)
+        if self.learner.optimizer.param_groups[0]["lr"] != saved_lr:
+            self.learner.set_lr(self.config.lr)  # lr may change on resume: the new value acts
+        step = int(extra["step"])
         self.advantage_state.load_state_dict(extra["advantage"])
         if self.curriculum is not None and extra.get("curriculum"):
             self.curriculum.load_state_dict(extra["curriculum"])
-        return int(extra["step"])
+        self.ratings.load_state_dict(extra["ratings"])
+        self.best = extra["best"]
+        self.format_steps_done = extra["format_steps_done"]
+        if self.league is not None:
+            self.league.load_state_dict(extra["league"], step=step)
+        return step
 
 
-def check_envs(config: TrainConfig) -> None:
-    """Fail early (before the model loads) on envs or opponents that cannot work together."""
+def eval_opponents(config: TrainConfig, game) -> list[str]:
+    """The fixed evaluation opponents for `game`: the configured ones, or with `auto` every
+    fixed opponent that can play it."""
     from envs.opponents import make_opponent
 
+    if config.eval_opponents != ["auto"]:
+        return list(config.eval_opponents)
+    names = []
+    for name in FIXED_OPPONENTS:
+        try:
+            make_opponent(name, game)
+        except ValueError:
+            continue
+        names.append(name)
+    return names
+
+
+def selection_score(results: dict, player: str) -> tuple[str, float] | None:
+    """What `checkpoints/best` optimises, from one evaluation: ("exploitability", mean over
+    small games), else ("rating", the policy's Elo), else ("pass_at_1", mean over tasks)."""
+    exploitability = [v for k, v in results.items() if k.endswith("/exploitability")]
+    if exploitability:
+        return "exploitability", sum(exploitability) / len(exploitability)
+    if player in results.get("ratings", {}):
+        return "rating", results["ratings"][player]
+    passes = [v["pass_at_1"] for v in results.values() if isinstance(v, dict) and "pass_at_1" in v]
+    if passes:
+        return "pass_at_1", sum(passes) / len(passes)
+    return None
+
+
+def _score(value: float) -> float:
+    return 1.0 if value > 0 else 0.0 if value < 0 else 0.5
+
+
+def _referenced_snapshots(directory) -> set[str]:
+    """League snapshot folders named by any checkpoint on disk."""
+    import json
+
+    from trainers.checkpoints import list_checkpoints
+
+    referenced = set()
+    for path in list_checkpoints(directory):
+        try:
+            league = json.loads((path / "extra_state.json").read_text()).get("league") or {}
+        except (OSError, ValueError):
+            continue
+        referenced.update(entry["folder"] for entry in league.get("snapshots", []))
+    return referenced
+
+
+def _make_curriculum(config: TrainConfig):
+    if config.curriculum != "saturn":
+        return None
+    from curricula.curriculum import saturn_curriculum
+
+    return saturn_curriculum()
+
+
+def _sat_exclusions(config: TrainConfig, curriculum) -> list:
+    """Formulas training must never draw: the curriculum's held-out sets and a benchmark's test and held-out files."""
+    from curricula.sat import heldout_instances
+
+    levels = curriculum.levels if curriculum is not None else [tuple(envs.make("sat", **_sat_kwargs(config)).level)]
+    size = curriculum.heldout_size if curriculum is not None else 20
+    excluded = [instance for level in levels for instance in heldout_instances(level, size=size)]
+    if config.benchmark:
+        from curricula.sat import load_benchmark_formulas
+
+        excluded += load_benchmark_formulas(config.benchmark)
+    return excluded
+
+
+def _sat_kwargs(config: TrainConfig) -> dict:
+    accepted = set(envs.registry.parameters("sat"))
+    return {k: v for k, v in config.env_kwargs.items() if k in accepted}
+
+
+def preflight(config: TrainConfig) -> dict | None:
+    """Every check that can fail before the model loads or anything is written; returns the
+    saved config of a resumed run. Raises ValueError naming what is wrong."""
+    from envs.opponents import make_opponent
+    from trainers.models import check_model_name
+
     kinds = {env_id: envs.spec(env_id).kind for env_id in config.env}
-    if config.opponent == "none" or config.opponent.startswith("checkpoint:"):
-        if config.opponent != "none" and "game" not in kinds.values():
-            raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
-        return
+    accepted = {key for env_id in config.env for key in envs.registry.parameters(env_id)}
+    ignored = sorted(set(config.env_kwargs) - accepted)
+    if ignored:
+        raise ValueError(
+            f"env_kwargs {ignored} are not accepted by any selected env ({', '.join(config.env)}); "
+            f"accepted: {', '.join(sorted(accepted)) or 'none'}"
+        )
     game_envs = [env_id for env_id, kind in kinds.items() if kind == "game"]
-    if not game_envs:
+    if config.opponent != "none" and not game_envs:
         raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
+    if config.mode == "choice" and config.format_phase == "on" and not [k for k in kinds.values() if k == "task"]:
+        raise ValueError("format_phase=on teaches the free-text answer format; choice mode has none (use mode=direct or think)")
     for env_id in game_envs:
-        make_opponent(config.opponent, envs.make(env_id).game)  # raises if it cannot play it
+        env = envs.make(env_id, **{k: v for k, v in config.env_kwargs.items() if k in envs.registry.parameters(env_id)})
+        if config.opponent in FIXED_OPPONENTS:
+            make_opponent(config.opponent, env.game)  # raises if it cannot play this game
+        if config.eval_opponents != ["auto"]:
+            for name in config.eval_opponents:
+                make_opponent(name, env.game)
+    if config.curriculum != "none" and "sat" not in config.env:
+        raise ValueError(f"curriculum={config.curriculum} applies to the sat env; env is {','.join(config.env)}")
+    if config.benchmark:
+        if "sat" not in config.env:
+            raise ValueError("benchmark= names SAT formulas to keep out of training; add env=sat")
+        from curricula.sat import load_benchmark_formulas
+
+        load_benchmark_formulas(config.benchmark)  # raises for a missing or damaged folder
+    check_model_name(config.model)
+    if config.opponent.startswith("checkpoint:"):
+        check_model_name(config.opponent.split(":", 1)[1])
+    return check_run_dir(config)
 
 
 def _game_stats(samples, results) -> dict:
@@ -316,79 +502,68 @@ def _game_stats(samples, results) -> dict:
     return stats
 
 
-def _prepare_run_dir(config: TrainConfig) -> list[dict]:
-    """Create `out`; on resume keep the metrics lines written before the checkpoint."""
-    out = Path(config.out)
-    metrics_path = out / "metrics.jsonl"
-    if out.exists() and metrics_path.exists() and not config.resume:
-        raise SystemExit(
-            f"error: {out} already holds a run; pass resume=true to continue it or choose another out="
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    if not metrics_path.exists():
-        return []
-    return [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-
-
-def _scalars(metrics: dict):
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield key, float(value)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from trainers.learner import NonFiniteLossError
+    from trainers.report import print_before_after, write_summary_plot
+
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
         print(help_text())
         return 0
     try:
         config = parse_overrides(argv)
-        check_envs(config)
-    except ValueError as error:
+        preflight(config)
+        trainer = Trainer(config)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    previous = _prepare_run_dir(config)
-    trainer = Trainer(config)
+    run_dir = trainer.run_dir
+    run_dir.create(config)
     start = trainer.restore() if config.resume else 0
-    metrics_path = trainer.out / "metrics.jsonl"
-    # drop lines from steps the checkpoint does not cover (they are recomputed identically)
-    kept = [m for m in previous if m.get("step", -1) < start]
-    with open(metrics_path, "w") as handle:
-        handle.writelines(json.dumps(m) + "\n" for m in kept)
-    writer = _tensorboard(trainer.out, config)
+    run_dir.keep_metrics_before(start)
+    writer = _tensorboard(run_dir.path, config)
     progress = _progress(config, start)
-    evaluations = {}
-    if config.eval_every and start == 0:
-        evaluations[0] = trainer.evaluate(0)
-    for step in range(start, config.steps):
-        metrics = {"step": step, **trainer.train_step(step)}
-        if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
-            evaluations[step + 1] = trainer.evaluate(step + 1)
-            metrics.update(_headline(evaluations[step + 1]))
-        with open(metrics_path, "a") as handle:
-            handle.write(json.dumps(metrics) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if writer is not None:
-            for key, value in _scalars(metrics):
-                writer.add_scalar(key, value, step)
-        if config.save_every and (step + 1) % config.save_every == 0:
-            trainer.save(step + 1)
-        progress.update(1)
-        progress.set_postfix(_postfix(metrics), refresh=False)
+    last_evaluation: dict = {}
+    if start == 0:
+        last_evaluation = _headline(trainer.evaluate(0))
+    try:
+        for step in range(start, config.steps):
+            metrics = {"step": step, **trainer.train_step(step)}
+            if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
+                last_evaluation = _headline(trainer.evaluate(step + 1))
+                metrics.update(last_evaluation)
+            run_dir.append_metrics(metrics)
+            if writer is not None:
+                for key, value in _scalars(metrics):
+                    writer.add_scalar(key, value, step)
+            if config.save_every and (step + 1) % config.save_every == 0:
+                trainer.save(step + 1)
+            progress.update(1)
+            progress.set_postfix(_postfix(metrics, last_evaluation), refresh=False)
+    except NonFiniteLossError as error:
+        progress.close()
+        print(f"error: {error}; the last checkpoint is the one to resume from", file=sys.stderr)
+        return 1
     progress.close()
-    if start < config.steps or not (trainer.out / CHECKPOINTS).exists():
+    if start < config.steps or not (run_dir.checkpoints).exists():
         trainer.save(config.steps)
     final = trainer.evaluate(config.steps)
-    (trainer.out / "eval" / "final.json").write_text(json.dumps(final, indent=1))
+    run_dir.write_json("eval/final.json", final)
     summary = _headline(final)
-    print(json.dumps({"run": str(trainer.out), "steps": config.steps, **summary}))
+    print_before_after(run_dir.eval)
+    write_summary_plot(run_dir.eval, run_dir.path / "summary.png")
+    print(_json_line({"run": str(run_dir.path), "steps": config.steps, **summary}))
     if writer is not None:
         for key, value in _scalars(summary):
             writer.add_scalar(key, value, config.steps)
         writer.close()
     return 0
+
+
+def _json_line(value: dict) -> str:
+    import json
+
+    return json.dumps(value)
 
 
 def _headline(evaluation: dict) -> dict:
@@ -403,16 +578,39 @@ def _headline(evaluation: dict) -> dict:
             out[f"eval/{key}"] = value
         elif isinstance(value, dict) and "pass_at_1" in value:
             out[f"eval/{key}/pass_at_1"] = value["pass_at_1"]
+    player = policy_name(evaluation["step"])
+    if player in evaluation.get("ratings", {}):
+        out["eval/rating"] = evaluation["ratings"][player]
     return out
 
 
-def _postfix(metrics: dict) -> dict:
-    rewards = [v for k, v in metrics.items() if k.startswith(("return/", "reward/"))]
-    postfix = {"step": metrics["step"]}
-    if rewards:
-        postfix["reward"] = f"{sum(rewards) / len(rewards):+.3f}"
-    if "invalid_rate" in metrics:
-        postfix["invalid"] = f"{metrics['invalid_rate']:.2f}"
+def _scalars(metrics: dict):
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            yield key, float(value)
+
+
+def _postfix(metrics: dict, evaluation: dict) -> dict:
+    """What moves in self-play (the mean reward of a zero-sum game is always 0): entropy,
+    invalid rate, and the latest exploitability or rating."""
+    postfix = {}
+    if "train/entropy_choice" in metrics:
+        postfix["entropy"] = f"{metrics['train/entropy_choice']:.3f}"
+    elif "train/neg_logprob" in metrics:
+        postfix["nll/token"] = f"{metrics['train/neg_logprob']:.2f}"
+    invalid = [v for k, v in metrics.items() if k == "invalid_rate" or k.startswith("invalid_rate/")]
+    if invalid:
+        postfix["invalid"] = f"{max(invalid):.2f}"
+    if metrics.get("phase") == "format":
+        postfix["phase"] = "format"
+    solved = [v for k, v in metrics.items() if k.startswith("solved/")]
+    if solved:
+        postfix["solved"] = f"{sum(solved) / len(solved):.2f}"
+    exploitability = [v for k, v in evaluation.items() if k.endswith("exploitability")]
+    if exploitability:
+        postfix["exploit"] = f"{sum(exploitability) / len(exploitability):.3f}"
+    elif "eval/rating" in evaluation:
+        postfix["elo"] = f"{evaluation['eval/rating']:.0f}"
     postfix["s/step"] = f"{metrics['time/step_s']:.1f}"
     return postfix
 
@@ -423,11 +621,13 @@ def _progress(config: TrainConfig, start: int):
     return tqdm(total=config.steps, initial=start, desc="selfplay", unit="step", disable=not config.progress)
 
 
-def _tensorboard(out: Path, config: TrainConfig):
+def _tensorboard(out, config: TrainConfig):
     if not config.tensorboard:
         return None
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
     return SummaryWriter(str(out / "tb"))

@@ -1,0 +1,223 @@
+"""``GenerationBackend`` on an in-process transformers model, with a hand-written decoding loop.
+
+Batches are left-padded prompts followed by right-padded responses, with explicit position
+ids so padding never shifts positions. Identical prompts share one prefill; a row leaves
+the batch (KV cache included) as soon as it stops. See ``trainers.generation.base`` for the
+log-prob convention and the token layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from trainers.generation.base import Generation, Prompt, default_stop_token_ids, encode_choice, encode_prompts
+from trainers.generation.logprobs import candidate_logprobs, left_pad
+
+class TransformersBackend:
+    """``GenerationBackend`` over an in-process transformers model.
+
+    It holds references, not copies: the trainer updates ``model`` in place and the next
+    rollout samples from the updated weights.
+    """
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def generate(
+        self, prompts, *, max_new_tokens, temperature=1.0, top_p=1.0, seed, batch_size=8
+    ):
+        return generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+        )
+
+    def score_choices(self, prompts, choices, *, batch_size=16):
+        return score_choices(
+            self.model, self.tokenizer, prompts, choices, batch_size=batch_size
+        )
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int,
+    batch_size: int = 8,
+    stop_token_ids: Sequence[int] | None = None,
+) -> list[Generation]:
+    """Sample one response per prompt; results are in prompt order.
+
+    ``temperature=0`` is greedy decoding. Sampling draws only from a ``torch.Generator``
+    seeded with ``seed``, so the same call (same prompts, batch size and machine) gives the
+    same outputs, and the global RNG is untouched. Prompts are grouped by length into batches
+    of ``batch_size`` to limit padding. A row leaves the batch, KV cache included, as soon as
+    it samples a stop token (``stop_token_ids``, by default ``default_stop_token_ids``), so
+    finished rows cost no further compute.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    if any(len(ids) == 0 for ids in prompt_ids):
+        raise ValueError(
+            "every prompt needs at least one token to condition the response on"
+        )
+    if stop_token_ids is None:
+        stop_token_ids = default_stop_token_ids(model, tokenizer)
+    stops = torch.tensor(sorted(stop_token_ids), dtype=torch.long, device=model.device)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    results: list[Generation | None] = [None] * len(prompt_ids)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = [prompt_ids[i] for i in rows]
+            sampled = _sample_batch(
+                model, batch, max_new_tokens, temperature, top_p, stops, generator
+            )
+            for row, ids, (response, logprobs, stopped) in zip(rows, batch, sampled):
+                text_ids = response[:-1] if stopped else response
+                results[row] = Generation(
+                    text=tokenizer.decode(text_ids, skip_special_tokens=True),
+                    prompt_ids=ids,
+                    response_ids=response,
+                    logprobs=logprobs,
+                    finish_reason="stop" if stopped else "length",
+                )
+    return results
+
+
+def _sample_batch(
+    model, prompt_ids, max_new_tokens, temperature, top_p, stops, generator
+):
+    """Decode one batch with a KV cache; return ``(response_ids, logprobs, stopped)`` per row."""
+    device = model.device
+    input_ids, attention_mask = left_pad(
+        prompt_ids, extra_columns=max_new_tokens, device=device
+    )
+    prompt_width = input_ids.shape[1] - max_new_tokens
+    positions = (attention_mask[:, :prompt_width].cumsum(1) - 1).clamp(min=0)
+    # Self-play batches repeat prompts (every game at the same information state asks the
+    # same question): prefill each distinct prompt once, then give every row its own copy
+    # of the cache to sample from.
+    distinct: dict[tuple, int] = {}
+    owner = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
+    first_rows = torch.tensor([owner.index(d) for d in range(len(distinct))], device=device)
+    out = model(
+        input_ids=input_ids[first_rows, :prompt_width],
+        attention_mask=attention_mask[first_rows, :prompt_width],
+        position_ids=positions[first_rows],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    # transformers 5 renamed the cache argument from past_key_values to cache; follow the output.
+    cache_arg = "cache" if "cache" in out else "past_key_values"
+    cache = out[cache_arg]
+    last_logits = out.logits[:, -1]
+    if len(distinct) < len(prompt_ids):
+        expand = torch.tensor(owner, device=device)
+        cache.batch_select_indices(expand)
+        last_logits = last_logits[expand]
+    next_position = positions[:, -1:] + 1
+    batch = len(prompt_ids)
+    tokens = torch.zeros(batch, max_new_tokens, dtype=torch.long, device=device)
+    logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
+    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
+    stopped = torch.zeros(batch, dtype=torch.bool, device=device)
+    live = torch.arange(
+        batch, device=device
+    )  # original row of each row still in the batch
+    for step in range(max_new_tokens):
+        logits = last_logits.float()
+        token_logprobs = torch.log_softmax(logits, dim=-1)
+        token = _pick(logits, token_logprobs, temperature, top_p, generator)
+        tokens[live, step] = token
+        logprobs[live, step] = token_logprobs.gather(1, token[:, None])[:, 0]
+        done = torch.isin(token, stops)
+        if done.any():
+            done_rows = live[done]
+            lengths[done_rows] = step + 1
+            stopped[done_rows] = True
+            keep = (~done).nonzero()[:, 0]
+            if keep.numel() == 0:
+                break
+            cache.batch_select_indices(keep)
+            live, token, next_position = live[keep], token[keep], next_position[keep]
+            attention_mask = attention_mask[keep]
+        if step + 1 == max_new_tokens:
+            break
+        attention_mask[:, prompt_width + step] = 1
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=attention_mask[:, : prompt_width + step + 1],
+            position_ids=next_position,
+            use_cache=True,
+            **{cache_arg: cache},
+        )
+        last_logits = out.logits[:, -1]
+        next_position = next_position + 1
+    tokens, logprobs, stopped = tokens.tolist(), logprobs.tolist(), stopped.tolist()
+    return [
+        (tokens[row][:n], logprobs[row][:n], stopped[row])
+        for row, n in enumerate(lengths.tolist())
+    ]
+
+
+def _pick(logits, token_logprobs, temperature, top_p, generator):
+    """The next token of each row: greedy at temperature 0, otherwise a seeded sample."""
+    if temperature == 0:
+        return token_logprobs.argmax(dim=-1)
+    probs = (
+        token_logprobs.exp()
+        if temperature == 1
+        else torch.softmax(logits / temperature, dim=-1)
+    )
+    if top_p < 1:
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass
+        # before it already does. The most likely token is always kept.
+        sorted_probs[(sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p] = 0
+        probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def score_choices(
+    model, tokenizer, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], *, batch_size: int = 16
+) -> list[list[float]]:
+    """Sequence log-prob of every candidate continuation of every prompt.
+
+    ``result[i][j]`` is the sum of the raw log-probs of ``encode_choice(tokenizer,
+    choices[i][j])`` after ``encode_prompts(tokenizer, [prompts[i]])[0]``: the "choice" mode
+    policy is ``softmax(result[i])``, and training on the chosen candidate with those same
+    ids gives the same numbers. `batch_size` counts prompts (each with all its candidates).
+    """
+    if len(prompts) != len(choices):
+        raise ValueError("prompts and choices must have the same length")
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    candidate_ids = [[encode_choice(tokenizer, c) for c in candidates] for candidates in choices]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
+    scores: list[list[float]] = [[] for _ in prompts]
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            values = candidate_logprobs(model, [prompt_ids[i] for i in rows], [candidate_ids[i] for i in rows])
+            for i, value in zip(rows, values):
+                scores[i] = value.tolist()
+    return scores
+
