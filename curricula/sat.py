@@ -1,7 +1,8 @@
 """SAT instances with a difficulty knob: Saturn's (n, k, l) generator, and random k-SAT.
 
-Saturn (REFERENCE.md section 2) builds CNF formulas around a planted assignment, so
-every instance is satisfiable, and measures difficulty with
+Saturn ("SATURN: SAT-based Reinforcement Learning to Unleash Language Model Reasoning",
+arXiv:2505.16368) builds CNF formulas around a planted assignment, so every instance is
+satisfiable, and measures difficulty with
 `D(n, k, l) = log2(k) + 2*log2(l) - n + k/n`, where n = literals per clause,
 k = variables and l = clauses (note the order). The published generator is unseeded,
 never consults a solver and may repeat formulas; this one is seeded per instance,

@@ -7,13 +7,14 @@
     >>> env.step("\\\\boxed{[bet]}")                      # raw model output or an action id
 
 `envs.make("sat", ...)` gives a Gymnasium task env; `envs.make_gym(game_id, opponent=...)`
-a single-agent Gymnasium view of a game; `envs.check(env_id)` runs the API checkers and
-fuzzes the text path.
+a single-agent Gymnasium view of a game; `envs.check(env_id)` walks a game through the
+`games` protocol, runs the API checkers and fuzzes the text path.
 """
 
 from envs.invalid import InvalidActionPolicy
 from envs.protocol import MODES, TurnPrompt, parse_action, render_prompt
 from envs.registry import EnvSpec, gym_id, list_envs, make, make_gym, register, spec
+from envs.markovian import MarkovianConfig, MarkovianTaskEnv, MarkovianTrace, check_markovian, make_markovian, char_codec
 from envs import builtin as _builtin  # noqa: F401  (registers the built-in envs)
 
 __all__ = [

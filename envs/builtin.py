@@ -1,8 +1,14 @@
-"""The environments that ship with the suite, registered in one place."""
+"""The environments that ship with the suite, registered in one place.
+
+Rules that depend on a game's parameters are functions of the game, so that the prompt
+states the game actually played (e.g. `envs.make("simple_negotiation", max_turns=4)`
+says 4 turns).
+"""
 
 from __future__ import annotations
 
 from envs.registry import register
+from games.simple_negotiation import START_INVENTORY, SimpleNegotiationGame
 
 KUHN_POKER_RULES = (
     "Kuhn Poker uses three cards: J < Q < K. Each player antes 1 chip and gets one card; "
@@ -18,13 +24,19 @@ TIC_TAC_TOE_RULES = (
     "in a row, column or diagonal win; a full board without a line is a draw."
 )
 
-SIMPLE_NEGOTIATION_RULES = (
-    "Two players trade Wood and Gold. Each starts with 10 Wood and 10 Gold but values them "
-    "differently (your values are shown below). On your turn make an offer "
-    "([Offer: what you give -> what you get]), [Accept] the offer made to you, or [Deny] "
-    "it; a new offer replaces the pending one. After 10 turns the player whose inventory "
-    "value grew more wins; equal gains are a draw."
-)
+
+def simple_negotiation_rules(game: SimpleNegotiationGame) -> str:
+    """The rules of `game`, with its starting inventory and number of turns."""
+    wood, gold = START_INVENTORY
+    turns = f"{game.max_turns} turn{'' if game.max_turns == 1 else 's'}"
+    return (
+        f"Two players trade Wood and Gold. Each starts with {wood} Wood and {gold} Gold but "
+        "values them differently (your values are shown below). On your turn make an offer "
+        "([Offer: what you give -> what you get]), [Accept] the offer made to you, or [Deny] "
+        f"it; a new offer replaces the pending one. After {turns} the player whose inventory "
+        "value grew more wins; equal gains are a draw."
+    )
+
 
 register(
     "kuhn_poker",
@@ -44,7 +56,7 @@ register(
     "simple_negotiation",
     game="simple_negotiation",
     title="Simple Negotiation",
-    rules=SIMPLE_NEGOTIATION_RULES,
+    rules=simple_negotiation_rules,
     description="SPIRAL's two-resource trading game; the larger value gain wins.",
 )
 register(

@@ -8,12 +8,18 @@ follow the env's `InvalidActionPolicy` and are counted in `infos`.
 
 Rewards are paid as the change of the game's returns, so the sum of an agent's rewards
 over a game equals its return (chips in Kuhn Poker, +1/0/-1 in TicTacToe).
+
+The rules text may be a string or a function of the game, so that it can state the
+game's parameters (a negotiation's number of turns) instead of a fixed default.
+Stepping or observing before `reset()` is a clear `RuntimeError`, not a crash deep
+inside the env.
 """
 
 from __future__ import annotations
 
 import random
-import string
+from typing import Callable
+
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import AECEnv
@@ -21,10 +27,12 @@ from pettingzoo import AECEnv
 import games
 from envs.invalid import InvalidActionPolicy, resolve_policy
 from envs.protocol import PromptTemplate, TurnPrompt, describe_error
+from envs.spaces import text_space
 
-TEXT_CHARSET = string.printable
-"""Characters allowed in observation text (printable ASCII and whitespace)."""
 MAX_PROMPT_CHARS = 16_384
+
+Rules = str | Callable[[games.Game], str]
+"""A game's rules text, or a function that writes it from the game's parameters."""
 
 
 def agent_name(player: int) -> str:
@@ -36,7 +44,8 @@ class GameEnv(AECEnv):
 
     Args:
         game: a registered game name or a `games.Game` instance.
-        title, rules: how the prompt names and explains the game.
+        title: how the prompt names the game.
+        rules: the rules text, or a function of the game that returns it.
         mode: "think", "direct" or "choice" (see `envs.protocol`).
         invalid_action_policy: an `InvalidActionPolicy`, a preset name or a dict.
         turn_limit: cut the game after this many player actions and score it a draw
@@ -52,7 +61,7 @@ class GameEnv(AECEnv):
         game: "str | games.Game",
         *,
         title: str = "",
-        rules: str = "",
+        rules: Rules = "",
         mode: str = "think",
         invalid_action_policy: "InvalidActionPolicy | str | dict | None" = None,
         turn_limit: int | None = None,
@@ -65,9 +74,9 @@ class GameEnv(AECEnv):
         if game_params and not isinstance(game, str):
             raise ValueError("game parameters are only accepted with a game name")
         self.title = title or self.game.name.replace("_", " ").title()
-        self.rules = rules
+        self.rules = resolve_rules(rules, self.game)
         self.mode = mode
-        self._template = PromptTemplate(title=self.title, rules=rules, mode=mode)
+        self._template = PromptTemplate(title=self.title, rules=self.rules, mode=mode)
         self.invalid_action_policy = resolve_policy(invalid_action_policy)
         if turn_limit is not None and (not isinstance(turn_limit, int) or turn_limit < 1):
             raise ValueError(f"turn_limit must be a positive integer or None, got {turn_limit!r}")
@@ -82,27 +91,25 @@ class GameEnv(AECEnv):
         n = self.game.num_players()
         self.possible_agents = [agent_name(p) for p in range(n)]
         self._player_of = {a: p for p, a in enumerate(self.possible_agents)}
+        # built on first use: a text space takes tens of milliseconds (see envs.spaces)
+        self._observation_space: spaces.Dict | None = None
         num_actions = self.game.num_distinct_actions()
-        text = spaces.Text(max_length=MAX_PROMPT_CHARS, min_length=0, charset=TEXT_CHARSET)
-        observation_space = spaces.Dict(
-            {
-                "prompt": text,
-                "legal_actions": spaces.Sequence(text),
-                "action_mask": spaces.Box(0, 1, shape=(num_actions,), dtype=np.int8),
-            }
-        )
-        self.observation_spaces = {a: observation_space for a in self.possible_agents}
-        self.action_spaces = {a: spaces.Discrete(num_actions) for a in self.possible_agents}
+        self._action_spaces = {a: spaces.Discrete(num_actions) for a in self.possible_agents}
         self._rng = random.Random(seed)
         self.state: games.State | None = None
         self._prompt: TurnPrompt | None = None
 
     # -- PettingZoo API ---------------------------------------------------------------
     def observation_space(self, agent):
-        return self.observation_spaces[agent]
+        """Every agent's observation space (one object, built on the first call)."""
+        self._check_agent(agent)
+        if self._observation_space is None:
+            self._observation_space = _observation_space(self.game.num_distinct_actions())
+        return self._observation_space
 
     def action_space(self, agent):
-        return self.action_spaces[agent]
+        self._check_agent(agent)
+        return self._action_spaces[agent]
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> None:
         if seed is not None:
@@ -127,6 +134,7 @@ class GameEnv(AECEnv):
         self._select_agent()
 
     def observe(self, agent: str) -> dict:
+        self._require_reset("observe")
         player = self._player_of[agent]
         state = self.state
         if state.is_terminal() or state.current_player() != player or not self._alive(agent):
@@ -136,6 +144,7 @@ class GameEnv(AECEnv):
         return {"prompt": prompt.text, "legal_actions": prompt.choices, "action_mask": self._mask.copy()}
 
     def step(self, action: "int | str | None") -> None:
+        self._require_reset("step")
         agent = self.agent_selection
         if self.terminations[agent] or self.truncations[agent]:
             self._was_dead_step(action)
@@ -159,6 +168,7 @@ class GameEnv(AECEnv):
     def render(self) -> str | None:
         if self.render_mode is None:
             return None
+        self._require_reset("render")
         return str(self.state)
 
     def close(self) -> None:
@@ -169,6 +179,7 @@ class GameEnv(AECEnv):
         """The prompt of the player to move (cached until the state changes)."""
         if self._prompt is not None:
             return self._prompt
+        self._require_reset("turn_prompt")
         prompt = self.prompt_for(self.state, self._feedback)
         mask = bytearray(self.game.num_distinct_actions())
         for action in prompt.action_ids:
@@ -189,17 +200,28 @@ class GameEnv(AECEnv):
         return self._template.render(observation, action_ids, choices, feedback)
 
     def current_player(self) -> int:
+        self._require_reset("current_player")
         return self.state.current_player()
 
     def is_over(self) -> bool:
         """True once the game has ended (terminated or cut at the turn limit)."""
+        self._require_reset("is_over")
         return all(self.terminations[a] or self.truncations[a] for a in self.agents)
 
     def episode_returns(self) -> list[float]:
         """Each player's total reward this game so far (its return once the game is over)."""
+        self._require_reset("episode_returns")
         return list(self._paid)
 
     # -- internals --------------------------------------------------------------------
+    def _require_reset(self, method: str) -> None:
+        if self.state is None:
+            raise RuntimeError(f"{type(self).__name__}.{method}() called before reset(); call reset() first")
+
+    def _check_agent(self, agent: str) -> None:
+        if agent not in self._player_of:
+            raise ValueError(f"unknown agent {agent!r}; agents: {', '.join(self.possible_agents)}")
+
     def _alive(self, agent: str) -> bool:
         return not (self.terminations.get(agent, True) or self.truncations.get(agent, True))
 
@@ -295,3 +317,24 @@ class GameEnv(AECEnv):
                 self.terminations[agent] = True
         # dead agents step with None in seat order, as PettingZoo expects
         self.agent_selection = self.agents[0]
+
+
+def resolve_rules(rules: Rules, game: games.Game) -> str:
+    """The rules text for `game`: `rules` itself, or what `rules(game)` writes."""
+    text = rules(game) if callable(rules) else rules
+    if not isinstance(text, str):
+        raise ValueError(
+            f"rules must be a string or a function of the game returning one, got {type(text).__name__}"
+        )
+    return text
+
+
+def _observation_space(num_actions: int) -> spaces.Dict:
+    text = text_space(MAX_PROMPT_CHARS)
+    return spaces.Dict(
+        {
+            "prompt": text,
+            "legal_actions": spaces.Sequence(text),
+            "action_mask": spaces.Box(0, 1, shape=(num_actions,), dtype=np.int8),
+        }
+    )

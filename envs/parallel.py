@@ -3,7 +3,8 @@
 PettingZoo's parallel API steps every live agent at once. In a turn-based game only
 the player to move acts: `step` reads that agent's action from the dict and ignores the
 others (whose action masks are all zero). Observations, rewards and flags come back for
-every live agent, as the parallel API expects.
+every live agent, as the parallel API expects. `step` before `reset()` is a clear
+`RuntimeError`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class GameParallelEnv(ParallelEnv):
 
     def step(self, actions: dict):
         env = self.env
+        if env.state is None:
+            raise RuntimeError(f"{type(self).__name__}.step() called before reset(); call reset() first")
         mover = env.agent_selection
         if mover not in actions:
             raise ValueError(f"it is {mover}'s turn; actions must include {mover!r}, got {sorted(actions)}")

@@ -10,7 +10,8 @@ One place decides what a model reads and how its answer is understood:
   the chosen string is accepted like any other answer; vLLM calls this a guided choice).
 * `TurnPrompt.parse` (and `parse_action`) turns raw model output into a legal action id or a reason why not. It
   never raises: unparseable output is an invalid action with a defined consequence (see
-  `envs.invalid`).
+  `envs.invalid`). `describe_error` writes the retry feedback, quoting at most
+  `MAX_QUOTED_ANSWER_CHARS` of the rejected answer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Mapping, NamedTuple, Sequence
 from envs.parsing import extract_answer, legal_action_index, normalize_action_text
 
 MODES = ("think", "direct", "choice")
+MAX_QUOTED_ANSWER_CHARS = 200
+"""Feedback quotes at most this much of a rejected answer, so a retry prompt stays short
+however long the answer was."""
 
 _ANSWER_FORMAT = {
     "think": (
@@ -154,4 +158,11 @@ def describe_error(parsed: ParsedAction, choices: Sequence[str]) -> str:
     listed = ", ".join(choices)
     if parsed.error == "unparseable":
         return f"Your previous reply contained no answer. Answer with one of: {listed}."
-    return f"Your previous answer {parsed.answer!r} is not a legal action. Choose one of: {listed}."
+    return f"Your previous answer {_quote_answer(parsed.answer)} is not a legal action. Choose one of: {listed}."
+
+
+def _quote_answer(answer: str) -> str:
+    """`answer` as a quoted literal, cut after `MAX_QUOTED_ANSWER_CHARS` characters."""
+    if len(answer) <= MAX_QUOTED_ANSWER_CHARS:
+        return repr(answer)
+    return f"{answer[:MAX_QUOTED_ANSWER_CHARS]!r}... (cut; {len(answer)} characters in all)"

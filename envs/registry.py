@@ -11,6 +11,9 @@ Registering a game env takes one call:
 
     envs.register("nim", game=NimGame, title="Nim", rules="Take 1 to 3 stones ...")
 
+`rules` may also be a function of the game (`rules=lambda game: ...`) that writes the
+rules from the game's parameters; the env calls it once, when it is made.
+
 Every registered id also gets a Gymnasium id ``selfplay/<env_id>-v0`` (a game env as a
 single-agent view against a random opponent) so `gymnasium.make` works too.
 """
@@ -35,7 +38,8 @@ class EnvSpec:
     entry_point: "str | Callable[..., Any] | None" = None
     """Task env class or "module:attribute"; None for game envs."""
     title: str = ""
-    rules: str = ""
+    rules: "str | Callable[[games.Game], str]" = ""
+    """The rules text, or a function of the game that writes it."""
     kwargs: dict = field(default_factory=dict)
     """Defaults passed to the constructor (overridden by `make`'s kwargs)."""
     description: str = ""
@@ -54,7 +58,7 @@ def register(
     game: "str | Callable[..., games.Game] | None" = None,
     entry_point: "str | Callable[..., Any] | None" = None,
     title: str = "",
-    rules: str = "",
+    rules: "str | Callable[[games.Game], str]" = "",
     description: str = "",
     overwrite: bool = False,
     **kwargs,

@@ -1,4 +1,5 @@
-"""The SAT task as a single-turn Gymnasium env (Saturn, REFERENCE.md section 2).
+"""The SAT task as a single-turn Gymnasium env: Saturn's task ("SATURN: SAT-based
+Reinforcement Learning to Unleash Language Model Reasoning", arXiv:2505.16368).
 
 reset() draws a planted-solution CNF formula at a fixed (n, k, l) or at the level a
 curriculum names; the observation is the prompt; step() takes the raw model output and
@@ -12,11 +13,9 @@ and evaluators that hold instances rather than envs.
 
 from __future__ import annotations
 
-import string
 from typing import Any, Iterable
 
 import gymnasium
-from gymnasium import spaces
 
 from curricula.curriculum import Curriculum
 from curricula.sat import (
@@ -33,12 +32,10 @@ from curricula.sat import (
     text_to_clauses,
 )
 from envs.parsing import extract_boxed
+from envs.spaces import text_space
 
 MAX_TEXT_LENGTH = 2**18
 """Longer than any prompt (26 variables, thousands of clauses) or sensible answer."""
-TEXT_CHARSET = string.printable + "".join(chr(c) for c in range(0xA0, 0x3000))
-"""Printable ASCII plus most of the BMP below CJK: wide enough for any prompt we write
-and for typical model output, so both spaces accept what actually flows through them."""
 MAX_DRAWS = 1_000
 
 CORRECT_REWARD = 1.0
@@ -65,7 +62,7 @@ Your formula has {k} variables ({names}) and {l} clauses:
 Reason step by step, then give your final answer as \\boxed{{...}} with exactly {k} bits."""
 
 
-def render_prompt(instance: SatInstance) -> str:
+def task_prompt_text(instance: SatInstance) -> str:
     """The task text for one instance (ASCII only)."""
     names = ", ".join(VARIABLE_NAMES[: instance.k])
     return _PROMPT.format(k=instance.k, l=instance.l, names=names, formula=instance.formula)
@@ -73,7 +70,7 @@ def render_prompt(instance: SatInstance) -> str:
 
 def prompt_messages(instance: SatInstance) -> list[dict[str, str]]:
     """The prompt as chat messages for trainers: a single user turn."""
-    return [{"role": "user", "content": render_prompt(instance)}]
+    return [{"role": "user", "content": task_prompt_text(instance)}]
 
 
 def score_answer(instance: SatInstance, text: Any) -> tuple[float, dict[str, Any]]:
@@ -151,8 +148,8 @@ class SatEnv(gymnasium.Env):
         self.instance: SatInstance | None = None
         self._prompt = ""
         self._done = True
-        self.observation_space = spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
-        self.action_space = spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
+        self.observation_space = text_space(MAX_TEXT_LENGTH)
+        self.action_space = text_space(MAX_TEXT_LENGTH)
 
     @property
     def level(self) -> tuple[int, int, int]:
@@ -169,7 +166,7 @@ class SatEnv(gymnasium.Env):
         super().reset(seed=seed)
         config = SatConfig(family=self.family, stream="env", count_cap=self.count_cap).with_level(self.level).validate()
         self.instance = self._draw(config)
-        self._prompt = render_prompt(self.instance)
+        self._prompt = task_prompt_text(self.instance)
         self._done = False
         return self._prompt, self._reset_info()
 

@@ -3,7 +3,8 @@
 The learner sits in one seat; every other seat is played by an `Opponent` (random,
 rule-based, equilibrium, ...). `step` takes the learner's action (an id or raw model
 output), then lets the opponents move until it is the learner's turn again or the game
-is over; the reward is everything the learner earned in between.
+is over; the reward is everything the learner earned in between. `step` or `render`
+before `reset()` is a clear `RuntimeError`.
 """
 
 from __future__ import annotations
@@ -36,10 +37,15 @@ class SingleAgentEnv(gymnasium.Env):
             raise ValueError(f"seat must be a player id in 0..{n - 1} or 'random', got {seat!r}")
         self.seat_option = seat
         self.seat = 0 if seat == "random" else seat
-        self.observation_space = env.observation_space(agent_name(0))
         self.action_space = env.action_space(agent_name(0))
         self.render_mode = env.render_mode
         self._rng = random.Random(seed)
+        self._started = False
+
+    @property
+    def observation_space(self):
+        """The game env's observation space (built when first asked for; see envs.spaces)."""
+        return self.env.observation_space(agent_name(0))
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -48,11 +54,13 @@ class SingleAgentEnv(gymnasium.Env):
         if self.seat_option == "random":
             self.seat = self._rng.randrange(self.env.game.num_players())
         self.env.reset(seed=self._rng.getrandbits(63))
+        self._started = True
         self._play_opponents()
         agent = agent_name(self.seat)
         return self.env.observe(agent), dict(self.env.infos[agent], seat=self.seat)
 
     def step(self, action):
+        self._require_reset("step")
         agent = agent_name(self.seat)
         if self._done(agent):
             raise RuntimeError("step() called after the game ended; call reset()")
@@ -70,7 +78,12 @@ class SingleAgentEnv(gymnasium.Env):
         )
 
     def render(self):
+        self._require_reset("render")
         return self.env.state.observation_string(self.seat)
+
+    def _require_reset(self, method: str) -> None:
+        if not self._started:
+            raise RuntimeError(f"{type(self).__name__}.{method}() called before reset(); call reset() first")
 
     def _done(self, agent: str) -> bool:
         return self.env.terminations[agent] or self.env.truncations[agent]

@@ -4,17 +4,13 @@ import numpy as np
 import pytest
 
 import envs
+import examples.nim  # noqa: F401  (registers "nim", whose rules are a string)
+from benchmarks.parse_adversarial import adversarial_answers
+from envs.game_env import GameEnv
 from envs.invalid import InvalidActionPolicy
-
-
-def play(env, answers):
-    """Step the agent to move with each answer in turn; return total reward per agent."""
-    totals = {agent: 0.0 for agent in env.possible_agents}
-    for answer in answers:
-        env.step(answer)
-    for agent in env.possible_agents:
-        totals[agent] = env._cumulative_rewards.get(agent, 0.0)
-    return totals
+from envs.parallel import GameParallelEnv
+from envs.sat import SatEnv
+from envs.spaces import TEXT_CHARSET
 
 
 def finish(env):
@@ -170,8 +166,6 @@ def test_list_envs_has_the_built_in_games_and_sat():
 
 
 def test_parallel_form_steps_only_the_player_to_move():
-    from envs.parallel import GameParallelEnv
-
     env = GameParallelEnv(envs.make("tic_tac_toe"))
     observations, _ = env.reset(seed=0)
     assert observations["player_1"]["action_mask"].sum() == 0
@@ -182,3 +176,64 @@ def test_parallel_form_steps_only_the_player_to_move():
     _, rewards, terminations, _, _ = env.step({mover: 2})
     assert rewards == {"player_0": 1.0, "player_1": -1.0}
     assert all(terminations.values()) and env.agents == []
+
+
+def test_step_or_observe_before_reset_says_to_call_reset():
+    env = envs.make("kuhn_poker")
+    with pytest.raises(RuntimeError, match=r"GameEnv.step\(\) called before reset\(\); call reset\(\) first"):
+        env.step("\\boxed{[bet]}")
+    with pytest.raises(RuntimeError, match=r"observe\(\) called before reset\(\)"):
+        env.observe("player_0")
+    with pytest.raises(RuntimeError, match=r"turn_prompt\(\) called before reset\(\)"):
+        env.turn_prompt()
+    with pytest.raises(RuntimeError, match=r"GameParallelEnv.step\(\) called before reset\(\)"):
+        GameParallelEnv(envs.make("kuhn_poker")).step({"player_0": 1})
+    env.reset(seed=0)
+    env.step("\\boxed{[bet]}")
+    assert env.agent_selection == "player_1"
+
+
+def test_megabyte_answers_step_the_env_and_the_retry_prompt_stays_short():
+    env = envs.make("kuhn_poker", mode="direct", invalid_action_policy="textarena")
+    env.reset(seed=0)
+    prompt_length = len(env.observe("player_0")["prompt"])
+    for name, answer in adversarial_answers(1_000_000).items():
+        env.reset(seed=0)
+        env.step(answer)
+        if name in ("nested_text", "legal_answer"):  # both name [bet]
+            assert env.state.history()[-1] == 1 and env.agent_selection == "player_1", name
+        else:  # rejected: player 0 is asked again, with feedback of bounded length
+            assert env.infos["player_0"]["invalid_actions"] == 1 and env.agent_selection == "player_0", name
+            assert "Your previous" in env.observe("player_0")["prompt"]
+            assert len(env.observe("player_0")["prompt"]) < prompt_length + 600, name
+
+
+def prompt_of(env_id, **kwargs):
+    env = envs.make(env_id, **kwargs)
+    env.reset(seed=0)
+    return env.observe("player_0")["prompt"]
+
+
+def test_negotiation_rules_state_the_number_of_turns_of_the_game():
+    short = prompt_of("simple_negotiation", max_turns=4)
+    assert "After 4 turns the player whose inventory value grew more wins" in short
+    assert "10 turns" not in short
+    assert "After 1 turn the player" in prompt_of("simple_negotiation", max_turns=1)
+    assert "Each starts with 10 Wood and 10 Gold" in prompt_of("simple_negotiation")
+    assert "After 10 turns the player" in prompt_of("simple_negotiation")
+
+
+def test_rules_are_a_string_or_a_function_of_the_game():
+    assert "Whoever takes the last stone wins." in prompt_of("nim")
+    env = GameEnv("kuhn_poker", rules=lambda game: f"Play {game.hands} hands.", hands=3)
+    assert env.rules == "Play 3 hands."
+    with pytest.raises(ValueError, match="rules must be a string or a function of the game"):
+        GameEnv("kuhn_poker", rules=lambda game: None)
+
+
+def test_game_and_task_envs_accept_the_same_text():
+    game_text = envs.make("kuhn_poker").observation_space("player_0")["prompt"]
+    task = SatEnv()
+    assert game_text.character_set == task.observation_space.character_set == frozenset(TEXT_CHARSET)
+    assert task.action_space.character_set == frozenset(TEXT_CHARSET)
+    assert game_text.contains("Your previous answer '\u00e9t\u00e9 \u2192 [bet]' is not a legal action.")

@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs.parsing import extract_answer, extract_boxed, match_action, legal_action_index, normalize_action_text
-from envs.protocol import parse_action
+from benchmarks.parse_adversarial import KUHN_OPENING, adversarial_answers
+from envs.protocol import ParsedAction, parse_action
 
 
 def test_last_boxed_wins_and_braces_are_matched():
@@ -22,6 +23,31 @@ def test_unbalanced_last_boxed_falls_back_to_an_earlier_complete_one():
 
 def test_nested_text_wrappers_are_unwrapped():
     assert extract_boxed("\\boxed{\\textbf{\\text{[fold]}}}") == "[fold]"
+
+
+def test_a_box_inside_a_box_wins_and_a_wrapper_holding_braces_stays():
+    assert extract_boxed("\\boxed{\\boxed{[bet]} or not}") == "[bet]"
+    assert extract_boxed("\\boxed{\\text{a{b}}}") == "\\text{a{b}}"
+    assert extract_boxed("\\boxed{\\mathrm {[call]} }") == "[call]"
+    assert extract_boxed("\\boxed{\\textit{[call]}}") == "\\textit{[call]}"  # not a wrapper we remove
+
+
+def test_megabyte_answers_are_read_in_one_pass():
+    # A parser that rescans per `\\boxed` or per nesting level takes hours on these;
+    # a linear one takes well under a second each.
+    expected = {
+        "boxed_openers": ParsedAction(None, None, "unparseable"),
+        "nested_braces": ParsedAction(None, "{" * 500_000 + "[bet]" + "}" * 500_000, "illegal"),
+        "nested_text": ParsedAction(1, "[bet]", None),
+        "text_openers": ParsedAction(None, None, "unparseable"),
+        "open_brackets": ParsedAction(None, None, "unparseable"),
+        "legal_answer": ParsedAction(1, "[bet]", None),
+    }
+    answers = adversarial_answers(1_000_000)
+    assert answers.keys() == expected.keys()
+    for name, answer in answers.items():
+        assert len(answer) >= 1_000_000
+        assert KUHN_OPENING.parse(answer) == expected[name], name
 
 
 def test_brackets_are_the_fallback_when_nothing_is_boxed():

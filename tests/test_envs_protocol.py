@@ -2,7 +2,7 @@
 
 import pytest
 
-from envs.protocol import MODES, PromptTemplate, render_prompt
+from envs.protocol import MAX_QUOTED_ANSWER_CHARS, MODES, PromptTemplate, describe_error, render_prompt
 
 
 def _prompt(mode, feedback=""):
@@ -49,3 +49,19 @@ def test_choice_mode_accepts_the_bare_candidate_string():
     assert prompt.parse("[bet]").action == 1
     assert prompt.parse("bet").action is None  # no brackets and no box: nothing extracted
     assert prompt.parse("\\boxed{bet}").action == 1
+
+
+def test_feedback_quotes_a_short_answer_whole():
+    parsed = _prompt("direct").parse("\\boxed{[raise]}")
+    assert describe_error(parsed, ("[check]", "[bet]")) == (
+        "Your previous answer '[raise]' is not a legal action. Choose one of: [check], [bet]."
+    )
+
+
+def test_feedback_cuts_a_huge_answer():
+    answer = "a" * MAX_QUOTED_ANSWER_CHARS + "b" * 1_000_000
+    parsed = _prompt("direct").parse(f"\\boxed{{{answer}}}")
+    assert describe_error(parsed, ("[check]", "[bet]")) == (
+        f"Your previous answer '{'a' * MAX_QUOTED_ANSWER_CHARS}'... (cut; {len(answer)} characters in all) "
+        "is not a legal action. Choose one of: [check], [bet]."
+    )

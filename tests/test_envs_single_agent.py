@@ -4,6 +4,7 @@ import gymnasium
 import pytest
 
 import envs
+from envs.opponents import Opponent
 
 
 def test_view_against_rule_based_kuhn_player_reports_the_hand_result():
@@ -16,11 +17,31 @@ def test_view_against_rule_based_kuhn_player_reports_the_hand_result():
     assert reward in (1.0, 2.0, -2.0)
 
 
-def test_second_seat_sees_the_opponent_move_first():
-    env = envs.make_gym("tic_tac_toe", opponent="random", seat=1)
+class LowestCellOpponent(Opponent):
+    """Always takes the lowest-numbered free cell: moves known in advance."""
+
+    name = "lowest_cell"
+
+    def action_probabilities(self, state, player):
+        return {min(state.legal_actions()): 1.0}
+
+
+def test_second_seat_sees_the_board_after_each_opponent_move():
+    env = envs.make_gym("tic_tac_toe", opponent=LowestCellOpponent(), seat=1)
     observation, _ = env.reset(seed=4)
-    assert observation["prompt"].count("X") >= 2  # the opponent's X is on the board
-    assert len(observation["legal_actions"]) == 8
+    assert " X | 1 | 2\n---+---+---\n 3 | 4 | 5\n---+---+---\n 6 | 7 | 8\nMove 2: you (O) to play." in observation["prompt"]
+    assert observation["legal_actions"] == ("[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[7]", "[8]")
+    observation, reward, terminated, _, _ = env.step("\\boxed{[4]}")
+    assert " X | X | 2\n---+---+---\n 3 | O | 5\n---+---+---\n 6 | 7 | 8\nMove 4: you (O) to play." in observation["prompt"]
+    assert (reward, terminated) == (0.0, False)
+
+
+def test_step_and_render_before_reset_say_to_call_reset():
+    env = envs.make_gym("tic_tac_toe")
+    with pytest.raises(RuntimeError, match=r"SingleAgentEnv.step\(\) called before reset\(\); call reset\(\) first"):
+        env.step(0)
+    with pytest.raises(RuntimeError, match=r"render\(\) called before reset\(\)"):
+        env.render()
 
 
 def test_random_seat_is_drawn_from_the_seed():

@@ -3,7 +3,8 @@
 import pytest
 
 import games
-from games.kuhn_poker import KuhnPokerGame
+from envs.checker import GameProtocolError, check_game
+from games.kuhn_poker import KuhnPokerGame, KuhnPokerState
 from games.simple_negotiation import SimpleNegotiationGame
 from games.tic_tac_toe import TicTacToeGame
 
@@ -34,7 +35,64 @@ def test_load_builds_each_game_with_its_defaults(name, cls, params):
     assert game.name == name
     assert game.params() == params
     assert game.num_players() == 2
+
+
+def terminal_states(game, key=None):
+    """Every terminal state of `game`; with `key`, states of equal key are walked once."""
+    seen, terminals, stack = set(), [], [game.new_initial_state()]
+    while stack:
+        state = stack.pop()
+        if key is not None:
+            identity = key(state)
+            if identity in seen:
+                continue
+            seen.add(identity)
+        if state.is_terminal():
+            terminals.append(state)
+            continue
+        for action in state.legal_actions():  # chance outcomes at chance nodes
+            child = state.clone()
+            child.apply_action(action)
+            stack.append(child)
+    return terminals
+
+
+@pytest.mark.parametrize(
+    "name, params, key, count, outcomes",
+    [
+        ("kuhn_poker", {}, None, 30, {-2, -1, 1, 2}),  # 6 deals x 5 betting lines
+        ("kuhn_poker", {"hands": 2}, None, 900, {-4, -3, -2, -1, 0, 1, 2, 3, 4}),
+        ("tic_tac_toe", {}, str, 958, {-1, 0, 1}),  # the 958 distinct final boards
+        ("simple_negotiation", {"max_turns": 2, "max_quantity": 2}, None, 80, {-1, 0, 1}),
+    ],
+)
+def test_every_terminal_state_of_a_zero_sum_game_sums_to_zero(name, params, key, count, outcomes):
+    game = games.load(name, **params)
     assert game.is_zero_sum()
+    terminals = terminal_states(game, key)
+    assert len(terminals) == count
+    assert all(sum(state.returns()) == 0 for state in terminals)
+    assert {state.returns()[0] for state in terminals} == outcomes
+
+
+class RakedKuhnPokerGame(KuhnPokerGame):
+    """Kuhn Poker where the house keeps one chip of every pot: not zero-sum, yet it
+    inherits `is_zero_sum() == True`, the mistake the checker must catch."""
+
+    def new_initial_state(self):
+        return RakedKuhnPokerState(self)
+
+
+class RakedKuhnPokerState(KuhnPokerState):
+    def returns(self):
+        rake = 0.5 if self.is_terminal() else 0.0
+        return [chips - rake for chips in super().returns()]
+
+
+def test_a_game_wrongly_declared_zero_sum_is_caught_by_the_checker():
+    check_game(KuhnPokerGame())
+    with pytest.raises(GameProtocolError, match=r"sum to -1.0, but is_zero_sum\(\) is True"):
+        check_game(RakedKuhnPokerGame())
 
 
 def test_load_passes_parameters():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from curricula.curriculum import saturn_curriculum
 from curricula.sat import SatConfig, heldout_instances, sample_instance
-from envs.sat import SatEnv, prompt_messages, render_prompt, score_answer
+from envs.sat import SatEnv, prompt_messages, score_answer, task_prompt_text
 
 INSTANCE = sample_instance(SatConfig(n=3, k=5, l=5, seed=0), 0)
 
@@ -72,7 +72,7 @@ def test_scorer_never_raises(text):
 
 
 def test_prompt_states_format_and_formula():
-    prompt = render_prompt(INSTANCE)
+    prompt = task_prompt_text(INSTANCE)
     assert INSTANCE.formula in prompt and "\\boxed{" in prompt and "exactly 5 bits" in prompt
     assert prompt.isascii()
     assert prompt_messages(INSTANCE) == [{"role": "user", "content": prompt}]
