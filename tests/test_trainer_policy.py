@@ -275,3 +275,22 @@ def test_a_shared_prompt_prefix_is_run_once_with_the_same_values_and_gradients()
         assert torch.allclose(a, b, atol=1e-5)
     for a, b in zip(shared_grads, (p.grad for p in model.parameters())):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_sequence_logprobs_with_a_shared_prefix_match_each_prompt_alone():
+    from trainers import generation
+
+    model, _ = load_model("tiny-random", seed=5)
+    prefix = list(range(40, 60))
+    prompts = [prefix + [100, 101, 102], prefix + [103], prefix + [104, 105]]
+    responses = [[5, 6, 7], [8], [9, 10]]
+    together = generation.sequence_logprobs(model, prompts, responses)
+    torch.stack([row.sum() for row in together]).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    alone = [generation.sequence_logprobs(model, [p], [r])[0] for p, r in zip(prompts, responses)]
+    torch.stack([row.sum() for row in alone]).sum().backward()
+    for a, b in zip(together, alone):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(grads, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-5)

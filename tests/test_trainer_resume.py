@@ -56,18 +56,19 @@ def weights(checkpoint: Path) -> dict:
 
 
 @pytest.mark.parametrize("lora", [[], ["lora_rank=4"]], ids=["full", "lora"])
-def test_resumed_run_reproduces_the_uninterrupted_run(tmp_path, lora):
+def test_resumed_run_reproduces_the_uninterrupted_run(tmp_path, lora, kill_at_step):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main([*BASE, *lora, "steps=4", f"out={a}"]) == 0
-    assert main([*BASE, *lora, "steps=2", f"out={b}"]) == 0
+    kill_at_step(3)  # step 2 completes (metrics line written, no checkpoint covers it), then the kill
+    with pytest.raises(kill_at_step.error):
+        main([*BASE, *lora, "steps=4", f"out={b}"])
+    kill_at_step.disarm()
     checkpoints = b / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best", "step_00000002"]
+    assert [m["step"] for m in read_metrics(b)] == [0, 1, 2]
 
-    # Simulate a kill during step 2 of the longer run: its metrics line was written but no
-    # checkpoint covers it; a save crashed half-way (hidden staging folder); and a folder
-    # without meta.json (copied in by other means) looks like a later checkpoint.
-    with open(b / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps({"step": 2, "samples": -1, "bogus": True}) + "\n")
+    # What else a kill leaves: a save that crashed half-way (hidden staging folder), and a
+    # folder without meta.json (copied in by other means) that looks like a later checkpoint.
     staging = checkpoints / ".tmp-step_00000004-crashed"
     (staging / "model").mkdir(parents=True)
     (staging / "meta.json").write_text(json.dumps({"format": 1, "step": 4, "weights": "model"}))

@@ -85,7 +85,7 @@ class League:
         while len(self.snapshots) > self.size:
             dropped = self.snapshots.pop(0)
             self.scores.pop(dropped.name, None)
-            self._policies.pop(dropped.name, None)
+            self._policies.pop(str(dropped.path), None)
         return snapshot
 
     def remove_unreferenced(self, referenced: set[str]) -> None:
@@ -125,11 +125,18 @@ class League:
 
     def policy(self, snapshot: Snapshot):
         """The frozen playing policy of `snapshot` (loaded once, kept while it is in the pool)."""
+        return self.policy_at(str(snapshot.path))
+
+    def policy_at(self, path: str):
+        """The frozen playing policy saved in the snapshot folder `path` (loaded once)."""
         if self._load_policy is None:
             raise RuntimeError("this league was built without a policy loader")
-        if snapshot.name not in self._policies:
-            self._policies[snapshot.name] = self._load_policy(snapshot.path)
-        return self._policies[snapshot.name]
+        known = {str(s.path) for s in self.snapshots}
+        for cached in [p for p in self._policies if p not in known]:
+            del self._policies[cached]  # its snapshot left the pool
+        if path not in self._policies:
+            self._policies[path] = self._load_policy(Path(path))
+        return self._policies[path]
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -131,9 +131,15 @@ class Learner:
         log_policies: list[torch.Tensor | None] = [None] * len(samples)
         text = [i for i, s in enumerate(samples) if not s.is_choice]
         if text:
-            values = sequence_logprobs(model, [samples[i].prompt_ids for i in text], [samples[i].response_ids for i in text])
-            for i, value in zip(text, values):
-                rows[i] = value
+            # a trained direct-mode policy answers the same question the same way again and
+            # again: each distinct (prompt, response) is run once and shared
+            distinct_text: dict[tuple, int] = {}
+            for i in text:
+                distinct_text.setdefault(text_key(samples[i]), len(distinct_text))
+            keys = list(distinct_text)
+            values = sequence_logprobs(model, [list(k[0]) for k in keys], [list(k[1]) for k in keys])
+            for i in text:
+                rows[i] = values[distinct_text[text_key(samples[i])]]
         choice = [i for i, s in enumerate(samples) if s.is_choice]
         if choice:
             distinct: dict[tuple, int] = {}
@@ -411,17 +417,22 @@ def choice_key(sample: TurnSample) -> tuple:
     return (tuple(sample.prompt_ids), tuple(map(tuple, sample.choice_ids)))
 
 
+def text_key(sample: TurnSample) -> tuple:
+    """What a free-text sample's forward pass depends on: its prompt and its response."""
+    return (tuple(sample.prompt_ids), tuple(sample.response_ids))
+
+
 def micro_batches(samples: Sequence[TurnSample], indices: list[int], max_prompts: int) -> list[list[int]]:
     """Cut `indices` into micro-batches of at most `max_prompts` distinct prompts each.
 
     Choice samples with the same prompt and candidates count as one prompt and always go
-    into the same micro-batch (they share one forward pass); each free-text sample counts
-    as its own prompt. Order of first appearance is kept.
+    into the same micro-batch (they share one forward pass), and so do free-text samples
+    with the same prompt and response. Order of first appearance is kept.
     """
     groups: dict[tuple, list[int]] = {}
     for i in indices:
         sample = samples[i]
-        key = ("choice", choice_key(sample)) if sample.is_choice else ("text", i)
+        key = ("choice", choice_key(sample)) if sample.is_choice else ("text", text_key(sample))
         groups.setdefault(key, []).append(i)
     ordered = list(groups.values())
     return [[i for group in ordered[start:start + max_prompts] for i in group] for start in range(0, len(ordered), max_prompts)]

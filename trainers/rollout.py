@@ -34,6 +34,22 @@ from trainers.seeds import derive_seed
 AnyOpponent = Union[Opponent, LanguagePolicy]
 
 
+@dataclass(frozen=True)
+class GameSpec:
+    """What a game is, as plain data (picklable, so a remote rollout worker can build it).
+
+    `opponent_path` names a frozen policy folder (a league snapshot) that plays the other
+    seats; empty means the run's own opponent (or none in pure self-play).
+    """
+
+    env_id: str
+    seed: int
+    learner_seats: tuple[int, ...]
+    game_id: int
+    opponent_name: str = ""
+    opponent_path: str = ""
+
+
 @dataclass
 class GameSetup:
     """One game to play: which env, which seed, which seats the policy plays, and who plays the rest."""

@@ -10,6 +10,10 @@ Two kinds share one record:
   strings, tokenised as `choice_ids`; its probability is the softmax over the candidates'
   sequence log-probabilities, and `old_logprobs` holds the single value
   ``log pi_old(chosen)``. `response_ids` are the chosen candidate's tokens.
+
+A Markovian-thinking chunk (``trainers.markovian``) is a free-text sample whose prompt is
+the chunk's prompt (query + carried tokens); it carries its whole trace's advantage and,
+in `loss_tokens`, the trace's token count, by which its summed token loss is divided.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class TurnSample:
     invalid: bool = False
     """The answer was not a legal action (it took the invalid-action consequence)."""
     info: dict = field(default_factory=dict)
+    loss_tokens: int | None = None
+    """Divide this sample's summed token loss by this many tokens instead of what the
+    learner's `length_norm` would use (None). Markovian chunks set it to their trace's
+    length, so a trace's chunks together weigh as one sequence normalised by its length."""
 
     @property
     def is_choice(self) -> bool:

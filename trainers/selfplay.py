@@ -38,7 +38,7 @@ from trainers import seeds
 from trainers.advantages import AdvantageState, advantage_metrics, compute_advantages, drop_zero_advantage
 from trainers.config import FIXED_OPPONENTS, TrainConfig, help_text, parse_overrides
 from trainers.ratings import Ratings, policy_name
-from trainers.rollout import GameSetup, play_games, run_tasks
+from trainers.rollout import GameSetup, GameSpec, play_games, run_tasks
 from trainers.run_dir import RunDirectory, check_run_dir
 from trainers.seeds import derive_seed
 
@@ -74,6 +74,7 @@ class Trainer:
         self.task_policy = LanguagePolicy(backend, self.tokenizer, mode=task_mode, **self.policy_options)
         self.game_envs = [e for e in config.env if envs.spec(e).kind == "game"]
         self.task_envs = [e for e in config.env if envs.spec(e).kind == "task"]
+        self.num_players = {e: self.make_game_env(e).game.num_players() for e in self.game_envs}
         self.curriculum = _make_curriculum(config)
         self.sat_exclusions = _sat_exclusions(config, self.curriculum) if "sat" in self.task_envs else []
         self.advantage_state = AdvantageState.with_alpha(config.rae_alpha)
@@ -172,22 +173,39 @@ class Trainer:
         stats["time/env_s"] = env_s
         return samples, stats
 
-    def _play_step_games(self, step: int):
+    def game_specs(self, step: int) -> list[GameSpec]:
+        """The games of one step: env, seed, learner seats and opponent of each (plain data)."""
         config = self.config
         drawn = self.league.draw(config.games_per_step, derive_seed(config.seed, seeds.LEAGUE, step)) if self.league else None
-        setups = []
+        specs = []
         for index in range(config.games_per_step):
             env_id = self.game_envs[index % len(self.game_envs)]
-            env = self.make_game_env(env_id)
             snapshot = drawn[index] if drawn else None
-            seats = self._learner_seats(index, env.game.num_players(), snapshot is not None)
-            setup = GameSetup(env_id, env, derive_seed(config.seed, seeds.GAME, step, index), seats, index)
-            if snapshot is not None:
-                setup.opponent, setup.opponent_name = self.league.policy(snapshot), snapshot.name
+            seats = self._learner_seats(index, self.num_players[env_id], snapshot is not None)
+            specs.append(
+                GameSpec(
+                    env_id,
+                    derive_seed(config.seed, seeds.GAME, step, index),
+                    tuple(sorted(seats)),
+                    index,
+                    opponent_name=snapshot.name if snapshot else "",
+                    opponent_path=str(snapshot.path) if snapshot else "",
+                )
+            )
+        return specs
+
+    def play(self, specs: list[GameSpec], seed: int):
+        """Play `specs` in this process (the local rollout engine)."""
+        setups = []
+        for spec in specs:
+            setup = GameSetup(spec.env_id, self.make_game_env(spec.env_id), spec.seed, frozenset(spec.learner_seats), spec.game_id)
+            if spec.opponent_path:
+                setup.opponent, setup.opponent_name = self.league.policy_at(spec.opponent_path), spec.opponent_name
             setups.append(setup)
-        samples, results, timing = play_games(
-            setups, self.policy, seed=derive_seed(config.seed, seeds.ROLLOUT, step), opponent=self.opponent
-        )
+        return play_games(setups, self.policy, seed=seed, opponent=self.opponent)
+
+    def _play_step_games(self, step: int):
+        samples, results, timing = self.play(self.game_specs(step), derive_seed(self.config.seed, seeds.ROLLOUT, step))
         if self.league:
             for result in results:
                 if result.opponent_name:
@@ -289,6 +307,15 @@ class Trainer:
         self.run_dir.write_json(f"eval/step_{step:08d}.json", results)
         self._keep_best(step, results)
         return results
+
+    def evaluation_at(self, step: int) -> dict:
+        """The evaluation written at `step`, or a new one if there is none."""
+        import json
+
+        path = self.run_dir.eval / f"step_{step:08d}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        return self.evaluate(step)
 
     def _evaluate_task(self, env_id: str, step: int) -> dict:
         """Held-out pass@1 at the current level; feeds the curriculum when there is one."""
@@ -524,19 +551,25 @@ def main(argv: list[str] | None = None) -> int:
     writer = _tensorboard(run_dir.path, config)
     progress = _progress(config, start)
     last_evaluation: dict = {}
+    final = None
     if start == 0:
         last_evaluation = _headline(trainer.evaluate(0))
     try:
         for step in range(start, config.steps):
             metrics = {"step": step, **trainer.train_step(step)}
-            if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
-                last_evaluation = _headline(trainer.evaluate(step + 1))
+            last = step + 1 == config.steps
+            # the final evaluation comes before the final checkpoint, so the checkpoint
+            # holds every rating and the best policy of the run
+            if last or (config.eval_every and (step + 1) % config.eval_every == 0):
+                evaluation = trainer.evaluate(step + 1)
+                final = evaluation if last else None
+                last_evaluation = _headline(evaluation)
                 metrics.update(last_evaluation)
             run_dir.append_metrics(metrics)
             if writer is not None:
                 for key, value in _scalars(metrics):
                     writer.add_scalar(key, value, step)
-            if config.save_every and (step + 1) % config.save_every == 0:
+            if last or (config.save_every and (step + 1) % config.save_every == 0):
                 trainer.save(step + 1)
             progress.update(1)
             progress.set_postfix(_postfix(metrics, last_evaluation), refresh=False)
@@ -545,9 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}; the last checkpoint is the one to resume from", file=sys.stderr)
         return 1
     progress.close()
-    if start < config.steps or not (run_dir.checkpoints).exists():
-        trainer.save(config.steps)
-    final = trainer.evaluate(config.steps)
+    if final is None:  # resumed after the last step: the run was complete
+        final = trainer.evaluation_at(config.steps)
     run_dir.write_json("eval/final.json", final)
     summary = _headline(final)
     print_before_after(run_dir.eval)

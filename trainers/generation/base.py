@@ -14,7 +14,14 @@ is 1 before the first update.
 
 Token layout (also shared): a prompt is rendered and tokenised once (``encode_prompts``) and
 the response ids are appended to those prompt ids; nothing is re-tokenised across the
-prompt/response boundary.
+prompt/response boundary. A prompt given as ``PromptIds`` is already token ids and is used
+as is: that is how Markovian thinking (``trainers.generation.markovian``) sends a chunk
+prompt rebuilt token by token.
+
+Budgets: ``max_new_tokens`` is one int for every prompt or, for engines whose
+``per_prompt_max_new_tokens`` attribute is true, one int per prompt (``prompt_budgets``),
+so requests with different budgets (Markovian chunks at different chunk indices) share
+one call.
 """
 
 from __future__ import annotations
@@ -23,7 +30,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-Prompt = list[dict] | str
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """A prompt that is already token ids: no template, no special tokens added."""
+
+    ids: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
+
+
+Prompt = list[dict] | str | PromptIds
 
 # End-of-turn markers of common chat formats. A chat model often ends its turn with one of
 # these while its config names a different eos token, so they stop generation as well.
@@ -61,7 +80,7 @@ class GenerationBackend(Protocol):
         self,
         prompts: Sequence[Prompt],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Sequence[int],
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int,
@@ -83,11 +102,14 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
     A chat prompt (a list of ``{"role", "content"}`` messages) is rendered with the
     tokenizer's chat template plus the assistant generation prompt, then tokenised without
     adding special tokens (the template already contains them). A string is raw text and is
-    tokenised with the tokenizer's usual special tokens (e.g. a BOS).
+    tokenised with the tokenizer's usual special tokens (e.g. a BOS). ``PromptIds`` are
+    taken as they are.
     """
     ids = []
     for prompt in prompts:
-        if isinstance(prompt, str):
+        if isinstance(prompt, PromptIds):
+            ids.append(list(prompt.ids))
+        elif isinstance(prompt, str):
             ids.append(tokenizer(prompt).input_ids)
         else:
             text = tokenizer.apply_chat_template(
@@ -95,6 +117,20 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
             )
             ids.append(tokenizer(text, add_special_tokens=False).input_ids)
     return ids
+
+
+def prompt_budgets(max_new_tokens: int | Sequence[int], count: int) -> list[int]:
+    """One generation budget per prompt: an int applies to all, a sequence gives one each."""
+    if isinstance(max_new_tokens, int):
+        budgets = [max_new_tokens] * count
+    else:
+        budgets = [int(b) for b in max_new_tokens]
+        if len(budgets) != count:
+            raise ValueError(f"max_new_tokens gives {len(budgets)} budgets for {count} prompts")
+    for budget in budgets:
+        if budget < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {budget}")
+    return budgets
 
 
 def encode_choice(tokenizer, choice: str) -> list[int]:

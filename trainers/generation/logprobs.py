@@ -15,55 +15,43 @@ import torch
 # Padding positions are masked out of attention and of every result, so any valid id works.
 _FILLER_ID = 0
 
-def sequence_logprobs(
-    model, prompt_ids_batch, response_ids_batch
-) -> list[torch.Tensor]:
+def sequence_logprobs(model, prompt_ids_batch, response_ids_batch) -> list[torch.Tensor]:
     """Per-token raw log-probs of each response given its prompt, in one forward pass.
 
     Returns one 1-D float32 tensor per row, of the response's length. Under
     ``torch.inference_mode`` it is a pure evaluation; otherwise the tensors carry gradients
     to the model's weights (the new log-probs of a PPO ratio). Padding is masked out of
     attention, so a row's values do not depend on the other rows (up to float rounding).
+    The prompts' common prefix is run once for the batch (see `shared_prefix`).
     """
     if len(prompt_ids_batch) != len(response_ids_batch):
-        raise ValueError(
-            "prompt_ids_batch and response_ids_batch must have the same length"
-        )
+        raise ValueError("prompt_ids_batch and response_ids_batch must have the same length")
     response_width = max((len(r) for r in response_ids_batch), default=0)
     if response_width == 0:
         return [torch.zeros(0) for _ in response_ids_batch]
     if any(len(p) == 0 for p in prompt_ids_batch):
-        raise ValueError(
-            "every prompt needs at least one token to condition the response on"
-        )
+        raise ValueError("every prompt needs at least one token to condition the response on")
     device = model.device
-    input_ids, attention_mask = left_pad(
-        prompt_ids_batch, extra_columns=response_width, device=device
-    )
+    shared, past = shared_prefix(model, prompt_ids_batch)
+    input_ids, attention_mask = left_pad([p[shared:] for p in prompt_ids_batch], extra_columns=response_width, device=device)
     prompt_width = input_ids.shape[1] - response_width
     for row, response in enumerate(response_ids_batch):
-        input_ids[row, prompt_width : prompt_width + len(response)] = torch.tensor(
-            response, dtype=torch.long
-        )
-        attention_mask[row, prompt_width : prompt_width + len(response)] = 1
+        input_ids[row, prompt_width:prompt_width + len(response)] = torch.tensor(response, dtype=torch.long)
+        attention_mask[row, prompt_width:prompt_width + len(response)] = 1
     targets = input_ids[:, prompt_width:]
     # The last response token is only a target, so it is not fed; the logits at the last
     # prompt position and every response position but the last predict the response.
-    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    positions = shared + (attention_mask.cumsum(1) - 1).clamp(min=0)
     logits = model(
         input_ids=input_ids[:, :-1],
-        attention_mask=attention_mask[:, :-1],
+        attention_mask=_with_prefix(attention_mask[:, :-1], shared),
         position_ids=positions[:, :-1],
-        use_cache=False,
+        use_cache=bool(past),
         logits_to_keep=response_width,
+        **past,
     ).logits.float()
-    token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[
-        ..., 0
-    ]
-    return [
-        token_logprobs[row, : len(response)]
-        for row, response in enumerate(response_ids_batch)
-    ]
+    token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
+    return [token_logprobs[row, : len(response)] for row, response in enumerate(response_ids_batch)]
 
 
 def candidate_logprobs(
@@ -144,48 +132,60 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return length
 
 
-def _prefill(model, prompt_ids_batch):
-    """Run the prompts once; return (output with last-token logits, cache key, attention mask, positions).
+def shared_prefix(model, prompt_ids_batch) -> tuple[int, dict]:
+    """Run the prompts' common prefix once; return its length and the model kwargs that pass
+    its KV cache (expanded to every row) to the next forward ({} when not worth it).
 
-    Prompts of one game share a long prefix (the chat template and the rules), so when
-    there are several the shared part is run once, batch 1, and its KV cache is expanded to
-    every row; each row then runs only its own suffix (left-padded right after the prefix,
-    padding masked out, positions continuing from the prefix). Gradients flow through the
-    expanded cache into the shared forward, so the result, values and gradients, is the
-    same as running every prompt whole. At least one token of each prompt stays in its
-    suffix, so every row's last logits come from its own forward.
+    Prompts of one game share a long prefix (the chat template and the rules). Gradients
+    flow through the expanded cache into the shared forward, so values and gradients are
+    the same as running every prompt whole. At least one token of each prompt is left out
+    of the prefix, so every row's next-token logits come from its own forward.
     """
-    device = model.device
-    shared = common_prefix_length(prompt_ids_batch) if len(prompt_ids_batch) > 1 else 0
-    shared = min(shared, min(len(p) for p in prompt_ids_batch) - 1)
+    if len(prompt_ids_batch) < 2:
+        return 0, {}
+    shared = min(common_prefix_length(prompt_ids_batch), min(len(p) for p in prompt_ids_batch) - 1)
     if shared < MIN_SHARED_PREFIX:
-        input_ids, attention_mask = left_pad(prompt_ids_batch, extra_columns=0, device=device)
-        positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        return out, ("cache" if "cache" in out else "past_key_values"), attention_mask, positions
+        return 0, {}
     from transformers import DynamicCache
 
-    rows = len(prompt_ids_batch)
+    device = model.device
     prefix = torch.tensor([list(prompt_ids_batch[0][:shared])], dtype=torch.long, device=device)
-    prefix_positions = torch.arange(shared, device=device)[None]
-    head = model(input_ids=prefix, position_ids=prefix_positions, use_cache=True, logits_to_keep=1)
+    head = model(input_ids=prefix, position_ids=torch.arange(shared, device=device)[None], use_cache=True, logits_to_keep=1)
     cache_arg = "cache" if "cache" in head else "past_key_values"
+    rows = len(prompt_ids_batch)
     expanded = DynamicCache(
         [(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)) for layer in head[cache_arg].layers]
     )
+    return shared, {cache_arg: expanded}
+
+
+def _with_prefix(attention_mask: torch.Tensor, shared: int) -> torch.Tensor:
+    """The attention mask of rows that continue a shared prefix of `shared` tokens."""
+    if not shared:
+        return attention_mask
+    ones = torch.ones(attention_mask.shape[0], shared, dtype=attention_mask.dtype, device=attention_mask.device)
+    return torch.cat([ones, attention_mask], dim=1)
+
+
+def _prefill(model, prompt_ids_batch):
+    """Run the prompts (their shared prefix once); return (output with last-token logits,
+    cache key, attention mask over every position, position ids)."""
+    device = model.device
+    shared, past = shared_prefix(model, prompt_ids_batch)
     suffix_ids, suffix_mask = left_pad([p[shared:] for p in prompt_ids_batch], extra_columns=0, device=device)
-    attention_mask = torch.cat([torch.ones(rows, shared, dtype=suffix_mask.dtype, device=device), suffix_mask], dim=1)
     suffix_positions = shared + (suffix_mask.cumsum(1) - 1).clamp(min=0)
+    attention_mask = _with_prefix(suffix_mask, shared)
     out = model(
         input_ids=suffix_ids,
         attention_mask=attention_mask,
         position_ids=suffix_positions,
         use_cache=True,
         logits_to_keep=1,
-        **{cache_arg: expanded},
+        **past,
     )
-    positions = torch.cat([prefix_positions.expand(rows, -1), suffix_positions], dim=1)
-    return out, cache_arg, attention_mask, positions
+    prefix_positions = torch.arange(shared, device=device)[None].expand(len(prompt_ids_batch), -1)
+    positions = torch.cat([prefix_positions, suffix_positions], dim=1)
+    return out, ("cache" if "cache" in out else "past_key_values"), attention_mask, positions
 
 
 def _cache_rows(cache, index: torch.Tensor):

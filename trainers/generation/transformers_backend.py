@@ -2,7 +2,8 @@
 
 Batches are left-padded prompts followed by right-padded responses, with explicit position
 ids so padding never shifts positions. Identical prompts share one prefill; a row leaves
-the batch (KV cache included) as soon as it stops. See ``trainers.generation.base`` for the
+the batch (KV cache included) as soon as it stops or reaches its own budget (budgets may
+differ per prompt: ``per_prompt_max_new_tokens``). See ``trainers.generation.base`` for the
 log-prob convention and the token layout.
 """
 
@@ -12,19 +13,32 @@ from collections.abc import Sequence
 
 import torch
 
-from trainers.generation.base import Generation, Prompt, default_stop_token_ids, encode_choice, encode_prompts
+from trainers.generation.base import (
+    Generation,
+    Prompt,
+    default_stop_token_ids,
+    encode_choice,
+    encode_prompts,
+    prompt_budgets,
+)
 from trainers.generation.logprobs import candidate_logprobs, left_pad
 
 class TransformersBackend:
     """``GenerationBackend`` over an in-process transformers model.
 
     It holds references, not copies: the trainer updates ``model`` in place and the next
-    rollout samples from the updated weights.
+    rollout samples from the updated weights. ``stop_token_ids`` replaces the default stop
+    tokens (``default_stop_token_ids``); ``[]`` never stops early, which cost benchmarks use
+    to force every response to its full length.
     """
 
-    def __init__(self, model, tokenizer):
+    per_prompt_max_new_tokens = True
+    """``generate`` accepts one budget per prompt (see ``trainers.generation.base``)."""
+
+    def __init__(self, model, tokenizer, *, stop_token_ids: Sequence[int] | None = None):
         self.model = model
         self.tokenizer = tokenizer
+        self.stop_token_ids = None if stop_token_ids is None else list(stop_token_ids)
 
     def generate(
         self, prompts, *, max_new_tokens, temperature=1.0, top_p=1.0, seed, batch_size=8
@@ -38,6 +52,7 @@ class TransformersBackend:
             top_p=top_p,
             seed=seed,
             batch_size=batch_size,
+            stop_token_ids=self.stop_token_ids,
         )
 
     def score_choices(self, prompts, choices, *, batch_size=16):
@@ -51,7 +66,7 @@ def generate(
     tokenizer,
     prompts: Sequence[Prompt],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int,
@@ -65,10 +80,10 @@ def generate(
     same outputs, and the global RNG is untouched. Prompts are grouped by length into batches
     of ``batch_size`` to limit padding. A row leaves the batch, KV cache included, as soon as
     it samples a stop token (``stop_token_ids``, by default ``default_stop_token_ids``), so
-    finished rows cost no further compute.
+    finished rows cost no further compute. ``max_new_tokens`` is one budget for all prompts
+    or one per prompt; a row that reaches its own budget leaves the batch the same way.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    budgets = prompt_budgets(max_new_tokens, len(prompts))
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
@@ -89,7 +104,7 @@ def generate(
             rows = order[start : start + batch_size]
             batch = [prompt_ids[i] for i in rows]
             sampled = _sample_batch(
-                model, batch, max_new_tokens, temperature, top_p, stops, generator
+                model, batch, [budgets[i] for i in rows], temperature, top_p, stops, generator
             )
             for row, ids, (response, logprobs, stopped) in zip(rows, batch, sampled):
                 text_ids = response[:-1] if stopped else response
@@ -104,10 +119,15 @@ def generate(
 
 
 def _sample_batch(
-    model, prompt_ids, max_new_tokens, temperature, top_p, stops, generator
+    model, prompt_ids, budgets, temperature, top_p, stops, generator
 ):
-    """Decode one batch with a KV cache; return ``(response_ids, logprobs, stopped)`` per row."""
+    """Decode one batch with a KV cache; return ``(response_ids, logprobs, stopped)`` per row.
+
+    ``budgets[i]`` is row i's ``max_new_tokens``.
+    """
     device = model.device
+    max_new_tokens = max(budgets)
+    limits = torch.tensor(budgets, dtype=torch.long, device=device)
     input_ids, attention_mask = left_pad(
         prompt_ids, extra_columns=max_new_tokens, device=device
     )
@@ -138,7 +158,7 @@ def _sample_batch(
     batch = len(prompt_ids)
     tokens = torch.zeros(batch, max_new_tokens, dtype=torch.long, device=device)
     logprobs = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
-    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
+    lengths = limits.clone()  # a row that never stops fills its budget
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)
     live = torch.arange(
         batch, device=device
@@ -154,6 +174,9 @@ def _sample_batch(
             done_rows = live[done]
             lengths[done_rows] = step + 1
             stopped[done_rows] = True
+        # rows whose own budget is spent leave too (with equal budgets only at the last step)
+        done = done | (limits[live] <= step + 1)
+        if done.any():
             keep = (~done).nonzero()[:, 0]
             if keep.numel() == 0:
                 break
