@@ -31,6 +31,7 @@ Pieces:
 * `MarkovianTrace`: the token bookkeeping of one trace (next prompt, budget, stitching,
   statistics); a game turn in think mode is a trace over the turn's prompt whose
   `answer_text()` the game env parses like any answer;
+* `score_trace`: the task's reward for a trace that is over;
 * `MarkovianTaskEnv`: a Gymnasium env over a single-turn text task (SAT) where one step is
   one chunk; `make_markovian(env_id, codec=..., ...)` builds it from the registry;
 * `check_markovian(env_id)`: Gymnasium's checker plus fuzzing of chunk sequences.
@@ -353,6 +354,19 @@ def query_of(task_env, observation: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": observation}]
 
 
+def score_trace(task_env, trace: MarkovianTrace) -> tuple[float, dict[str, Any]]:
+    """Answer a reset single-turn task with a trace that is over: ``(reward, info)``.
+
+    The task is stepped with ``trace.answer_text()`` (the stitched text, or `NO_ANSWER_TEXT`
+    after the cap), so its own reward applies; info is the task's plus the trace statistics
+    and ``trace_text``.
+    """
+    if not trace.done:
+        raise ValueError("score_trace needs a trace that finished or hit the cap")
+    _, reward, _, _, task_info = task_env.step(trace.answer_text())
+    return float(reward), {**task_info, **trace.stats(), "trace_text": trace.text()}
+
+
 class MarkovianTaskEnv(gymnasium.Env):
     """A single-turn text task (one answer, one reward) reasoned through in Markovian chunks.
 
@@ -400,10 +414,8 @@ class MarkovianTaskEnv(gymnasium.Env):
         trace.add(as_chunk(action, self.codec, trace.budget()))
         if not trace.done:
             return self._observation(), 0.0, False, False, trace.stats()
-        text = trace.text()
-        _, reward, _, _, task_info = self.task_env.step(trace.answer_text())
-        info = {**task_info, **trace.stats(), "trace_text": text}
-        return self._observation(), float(reward), True, False, info
+        reward, info = score_trace(self.task_env, trace)
+        return self._observation(), reward, True, False, info
 
     def messages(self) -> list[dict[str, str]]:
         """The query as chat messages."""

@@ -13,6 +13,7 @@ and evaluators that hold instances rather than envs.
 
 from __future__ import annotations
 
+
 from typing import Any, Iterable
 
 import gymnasium
@@ -148,8 +149,23 @@ class SatEnv(gymnasium.Env):
         self.instance: SatInstance | None = None
         self._prompt = ""
         self._done = True
-        self.observation_space = text_space(MAX_TEXT_LENGTH)
-        self.action_space = text_space(MAX_TEXT_LENGTH)
+        self._observation_space = None
+        self._action_space = None
+
+    @property
+    def observation_space(self):
+        """The prompt text (built on first use: a text space over a wide charset costs ~25 ms,
+        and trainers make and copy many task envs that never look at it)."""
+        if self._observation_space is None:
+            self._observation_space = text_space(MAX_TEXT_LENGTH)
+        return self._observation_space
+
+    @property
+    def action_space(self):
+        """The model's raw answer text (built on first use)."""
+        if self._action_space is None:
+            self._action_space = text_space(MAX_TEXT_LENGTH)
+        return self._action_space
 
     @property
     def level(self) -> tuple[int, int, int]:
