@@ -24,9 +24,10 @@ import sys
 import time
 
 
-def _by_sample(samples, indices, max_prompts):
-    """The old micro-batching: consecutive chunks of samples."""
-    return [indices[i:i + max_prompts] for i in range(0, len(indices), max_prompts)]
+def _by_sample(samples, indices, config):
+    """The old micro-batching: consecutive chunks of `micro_batch_size` samples."""
+    size = config.micro_batch_size
+    return [indices[i:i + size] for i in range(0, len(indices), size)]
 
 
 def main(argv=None) -> int:

@@ -468,3 +468,16 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
     with pytest.raises(DamagedCheckpoint):
         learner.load_checkpoint(newer)
     assert learner.load_checkpoint(older) == {"step": 1}
+
+
+def test_micro_batches_respect_the_token_budget():
+    from trainers.learner import micro_batches
+
+    batch = make_batch(50, size=6)  # free text: prompts of 4-8 tokens, responses of 2-5
+    settings = config(micro_batch_size=64, micro_batch_tokens=20)
+    batches = micro_batches(batch, list(range(6)), settings)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for b in batches:
+        cost = sum(len(batch[i].prompt_ids) + len(batch[i].response_ids) for i in b)
+        assert cost <= 20 or len(b) == 1
+    assert len(micro_batches(batch, list(range(6)), config(micro_batch_size=64, micro_batch_tokens=10**6))) == 1

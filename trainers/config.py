@@ -96,7 +96,8 @@ class TrainConfig:
     adam_eps: float = _help("AdamW epsilon", default=1e-8)
     ppo_epochs: int = _help("passes over each batch", default=1)
     mini_batch_size: int = _help("samples per optimizer step (0: the whole batch is one step per epoch)", default=0)
-    micro_batch_size: int = _help("distinct prompts per forward/backward pass (choice samples that share a prompt share one forward)", default=64)
+    micro_batch_size: int = _help("distinct prompts per forward/backward pass (samples that share a prompt and answer share one forward)", default=64)
+    micro_batch_tokens: int = _help("tokens per forward/backward pass at most (bounds memory: about 1 MB per token for SmolLM2-135M)", default=4096)
     clip: float = _help("PPO clip range", default=0.2)
     kl_coef: float = _help("weight of the KL to the reference policy (0 = none); with magnet_every > 0 this is magnetic mirror descent", default=0.0)
     magnet_every: int = _help("refresh the KL reference (the magnet) to the current policy every this many steps (0: the initial policy stays the reference)", default=0)
@@ -151,7 +152,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name}={value} is not a finite number")
         positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
-                    "micro_batch_size", "generation_batch_size", "turn_limit", "eval_games", "league_every",
+                    "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "league_every",
                     "league_size")
         for name in positive:
             _at_least(name, getattr(self, name), 1)

@@ -119,7 +119,7 @@ class Learner:
     def recompute_old_logprobs(self, samples: list[TurnSample]) -> list[TurnSample]:
         """Overwrite ``sample.old_logprobs`` with this model's log-probs (no gradients); returns samples."""
         with torch.no_grad():
-            for micro in micro_batches(samples, list(range(len(samples))), self.config.micro_batch_size):
+            for micro in micro_batches(samples, list(range(len(samples))), self.config):
                 batch = [samples[i] for i in micro]
                 for sample, values in zip(batch, self.score(self.model, batch).rows):
                     sample.old_logprobs = values.tolist()
@@ -219,7 +219,7 @@ class Learner:
             order = torch.randperm(len(samples), generator=self.shuffle_generator).tolist()
             for mini in _chunks(order, mini_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in micro_batches(samples, mini, config.micro_batch_size):
+                for micro in micro_batches(samples, mini, config):
                     batch = [samples[i] for i in micro]
                     scored = self.score(self.model, batch)
                     passes += 1
@@ -293,7 +293,7 @@ class Learner:
             return {"bc_loss": 0.0, "bc_samples": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for micro in micro_batches(samples, list(range(len(samples))), self.config.micro_batch_size):
+        for micro in micro_batches(samples, list(range(len(samples))), self.config):
             batch = [samples[i] for i in micro]
             rows = sequence_logprobs(self.model, [s.prompt_ids for s in batch], [s.response_ids for s in batch])
             loss = -torch.stack([row.sum() for row in rows]).sum() / len(samples)
@@ -311,7 +311,7 @@ class Learner:
     def _reference(self, samples: list[TurnSample]) -> list:
         """Per sample: the reference's log-policy over candidates (choice) or token log-probs (text)."""
         result: list = [None] * len(samples)
-        for micro in micro_batches(samples, list(range(len(samples))), self.config.micro_batch_size):
+        for micro in micro_batches(samples, list(range(len(samples))), self.config):
             scored = self.reference_scores([samples[i] for i in micro])
             for i, row, log_policy in zip(micro, scored.rows, scored.log_policies):
                 result[i] = log_policy if log_policy is not None else row
@@ -422,20 +422,41 @@ def text_key(sample: TurnSample) -> tuple:
     return (tuple(sample.prompt_ids), tuple(sample.response_ids))
 
 
-def micro_batches(samples: Sequence[TurnSample], indices: list[int], max_prompts: int) -> list[list[int]]:
-    """Cut `indices` into micro-batches of at most `max_prompts` distinct prompts each.
+def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: TrainConfig) -> list[list[int]]:
+    """Cut `indices` into micro-batches of at most `micro_batch_size` distinct prompts and
+    about `micro_batch_tokens` tokens each (a single larger prompt gets a micro-batch alone).
 
     Choice samples with the same prompt and candidates count as one prompt and always go
     into the same micro-batch (they share one forward pass), and so do free-text samples
-    with the same prompt and response. Order of first appearance is kept.
+    with the same prompt and response. The token budget bounds the activations a backward
+    pass keeps (about 1 MB per token for SmolLM2-135M). Order of first appearance is kept.
     """
     groups: dict[tuple, list[int]] = {}
     for i in indices:
         sample = samples[i]
         key = ("choice", choice_key(sample)) if sample.is_choice else ("text", text_key(sample))
         groups.setdefault(key, []).append(i)
-    ordered = list(groups.values())
-    return [[i for group in ordered[start:start + max_prompts] for i in group] for start in range(0, len(ordered), max_prompts)]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    prompts = tokens = 0
+    for group in groups.values():
+        cost = _forward_tokens(samples[group[0]])
+        if current and (prompts + 1 > config.micro_batch_size or tokens + cost > config.micro_batch_tokens):
+            batches.append(current)
+            current, prompts, tokens = [], 0, 0
+        current.extend(group)
+        prompts += 1
+        tokens += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _forward_tokens(sample: TurnSample) -> int:
+    """Tokens one distinct prompt puts through the model: prompt plus response (or every candidate)."""
+    if sample.is_choice:
+        return len(sample.prompt_ids) + sum(len(c) for c in sample.choice_ids)
+    return len(sample.prompt_ids) + len(sample.response_ids)
 
 
 def _entropy(log_policy: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ time); `timing.extra` has `wall_s`, `workers`, `broadcast_s`, `replayed_games` a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from trainers.config import TrainConfig
 from trainers.distributed.worker import RolloutWorker, trainable_state
@@ -53,6 +54,8 @@ from trainers.seeds import derive_seed
 
 MAX_REPLAYS = 3
 """Replacement workers a share may use up within one step before the step fails."""
+WORKER_START_S = 900.0
+"""How long the first workers may take to start (a large model loads slowly)."""
 SHARE_STREAM = "rollout_share"
 
 
@@ -83,11 +86,17 @@ class RayRolloutEngine:
         # Two threads: `play` runs in one while `pid` / `is_playing` answer in the other.
         self._actor_class = ray.remote(max_concurrency=2, max_restarts=0, **resources)(RolloutWorker)
         self.workers = [self._start_worker() for _ in range(config.num_workers)]
-        ray.get([worker.pid.remote() for worker in self.workers])  # a worker that cannot load fails here
+        try:  # a worker that cannot load fails here, not in the first step
+            ray.get([worker.pid.remote() for worker in self.workers], timeout=WORKER_START_S)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise RuntimeError(
+                f"{config.num_workers} rollout workers did not start within {WORKER_START_S:.0f} s; each asks for "
+                f"{resources} and the cluster has {ray.cluster_resources()}"
+            ) from None
         self.weights_ref = None
         self.weights_version = None
         self.broadcast_s = 0.0
-        self.worker_restarts = 0
 
     def _start_worker(self):
         return self._actor_class.remote(self.config)
@@ -142,7 +151,7 @@ class RayRolloutEngine:
                 if step.replays[k] > MAX_REPLAYS:
                     ids = [s.game_id for s in step.shares[k]]
                     raise RuntimeError(
-                        f"rollout workers died {step.replays[k]} times in a row playing games {ids[0]}..{ids[-1]}; "
+                        f"rollout workers died {step.replays[k]} times playing games {ids[0]}..{ids[-1]} of one step; "
                         f"giving up on this step (see the Ray logs for why they died)"
                     ) from None
                 self._replace(k)
@@ -165,7 +174,6 @@ class RayRolloutEngine:
         except Exception:  # already gone
             pass
         self.workers[k] = self._start_worker()
-        self.worker_restarts += 1
 
     def _merge(self, step: "StepRollout"):
         samples, results = [], []
@@ -210,18 +218,18 @@ class RayRolloutEngine:
             ray.shutdown()
 
 
+@dataclass
 class StepRollout:
-    """The shares of one step in flight: which are pending, done, and how often replayed."""
+    """The shares of one step in flight: which are pending (object ref -> share), done, replayed."""
 
-    def __init__(self, specs, shares, seed, start):
-        self.specs = specs
-        self.shares = shares
-        self.seed = seed
-        self.start = start
-        self.pending: dict = {}
-        self.done: dict[int, tuple] = {}
-        self.replays: dict[int, int] = {}
-        self.replayed_games = 0
+    specs: list[GameSpec]
+    shares: list[list[GameSpec]]
+    seed: int
+    start: float
+    pending: dict = field(default_factory=dict)
+    done: dict[int, tuple] = field(default_factory=dict)
+    replays: dict[int, int] = field(default_factory=dict)
+    replayed_games: int = 0
 
 
 def _check_share(share: list[GameSpec], results) -> None:

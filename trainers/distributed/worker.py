@@ -81,6 +81,8 @@ class RolloutWorker:
         from trainers.policy import LanguagePolicy
 
         self.config = config
+        # A GPU worker sees only the GPU Ray gave it, as "cuda" (whatever index the learner uses).
+        self.device = "cuda" if config.device.startswith("cuda") else config.device
         if config.threads:
             torch.set_num_threads(config.threads)
         model, tokenizer = load_model(config.model, dtype=config.dtype, seed=config.seed)
@@ -91,7 +93,7 @@ class RolloutWorker:
         # requires_grad stays as the learner has it: torch picks different (equally valid)
         # kernels for parameters that require gradients, and the sampled log-probs must be
         # bit-identical to a local rollout's. Generation runs under inference_mode anyway.
-        self.model = model.to(config.device).eval()
+        self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.policy = LanguagePolicy(TransformersBackend(self.model, tokenizer), tokenizer, mode=config.mode, **policy_options(config))
         self.weights_version = None
@@ -183,5 +185,5 @@ class RolloutWorker:
 
         config = self.config
         frozen, tokenizer = load_model(str(path), dtype=config.dtype, base_model=config.model)
-        backend = TransformersBackend(frozen.to(config.device).requires_grad_(False), tokenizer)
+        backend = TransformersBackend(frozen.to(self.device).requires_grad_(False), tokenizer)
         return LanguagePolicy(backend, tokenizer, mode=config.mode, **policy_options(config))

@@ -2,6 +2,7 @@
 
     base.py                  GenerationBackend (generate, score_choices), Generation, token layout
     transformers_backend.py  the in-process engine (default; CPU or GPU)
+    vllm_backend.py          vLLM in its own environment, behind a worker process (vllm_worker.py); import it directly
     logprobs.py              sequence / candidate log-probs with gradients (the learner's side)
 """
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from trainers.generation.base import Generation, Prompt, default_stop_token_ids, encode_choice, encode_prompts
 
 DEFAULT_VLLM_PYTHON = ".venv-vllm/bin/python"
+VLLM_PYTHON_ENV = "SELFPLAY_VLLM_PYTHON"  # where scripts/test-vllm.sh points the tests when VLLM_VENV moves the environment
 SETUP_COMMAND = "bash scripts/test-vllm.sh --setup-only"
 WORKER_SCRIPT = Path(__file__).with_name("vllm_worker.py")
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
@@ -65,13 +66,18 @@ class VLLMWorkerError(RuntimeError):
     """The vLLM worker failed a request, died, or did not answer in time."""
 
 
+class VLLMUnsupportedModelError(VLLMWorkerError, ValueError):
+    """vLLM cannot run this model on this machine (a user choice to change, hence a ValueError too)."""
+
+
 def find_vllm_python(python: str | os.PathLike | None = None) -> Path:
-    """The python of the vLLM environment: `python` if given, else ``.venv-vllm/bin/python``.
+    """The python of the vLLM environment: `python` if given, else ``$SELFPLAY_VLLM_PYTHON``,
+    else ``.venv-vllm/bin/python``.
 
     A relative path is looked up from the working directory, then from the repository root.
     Raises ``VLLMUnavailableError`` naming the setup command when it does not exist.
     """
-    name = Path(python or DEFAULT_VLLM_PYTHON).expanduser()
+    name = Path(python or os.environ.get(VLLM_PYTHON_ENV) or DEFAULT_VLLM_PYTHON).expanduser()
     candidates = [name] if name.is_absolute() else [Path.cwd() / name, REPOSITORY_ROOT / name]
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
@@ -258,6 +264,12 @@ class VLLMBackend:
             self.close()
             if "No module named 'vllm'" in str(error) or "ModuleNotFoundError" in str(error):
                 raise VLLMUnavailableError(f"{python} cannot import vllm; recreate its environment with: {SETUP_COMMAND}\n{error}") from None
+            if "Unsupported CPU attention configuration" in str(error):
+                raise VLLMUnsupportedModelError(
+                    f"vLLM's CPU attention cannot run this model ({folder}): its head size is not one its kernels "
+                    f"support (32, 64, 80, 96, 112, 128, ...; tiny-random's is 16). Use a real model "
+                    f"such as smollm2-135m, or generation=transformers.\n{error}"
+                ) from None
             raise
         self.info["startup_s"] = round(time.perf_counter() - started, 1)
         self.max_model_len = int(self.info["max_model_len"])

@@ -215,6 +215,9 @@ def serve(requests, replies) -> None:
         try:
             if op == "start":
                 engine = Engine(message["options"])
+                # One token through the whole path, so that a model vLLM cannot run (e.g. an
+                # attention head size its CPU kernels lack) fails here, not at the first rollout.
+                engine.generate([[0]], 1, 0.0, 1.0, 0, [])
                 result = engine.info()
             elif op == "shutdown":
                 write_message(replies, {"ok": True, "result": None})

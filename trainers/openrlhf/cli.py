@@ -25,7 +25,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-OPENRLHF_VERSION = "0.11.2"
+from trainers.openrlhf import OPENRLHF_VERSION
+
 MODULE = "openrlhf.cli.train_ppo_ray"
 RAE_ESTIMATOR = "rae"
 RAE_ALPHA_FLAG = "--algo.advantage.rae_alpha"

@@ -38,6 +38,7 @@ import envs
 from trainers import seeds
 from trainers.config import TrainConfig
 from trainers.distributed.worker import game_env_kwargs
+from trainers.openrlhf import OPENRLHF_VERSION
 from trainers.openrlhf.tasks import Row
 from trainers.seeds import derive_seed
 
@@ -242,7 +243,7 @@ def write_launch(config: TrainConfig) -> Path:
     argv = job_command(config, flags, folder)
     (folder / "launch.json").write_text(json.dumps({
         "argv": argv,
-        "openrlhf": "0.11.2",
+        "openrlhf": OPENRLHF_VERSION,
         "rows": len(plan.rows),
         "rows_per_step": plan.rows_per_step,
         "samples_per_prompt": plan.samples_per_prompt,
