@@ -41,6 +41,7 @@ RESUMABLE_KEYS = (
     "keep_checkpoints",
     "eval_every",
     "eval_games",
+    "eval_samples",
     "eval_opponents",
     "eval_temperature",
     "threads",
@@ -123,6 +124,7 @@ class TrainConfig:
     keep_checkpoints: int = _help("how many checkpoints to keep (the best one is kept apart)", default=2)
     eval_every: int = _help("evaluate every this many steps (0: only at the start and the end)", default=0)
     eval_games: int = _help("evaluation games per opponent and seat", default=50)
+    eval_samples: int = _help("answers per held-out task instance in evaluation (pass@1 is their mean)", default=4)
     eval_opponents: list[str] = _help("fixed opponents for evaluation (random, rule_based, equilibrium), or auto: every one that can play the game", default_factory=lambda: ["auto"])
     eval_temperature: float = _help("sampling temperature in evaluation", default=0.6)
     threads: int = _help("torch CPU threads (0: torch's default); 1 per run when runs share a machine", default=0)
@@ -152,7 +154,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name}={value} is not a finite number")
         positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
-                    "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "league_every",
+                    "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "eval_samples", "league_every",
                     "league_size")
         for name in positive:
             _at_least(name, getattr(self, name), 1)

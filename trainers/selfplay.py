@@ -327,16 +327,19 @@ class Trainer:
         level = self.make_task_env(env_id).level
         size = self.curriculum.heldout_size if self.curriculum is not None else 20
         instances = heldout_instances(level, size=size)
+        repeats = self.config.eval_samples
         decisions = self.task_policy.act(
-            [prompt_messages(i) for i in instances],
+            [prompt_messages(i) for i in instances for _ in range(repeats)],
             seed=derive_seed(self.config.seed, seeds.TASK_EVALUATION, step),
             temperature=self.config.eval_temperature,
         )
-        scored = [score_answer(i, d.text) for i, d in zip(instances, decisions)]
-        successes = [float(reward > 0) for reward, _ in scored]
+        scored = [score_answer(instances[n // repeats], d.text) for n, d in enumerate(decisions)]
+        # per instance: the fraction of its answers that are correct (its pass@1 estimate)
+        successes = [sum(reward > 0 for reward, _ in scored[i * repeats:(i + 1) * repeats]) / repeats for i in range(len(instances))]
         report = {
             "level": list(level),
             "pass_at_1": sum(successes) / len(successes),
+            "answers": len(scored),
             "no_answer_rate": sum(info["answer"] is None for _, info in scored) / len(scored),
             "random_guess_rate": sum(min(i.num_solutions, 2**i.k) / 2**i.k for i in instances) / len(instances),
         }

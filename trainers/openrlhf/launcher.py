@@ -102,10 +102,11 @@ def plan_run(config: TrainConfig) -> Plan:
     if config.lora_rank and float(config.lora_alpha) != int(config.lora_alpha):
         raise ValueError(f"OpenRLHF takes an integer LoRA alpha; got lora_alpha={config.lora_alpha}")
 
+    task_env_objects = [_task_env(config, env_id) for env_id in task_envs]
     rows: list[Row] = []
     for step in range(config.steps):
         rows += _game_rows(config, game_envs, players, n, step, mode, start=len(rows))
-        rows += _task_rows(config, task_envs, step, start=len(rows))
+        rows += _task_rows(config, task_env_objects, step, start=len(rows))
     rows_per_step = len(rows) // config.steps
     samples_per_step = rows_per_step * n
     if config.mini_batch_size and samples_per_step % config.mini_batch_size:
@@ -138,19 +139,23 @@ def _game_rows(config, game_envs, players, n, step, mode, start) -> list[Row]:
     return rows
 
 
-def _task_rows(config, task_envs, step, start) -> list[Row]:
-    """The step's SAT instances: the ones the local trainer draws (same seeds, same exclusions)."""
+def _task_env(config: TrainConfig, env_id: str):
+    """The task env the local trainer trains on: the run's env arguments, held-out formulas excluded."""
     from trainers.selfplay import _sat_exclusions
 
+    accepted = set(envs.registry.parameters(env_id))
+    return envs.make(env_id, exclude=_sat_exclusions(config, None), **{k: v for k, v in config.env_kwargs.items() if k in accepted})
+
+
+def _task_rows(config, task_envs: list, step, start) -> list[Row]:
+    """The step's SAT instances: the ones the local trainer draws (same seeds, same exclusions)."""
     rows = []
-    for offset, env_id in enumerate(task_envs):
-        accepted = set(envs.registry.parameters(env_id))
-        env = envs.make(env_id, exclude=_sat_exclusions(config, None), **{k: v for k, v in config.env_kwargs.items() if k in accepted})
+    for offset, env in enumerate(task_envs):
         step_seed = derive_seed(config.seed, seeds.TASK, step, offset)
         for group in range(config.prompts_per_step):
             env.reset(seed=derive_seed(step_seed, seeds.TASK, group))
             instance = env.instance
-            rows.append(Row("task", env_id, start + len(rows), config.max_new_tokens, level=instance.level, formula=instance.formula))
+            rows.append(Row("task", "sat", start + len(rows), config.max_new_tokens, level=instance.level, formula=instance.formula))
     return rows
 
 
