@@ -273,3 +273,15 @@ def test_opponent_that_cannot_play_an_env_fails_before_the_run(tmp_path, capsys)
     assert code == 2
     assert "tic_tac_toe" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_learning_rate_schedules_against_hand_computed_values(tmp_path):
+    cosine = TrainConfig(steps=5, lr=1.0, lr_schedule="cosine", lr_final_ratio=0.1)
+    # 0.1 + 0.9 * (1 + cos(pi * i / 4)) / 2
+    assert [cosine.lr_at(i) for i in range(5)] == pytest.approx([1.0, 0.868198, 0.55, 0.231802, 0.1], abs=1e-6)
+    linear = TrainConfig(steps=3, lr=2.0, lr_schedule="linear", lr_final_ratio=0.5)
+    assert [linear.lr_at(i) for i in range(3)] == [2.0, 1.5, 1.0]
+    assert TrainConfig(steps=3, lr=2.0).lr_at(2) == 2.0
+    out = tmp_path / "run"
+    lines = run(out, "env=kuhn_poker", "eval_opponents=random", "lr=1e-3", "lr_schedule=linear", "lr_final_ratio=0.5")
+    assert [m["lr"] for m in lines] == [1e-3, 5e-4]

@@ -32,6 +32,7 @@ OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
 INVALID_ACTION_POLICIES = ("forfeit", "spiral", "textarena")
 LEAGUE_SAMPLING = ("uniform", "prioritized")
 FORMAT_PHASE = ("auto", "on", "off")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 RESUMABLE_KEYS = (
     "steps",
@@ -90,7 +91,9 @@ class TrainConfig:
     # -- advantages and loss ----------------------------------------------------------
     advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none; tasks use grpo", default="auto")
     rae_alpha: float = _help("EMA decay of the per-(env, role) baselines, in (0, 1)", default=0.95)
-    lr: float = _help("learning rate (AdamW)", default=1e-5)
+    lr: float = _help("learning rate (AdamW); the peak of the schedule", default=1e-5)
+    lr_schedule: str = _help("constant | cosine (from lr down to lr_final_ratio * lr at the last step) | linear", default="constant")
+    lr_final_ratio: float = _help("lr at the last step as a fraction of lr (cosine, linear)", default=0.1)
     weight_decay: float = _help("AdamW weight decay", default=0.0)
     adam_beta1: float = _help("AdamW beta1, in [0, 1)", default=0.9)
     adam_beta2: float = _help("AdamW beta2, in [0, 1)", default=0.999)
@@ -146,6 +149,7 @@ class TrainConfig:
         _one_of("dtype", self.dtype, ("float32", "bfloat16"))
         _one_of("league_sampling", self.league_sampling, LEAGUE_SAMPLING)
         _one_of("format_phase", self.format_phase, FORMAT_PHASE)
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.eval_opponents != ["auto"]:
             for opponent in self.eval_opponents:
                 _one_of("eval_opponents", opponent, FIXED_OPPONENTS)
@@ -172,6 +176,7 @@ class TrainConfig:
         _in_range("adam_beta2", self.adam_beta2, 0.0, 1.0, closed_high=False)
         _in_range("league_latest_prob", self.league_latest_prob, 0.0, 1.0)
         _in_range("format_threshold", self.format_threshold, 0.0, 1.0)
+        _in_range("lr_final_ratio", self.lr_final_ratio, 0.0, 1.0)
         _in_range("lora_dropout", self.lora_dropout, 0.0, 1.0, closed_high=False)
         if not self.env:
             raise ValueError("env must name at least one environment")
@@ -193,6 +198,20 @@ class TrainConfig:
         if self.advantage != "auto":
             return self.advantage
         return "action_centered" if self.mode == "choice" else "rae"
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of training step `step` (0-based) under `lr_schedule`.
+
+        A pure function of the step, so a resumed run continues the same schedule; a
+        decaying rate lets the last iterate of self-play settle instead of orbiting.
+        """
+        if self.lr_schedule == "constant" or self.steps <= 1:
+            return self.lr
+        progress = min(step / (self.steps - 1), 1.0)
+        final = self.lr * self.lr_final_ratio
+        if self.lr_schedule == "linear":
+            return self.lr + (final - self.lr) * progress
+        return final + (self.lr - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def loss_length_constant(self) -> int | None:
         """The constant of `length_norm=constant`: the generation budget for free text.

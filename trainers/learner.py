@@ -180,8 +180,7 @@ class Learner:
             raise RuntimeError("this learner has no reference policy (kl_coef is 0)")
 
     def set_lr(self, lr: float) -> None:
-        """Apply a new learning rate to the optimizer (e.g. a resumed run that changes lr)."""
-        self.config.lr = lr
+        """Set the optimizer's learning rate (the schedule's value for the coming step)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 

@@ -237,7 +237,9 @@ class Trainer:
         from trainers.format_phase import format_samples
 
         start = time.perf_counter()
+        self.learner.set_lr(self.config.lr_at(step))
         samples, metrics = self.rollout(step)
+        metrics["lr"] = self.config.lr_at(step)
         tick = time.perf_counter()
         if self.format_phase_active(metrics):
             policy = self.policy if self.game_envs else self.task_policy
@@ -384,11 +386,8 @@ class Trainer:
         path = latest_intact(self.run_dir.checkpoints)
         if path is None:
             raise ValueError(f"{self.config.out} has no intact checkpoint to resume from")
-        saved_lr = self.learner.optimizer.param_groups[0]["lr"]
         extra = self.learner.load_checkpoint(path)
-        if self.learner.optimizer.param_groups[0]["lr"] != saved_lr:
-            self.learner.set_lr(self.config.lr)  # lr may change on resume: the new value acts
-        step = int(extra["step"])
+        step = int(extra["step"])  # every step sets its lr from the schedule: a changed lr acts
         self.advantage_state.load_state_dict(extra["advantage"])
         if self.curriculum is not None and extra.get("curriculum"):
             self.curriculum.load_state_dict(extra["curriculum"])
