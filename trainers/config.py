@@ -32,6 +32,7 @@ OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
 INVALID_ACTION_POLICIES = ("forfeit", "spiral", "textarena")
 LEAGUE_SAMPLING = ("uniform", "prioritized")
 FORMAT_PHASE = ("auto", "on", "off")
+BACKENDS = ("local", "ray", "openrlhf")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 RESUMABLE_KEYS = (
@@ -48,6 +49,8 @@ RESUMABLE_KEYS = (
     "threads",
     "tensorboard",
     "progress",
+    "ray_address",
+    "submit",
 )
 """Keys a resumed run may change: run length, checkpoint cadence, evaluation, logging,
 threads, and `lr` (set on the restored optimizer's parameter groups). Everything else
@@ -133,6 +136,12 @@ class TrainConfig:
     threads: int = _help("torch CPU threads (0: torch's default); 1 per run when runs share a machine", default=0)
     tensorboard: bool = _help("write TensorBoard logs", default=True)
     progress: bool = _help("show a progress bar", default=True)
+    # -- backends (docs/openrlhf.md) ----------------------------------------------------
+    backend: str = _help("where rollouts run: local (this process) | ray (Ray actor rollout workers) | openrlhf (write the OpenRLHF-on-Ray job; docs/openrlhf.md)", default="local")
+    num_workers: int = _help("backend=ray: rollout worker actors; backend=openrlhf: GPUs (one vLLM engine each)", default=1)
+    ray_address: str = _help("backend=ray: '' starts a local Ray, an address joins a cluster; backend=openrlhf: the Ray job server to submit to (default http://127.0.0.1:8265)", default="")
+    submit: bool = _help("backend=openrlhf: also run the written `ray job submit` command", default=False)
+    device: str = _help("torch device of the model: cpu | cuda | cuda:N", default="cpu")
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the key and its valid range for any bad value."""
@@ -149,6 +158,10 @@ class TrainConfig:
         _one_of("dtype", self.dtype, ("float32", "bfloat16"))
         _one_of("league_sampling", self.league_sampling, LEAGUE_SAMPLING)
         _one_of("format_phase", self.format_phase, FORMAT_PHASE)
+        _one_of("backend", self.backend, BACKENDS)
+        _at_least("num_workers", self.num_workers, 1)
+        if self.device != "cpu" and not (self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ValueError(f"device={self.device!r} is not valid; choose one of: cpu, cuda, cuda:N")
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.eval_opponents != ["auto"]:
             for opponent in self.eval_opponents:

@@ -60,6 +60,7 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         model, self.tokenizer = load_model(config.model, dtype=config.dtype, seed=config.seed)
+        model = model.to(config.device)
         self.learner = Learner(model, config, tokenizer=self.tokenizer)
         self.policy_options = dict(
             max_new_tokens=config.max_new_tokens,
@@ -99,6 +100,11 @@ class Trainer:
             from envs.opponents import make_opponent
 
             self.opponent = make_opponent(config.opponent, self.make_game_env(self.game_envs[0]).game)
+        self.rollout_engine = None
+        if config.backend == "ray" and self.game_envs:
+            from trainers.distributed import RayRolloutEngine
+
+            self.rollout_engine = RayRolloutEngine(config)  # plays the games instead of self.play
 
     def _frozen_policy(self, path):
         """A playing policy on a frozen copy of the model saved at `path` (no gradients)."""
@@ -107,7 +113,7 @@ class Trainer:
         from trainers.policy import LanguagePolicy
 
         frozen, tokenizer = load_model(str(path), dtype=self.config.dtype, base_model=self.config.model)
-        backend = TransformersBackend(frozen.requires_grad_(False), tokenizer)
+        backend = TransformersBackend(frozen.requires_grad_(False).to(self.config.device), tokenizer)
         return LanguagePolicy(backend, tokenizer, mode=self.config.mode, **self.policy_options)
 
     # -- environments ---------------------------------------------------------------
@@ -151,6 +157,7 @@ class Trainer:
             generation_s += timing.generation_s
             env_s += timing.env_s
             stats.update(_game_stats(game_samples, results))
+            stats.update({f"rollout/{k}": v for k, v in timing.extra.items()})
         for offset, env_id in enumerate(self.task_envs):
             task_samples, results, timing = run_tasks(
                 env_id,
@@ -205,7 +212,12 @@ class Trainer:
         return play_games(setups, self.policy, seed=seed, opponent=self.opponent)
 
     def _play_step_games(self, step: int):
-        samples, results, timing = self.play(self.game_specs(step), derive_seed(self.config.seed, seeds.ROLLOUT, step))
+        specs, seed = self.game_specs(step), derive_seed(self.config.seed, seeds.ROLLOUT, step)
+        if self.rollout_engine is not None:
+            self.rollout_engine.broadcast(self.learner.model, version=step)  # weights change only between steps
+            samples, results, timing = self.rollout_engine.play(specs, seed)
+        else:
+            samples, results, timing = self.play(specs, seed)
         if self.league:
             for result in results:
                 if result.opponent_name:
@@ -360,6 +372,11 @@ class Trainer:
         if better:
             self.best = {"step": step, "metric": metric, "value": value}
             self.learner.save_policy(self.run_dir.checkpoints / "best", {"step": step, metric: value, "base_model": self.config.model})
+
+    def close(self) -> None:
+        """Stop the rollout workers, if any."""
+        if self.rollout_engine is not None:
+            self.rollout_engine.close()
 
     # -- checkpoints ------------------------------------------------------------------
     def save(self, next_step: int) -> None:
@@ -541,6 +558,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = parse_overrides(argv)
+        if config.backend == "openrlhf":
+            from trainers.openrlhf.launcher import launch
+
+            return launch(config)
         preflight(config)
         trainer = Trainer(config)
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
@@ -577,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.set_postfix(_postfix(metrics, last_evaluation), refresh=False)
     except NonFiniteLossError as error:
         progress.close()
+        trainer.close()
         print(f"error: {error}; the last checkpoint is the one to resume from", file=sys.stderr)
         return 1
     progress.close()
@@ -587,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     print_before_after(run_dir.eval)
     write_summary_plot(run_dir.eval, run_dir.path / "summary.png")
     print(_json_line({"run": str(run_dir.path), "steps": config.steps, **summary}))
+    trainer.close()
     if writer is not None:
         for key, value in _scalars(summary):
             writer.add_scalar(key, value, config.steps)
