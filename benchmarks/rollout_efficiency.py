@@ -150,7 +150,7 @@ def start_vllm(mode: str, model, tokenizer):
         return None, f"skipped (vLLM cannot run this model: {str(error).splitlines()[0]})"
     # One short untimed call: the engine's first requests pay one-off setup costs.
     engine.generate(["Hello"], max_new_tokens=4, seed=0)
-    return engine, f"{threads} threads"
+    return engine, f"threads={threads}"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
 INVALID_ACTION_POLICIES = ("forfeit", "spiral", "textarena")
 LEAGUE_SAMPLING = ("uniform", "prioritized")
 FORMAT_PHASE = ("auto", "on", "off")
+GENERATION_BACKENDS = ("transformers", "vllm")
 BACKENDS = ("local", "ray", "openrlhf")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
@@ -49,6 +50,7 @@ RESUMABLE_KEYS = (
     "threads",
     "tensorboard",
     "progress",
+    "vllm_python",
     "ray_address",
     "submit",
 )
@@ -91,6 +93,8 @@ class TrainConfig:
     temperature: float = _help("sampling temperature for rollouts", default=1.0)
     top_p: float = _help("nucleus sampling for rollouts, in (0, 1]", default=1.0)
     generation_batch_size: int = _help("prompts per generation call", default=32)
+    generation: str = _help("rollout engine: transformers (in-process) | vllm (vLLM in its own environment, new weights loaded after every update; backend=local)", default="transformers")
+    vllm_python: str = _help("generation=vllm: python of the vLLM environment (made by: bash scripts/test-vllm.sh --setup-only)", default=".venv-vllm/bin/python")
     # -- advantages and loss ----------------------------------------------------------
     advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none; tasks use grpo", default="auto")
     rae_alpha: float = _help("EMA decay of the per-(env, role) baselines, in (0, 1)", default=0.95)
@@ -156,6 +160,7 @@ class TrainConfig:
         _one_of("invalid_action_policy", self.invalid_action_policy, INVALID_ACTION_POLICIES)
         _one_of("curriculum", self.curriculum, ("none", "saturn"))
         _one_of("dtype", self.dtype, ("float32", "bfloat16"))
+        _one_of("generation", self.generation, GENERATION_BACKENDS)
         _one_of("league_sampling", self.league_sampling, LEAGUE_SAMPLING)
         _one_of("format_phase", self.format_phase, FORMAT_PHASE)
         _one_of("backend", self.backend, BACKENDS)

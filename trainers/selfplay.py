@@ -68,7 +68,13 @@ class Trainer:
             top_p=config.top_p,
             batch_size=config.generation_batch_size,
         )
-        backend = TransformersBackend(self.learner.model, self.tokenizer)
+        self.vllm = None  # generation=vllm: the engine that needs the learner's weights after every update
+        if config.generation == "vllm":
+            from trainers.generation.vllm_backend import start_for_run
+
+            backend = self.vllm = start_for_run(self.learner.model, self.tokenizer, config)
+        else:
+            backend = TransformersBackend(self.learner.model, self.tokenizer)
         self.policy = LanguagePolicy(backend, self.tokenizer, mode=config.mode, **self.policy_options)
         # tasks answer in free text even when games use choice mode
         task_mode = "direct" if config.mode == "choice" else config.mode
@@ -105,6 +111,17 @@ class Trainer:
             from trainers.distributed import RayRolloutEngine
 
             self.rollout_engine = RayRolloutEngine(config)  # plays the games instead of self.play
+
+    def sync_generation_weights(self) -> float:
+        """Load the learner's weights into an out-of-process engine (generation=vllm); returns seconds.
+
+        The transformers backend holds the learner's model itself and needs nothing.
+        """
+        if self.vllm is None:
+            return 0.0
+        start = time.perf_counter()
+        self.vllm.load_weights(self.learner.model)
+        return time.perf_counter() - start
 
     def _frozen_policy(self, path):
         """A playing policy on a frozen copy of the model saved at `path` (no gradients)."""
@@ -267,6 +284,8 @@ class Trainer:
             metrics.update(self.advantage_state.as_metrics())
             if kept:
                 metrics.update({f"train/{k}": v for k, v in self.learner.update(kept).items()})
+        if self.vllm is not None and (metrics["phase"] == "format" or kept):
+            metrics["time/weight_sync_s"] = self.sync_generation_weights()
         config = self.config
         if config.magnet_every and (step + 1) % config.magnet_every == 0:
             self.learner.refresh_reference()
@@ -374,9 +393,11 @@ class Trainer:
             self.learner.save_policy(self.run_dir.checkpoints / "best", {"step": step, metric: value, "base_model": self.config.model})
 
     def close(self) -> None:
-        """Stop the rollout workers, if any."""
+        """Stop the rollout workers and the vLLM engine, if any."""
         if self.rollout_engine is not None:
             self.rollout_engine.close()
+        if self.vllm is not None:
+            self.vllm.close()
 
     # -- checkpoints ------------------------------------------------------------------
     def save(self, next_step: int) -> None:
@@ -413,6 +434,7 @@ class Trainer:
         self.format_steps_done = extra["format_steps_done"]
         if self.league is not None:
             self.league.load_state_dict(extra["league"], step=step)
+        self.sync_generation_weights()
         return step
 
 
@@ -529,6 +551,12 @@ def preflight(config: TrainConfig) -> dict | None:
 
         load_benchmark_formulas(config.benchmark)  # raises for a missing or damaged folder
     check_model_name(config.model)
+    if config.generation == "vllm":
+        if config.backend != "local":
+            raise ValueError(f"generation=vllm is the local rollout engine; backend={config.backend} generates with its own engines")
+        from trainers.generation.vllm_backend import find_vllm_python
+
+        find_vllm_python(config.vllm_python)  # raises, naming the setup command, if it is missing
     if config.opponent.startswith("checkpoint:"):
         check_model_name(config.opponent.split(":", 1)[1])
     return check_run_dir(config)
