@@ -146,3 +146,22 @@ def model_exploitability(policy: LanguagePolicy, env: GameEnv, **kwargs) -> tupl
         return None
     table = policy_table(policy, env, **kwargs)
     return analysis.exploitability(tree, table), table
+
+
+def selection_score(results: dict, player: str) -> tuple[str, float] | None:
+    """What `checkpoints/best` optimises, from one evaluation: ("exploitability", mean over
+    small games), else ("rating", the policy's Elo), else ("pass_at_1", mean over tasks)."""
+    exploitability = [v for k, v in results.items() if k.endswith("/exploitability")]
+    if exploitability:
+        return "exploitability", sum(exploitability) / len(exploitability)
+    if player in results.get("ratings", {}):
+        return "rating", results["ratings"][player]
+    passes = [v["pass_at_1"] for v in results.values() if isinstance(v, dict) and "pass_at_1" in v]
+    if passes:
+        return "pass_at_1", sum(passes) / len(passes)
+    return None
+
+
+def match_score(value: float) -> float:
+    """A game's result for ratings and league scores: win 1, draw 0.5, loss 0."""
+    return 1.0 if value > 0 else 0.0 if value < 0 else 0.5

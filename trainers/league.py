@@ -22,6 +22,7 @@ snapshot leaves the pool.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from dataclasses import dataclass
@@ -162,3 +163,17 @@ class League:
                 suffix = folder.name[len(SNAPSHOT_PREFIX):]
                 if folder.name.startswith(SNAPSHOT_PREFIX) and suffix.isdigit() and int(suffix) > step:
                     shutil.rmtree(folder, ignore_errors=True)
+
+
+def referenced_snapshot_folders(directory) -> set[str]:
+    """League snapshot folders named by any checkpoint on disk."""
+    from trainers.checkpoints import list_checkpoints
+
+    referenced = set()
+    for path in list_checkpoints(directory):
+        try:
+            league = json.loads((path / "extra_state.json").read_text()).get("league") or {}
+        except (OSError, ValueError):
+            continue
+        referenced.update(entry["folder"] for entry in league.get("snapshots", []))
+    return referenced

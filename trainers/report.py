@@ -1,13 +1,18 @@
-"""The end-of-run report: a before/after table on the terminal and `summary.png`.
+"""What a run shows: metrics columns, the progress bar and TensorBoard while it trains, and
+at the end a before/after table on the terminal and `summary.png`.
 
-Both read the run's evaluation files (``eval/step_XXXXXXXX.json``), so a resumed run's
-report covers the evaluations written before the resume too.
+The end-of-run report reads the run's evaluation files (``eval/step_XXXXXXXX.json``), so a
+resumed run's report covers the evaluations written before the resume too.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from pathlib import Path
+
+from trainers.ratings import policy_name
 
 
 def evaluation_history(eval_dir) -> list[dict]:
@@ -24,8 +29,6 @@ def evaluation_history(eval_dir) -> list[dict]:
 
 def series(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """Plottable numbers per evaluation: exploitability, mean return and invalid rate per opponent, pass@1, rating."""
-    from trainers.ratings import policy_name
-
     out: dict[str, list[tuple[int, float]]] = {}
     for evaluation in history:
         step = evaluation["step"]
@@ -95,3 +98,73 @@ def write_summary_plot(eval_dir, path) -> Path | None:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+# ---- during the run: metrics columns, the progress bar, TensorBoard ------------------
+
+
+def headline(evaluation: dict) -> dict:
+    """The few evaluation numbers worth a metrics column."""
+    out = {}
+    for key, value in evaluation.items():
+        if isinstance(value, dict) and "mean_return" in value:
+            out[f"eval/{key}/mean_return"] = value["mean_return"]
+            out[f"eval/{key}/win_rate"] = value["win_rate"]
+            out[f"eval/{key}/invalid_rate"] = value["invalid_rate"]
+        elif key.endswith("exploitability"):
+            out[f"eval/{key}"] = value
+        elif isinstance(value, dict) and "pass_at_1" in value:
+            out[f"eval/{key}/pass_at_1"] = value["pass_at_1"]
+    player = policy_name(evaluation["step"])
+    if player in evaluation.get("ratings", {}):
+        out["eval/rating"] = evaluation["ratings"][player]
+    return out
+
+
+def scalars(metrics: dict):
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            yield key, float(value)
+
+
+def postfix(metrics: dict, evaluation: dict) -> dict:
+    """What moves in self-play (the mean reward of a zero-sum game is always 0): entropy,
+    invalid rate, and the latest exploitability or rating."""
+    postfix = {}
+    if "train/entropy_choice" in metrics:
+        postfix["entropy"] = f"{metrics['train/entropy_choice']:.3f}"
+    elif "train/neg_logprob" in metrics:
+        postfix["nll/token"] = f"{metrics['train/neg_logprob']:.2f}"
+    invalid = [v for k, v in metrics.items() if k == "invalid_rate" or k.startswith("invalid_rate/")]
+    if invalid:
+        postfix["invalid"] = f"{max(invalid):.2f}"
+    if metrics.get("phase") == "format":
+        postfix["phase"] = "format"
+    solved = [v for k, v in metrics.items() if k.startswith("solved/")]
+    if solved:
+        postfix["solved"] = f"{sum(solved) / len(solved):.2f}"
+    exploitability = [v for k, v in evaluation.items() if k.endswith("exploitability")]
+    if exploitability:
+        postfix["exploit"] = f"{sum(exploitability) / len(exploitability):.3f}"
+    elif "eval/rating" in evaluation:
+        postfix["elo"] = f"{evaluation['eval/rating']:.0f}"
+    postfix["s/step"] = f"{metrics['time/step_s']:.1f}"
+    return postfix
+
+
+def progress_bar(config, start: int):
+    from tqdm import tqdm
+
+    return tqdm(total=config.steps, initial=start, desc="selfplay", unit="step", disable=not config.progress)
+
+
+def tensorboard_writer(out, config):
+    if not config.tensorboard:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tb"))

@@ -28,18 +28,21 @@ written (same seed, CPU).
 from __future__ import annotations
 
 import functools
-import math
+import json
 import sys
 import time
-import warnings
 
 import envs
 from trainers import seeds
 from trainers.advantages import AdvantageState, advantage_metrics, compute_advantages, drop_zero_advantage
-from trainers.config import FIXED_OPPONENTS, TrainConfig, help_text, parse_overrides
+from trainers.config import TrainConfig, help_text, parse_overrides
+from trainers.evaluation import match_score, selection_score
+from trainers.league import referenced_snapshot_folders
+from trainers.preflight import eval_opponents, make_curriculum, preflight, sat_exclusions
 from trainers.ratings import Ratings, policy_name
+from trainers.report import headline, postfix, progress_bar, scalars, tensorboard_writer
 from trainers.rollout import GameSetup, GameSpec, play_games, run_tasks
-from trainers.run_dir import RunDirectory, check_run_dir
+from trainers.run_dir import RunDirectory
 from trainers.seeds import derive_seed
 
 
@@ -82,8 +85,8 @@ class Trainer:
         self.game_envs = [e for e in config.env if envs.spec(e).kind == "game"]
         self.task_envs = [e for e in config.env if envs.spec(e).kind == "task"]
         self.num_players = {e: self.make_game_env(e).game.num_players() for e in self.game_envs}
-        self.curriculum = _make_curriculum(config)
-        self.sat_exclusions = _sat_exclusions(config, self.curriculum) if "sat" in self.task_envs else []
+        self.curriculum = make_curriculum(config)
+        self.sat_exclusions = sat_exclusions(config, self.curriculum) if "sat" in self.task_envs else []
         self.advantage_state = AdvantageState.with_alpha(config.rae_alpha)
         self.ratings = Ratings()
         self.best: dict | None = None
@@ -239,7 +242,7 @@ class Trainer:
             for result in results:
                 if result.opponent_name:
                     seat = next(iter(result.learner_seats))
-                    self.league.record(result.opponent_name, _score(result.returns[seat]))
+                    self.league.record(result.opponent_name, match_score(result.returns[seat]))
         return samples, results, timing
 
     def format_phase_active(self, metrics: dict) -> bool:
@@ -416,7 +419,7 @@ class Trainer:
         directory = self.run_dir.checkpoints
         self.learner.save_checkpoint(directory, next_step, extra, keep_last=max(1, self.config.keep_checkpoints))
         if self.league is not None:
-            self.league.remove_unreferenced(_referenced_snapshots(directory))
+            self.league.remove_unreferenced(referenced_snapshot_folders(directory))
 
     def restore(self) -> int:
         from trainers.checkpoints import latest_intact
@@ -436,130 +439,6 @@ class Trainer:
             self.league.load_state_dict(extra["league"], step=step)
         self.sync_generation_weights()
         return step
-
-
-def eval_opponents(config: TrainConfig, game) -> list[str]:
-    """The fixed evaluation opponents for `game`: the configured ones, or with `auto` every
-    fixed opponent that can play it."""
-    from envs.opponents import make_opponent
-
-    if config.eval_opponents != ["auto"]:
-        return list(config.eval_opponents)
-    names = []
-    for name in FIXED_OPPONENTS:
-        try:
-            make_opponent(name, game)
-        except ValueError:
-            continue
-        names.append(name)
-    return names
-
-
-def selection_score(results: dict, player: str) -> tuple[str, float] | None:
-    """What `checkpoints/best` optimises, from one evaluation: ("exploitability", mean over
-    small games), else ("rating", the policy's Elo), else ("pass_at_1", mean over tasks)."""
-    exploitability = [v for k, v in results.items() if k.endswith("/exploitability")]
-    if exploitability:
-        return "exploitability", sum(exploitability) / len(exploitability)
-    if player in results.get("ratings", {}):
-        return "rating", results["ratings"][player]
-    passes = [v["pass_at_1"] for v in results.values() if isinstance(v, dict) and "pass_at_1" in v]
-    if passes:
-        return "pass_at_1", sum(passes) / len(passes)
-    return None
-
-
-def _score(value: float) -> float:
-    return 1.0 if value > 0 else 0.0 if value < 0 else 0.5
-
-
-def _referenced_snapshots(directory) -> set[str]:
-    """League snapshot folders named by any checkpoint on disk."""
-    import json
-
-    from trainers.checkpoints import list_checkpoints
-
-    referenced = set()
-    for path in list_checkpoints(directory):
-        try:
-            league = json.loads((path / "extra_state.json").read_text()).get("league") or {}
-        except (OSError, ValueError):
-            continue
-        referenced.update(entry["folder"] for entry in league.get("snapshots", []))
-    return referenced
-
-
-def _make_curriculum(config: TrainConfig):
-    if config.curriculum != "saturn":
-        return None
-    from curricula.curriculum import saturn_curriculum
-
-    return saturn_curriculum()
-
-
-def _sat_exclusions(config: TrainConfig, curriculum) -> list:
-    """Formulas training must never draw: the curriculum's held-out sets and a benchmark's test and held-out files."""
-    from curricula.sat import heldout_instances
-
-    levels = curriculum.levels if curriculum is not None else [tuple(envs.make("sat", **_sat_kwargs(config)).level)]
-    size = curriculum.heldout_size if curriculum is not None else 20
-    excluded = [instance for level in levels for instance in heldout_instances(level, size=size)]
-    if config.benchmark:
-        from curricula.sat import load_benchmark_formulas
-
-        excluded += load_benchmark_formulas(config.benchmark)
-    return excluded
-
-
-def _sat_kwargs(config: TrainConfig) -> dict:
-    accepted = set(envs.registry.parameters("sat"))
-    return {k: v for k, v in config.env_kwargs.items() if k in accepted}
-
-
-def preflight(config: TrainConfig) -> dict | None:
-    """Every check that can fail before the model loads or anything is written; returns the
-    saved config of a resumed run. Raises ValueError naming what is wrong."""
-    from envs.opponents import make_opponent
-    from trainers.models import check_model_name
-
-    kinds = {env_id: envs.spec(env_id).kind for env_id in config.env}
-    accepted = {key for env_id in config.env for key in envs.registry.parameters(env_id)}
-    ignored = sorted(set(config.env_kwargs) - accepted)
-    if ignored:
-        raise ValueError(
-            f"env_kwargs {ignored} are not accepted by any selected env ({', '.join(config.env)}); "
-            f"accepted: {', '.join(sorted(accepted)) or 'none'}"
-        )
-    game_envs = [env_id for env_id, kind in kinds.items() if kind == "game"]
-    if config.opponent != "none" and not game_envs:
-        raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
-    if config.mode == "choice" and config.format_phase == "on" and not [k for k in kinds.values() if k == "task"]:
-        raise ValueError("format_phase=on teaches the free-text answer format; choice mode has none (use mode=direct or think)")
-    for env_id in game_envs:
-        env = envs.make(env_id, **{k: v for k, v in config.env_kwargs.items() if k in envs.registry.parameters(env_id)})
-        if config.opponent in FIXED_OPPONENTS:
-            make_opponent(config.opponent, env.game)  # raises if it cannot play this game
-        if config.eval_opponents != ["auto"]:
-            for name in config.eval_opponents:
-                make_opponent(name, env.game)
-    if config.curriculum != "none" and "sat" not in config.env:
-        raise ValueError(f"curriculum={config.curriculum} applies to the sat env; env is {','.join(config.env)}")
-    if config.benchmark:
-        if "sat" not in config.env:
-            raise ValueError("benchmark= names SAT formulas to keep out of training; add env=sat")
-        from curricula.sat import load_benchmark_formulas
-
-        load_benchmark_formulas(config.benchmark)  # raises for a missing or damaged folder
-    check_model_name(config.model)
-    if config.generation == "vllm":
-        if config.backend != "local":
-            raise ValueError(f"generation=vllm is the local rollout engine; backend={config.backend} generates with its own engines")
-        from trainers.generation.vllm_backend import find_vllm_python
-
-        find_vllm_python(config.vllm_python)  # raises, naming the setup command, if it is missing
-    if config.opponent.startswith("checkpoint:"):
-        check_model_name(config.opponent.split(":", 1)[1])
-    return check_run_dir(config)
 
 
 def _game_stats(samples, results) -> dict:
@@ -599,12 +478,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.create(config)
     start = trainer.restore() if config.resume else 0
     run_dir.keep_metrics_before(start)
-    writer = _tensorboard(run_dir.path, config)
-    progress = _progress(config, start)
+    writer = tensorboard_writer(run_dir.path, config)
+    progress = progress_bar(config, start)
     last_evaluation: dict = {}
     final = None
     if start == 0:
-        last_evaluation = _headline(trainer.evaluate(0))
+        last_evaluation = headline(trainer.evaluate(0))
     try:
         for step in range(start, config.steps):
             metrics = {"step": step, **trainer.train_step(step)}
@@ -614,16 +493,16 @@ def main(argv: list[str] | None = None) -> int:
             if last or (config.eval_every and (step + 1) % config.eval_every == 0):
                 evaluation = trainer.evaluate(step + 1)
                 final = evaluation if last else None
-                last_evaluation = _headline(evaluation)
+                last_evaluation = headline(evaluation)
                 metrics.update(last_evaluation)
             run_dir.append_metrics(metrics)
             if writer is not None:
-                for key, value in _scalars(metrics):
+                for key, value in scalars(metrics):
                     writer.add_scalar(key, value, step)
             if last or (config.save_every and (step + 1) % config.save_every == 0):
                 trainer.save(step + 1)
             progress.update(1)
-            progress.set_postfix(_postfix(metrics, last_evaluation), refresh=False)
+            progress.set_postfix(postfix(metrics, last_evaluation), refresh=False)
     except NonFiniteLossError as error:
         progress.close()
         trainer.close()
@@ -633,89 +512,18 @@ def main(argv: list[str] | None = None) -> int:
     if final is None:  # resumed after the last step: the run was complete
         final = trainer.evaluation_at(config.steps)
     run_dir.write_json("eval/final.json", final)
-    summary = _headline(final)
+    summary = headline(final)
     print_before_after(run_dir.eval)
     write_summary_plot(run_dir.eval, run_dir.path / "summary.png")
-    print(_json_line({"run": str(run_dir.path), "steps": config.steps, **summary}))
+    print(json.dumps({"run": str(run_dir.path), "steps": config.steps, **summary}))
     trainer.close()
     if writer is not None:
-        for key, value in _scalars(summary):
+        for key, value in scalars(summary):
             writer.add_scalar(key, value, config.steps)
         writer.close()
     return 0
 
 
-def _json_line(value: dict) -> str:
-    import json
-
-    return json.dumps(value)
-
-
-def _headline(evaluation: dict) -> dict:
-    """The few evaluation numbers worth a metrics column."""
-    out = {}
-    for key, value in evaluation.items():
-        if isinstance(value, dict) and "mean_return" in value:
-            out[f"eval/{key}/mean_return"] = value["mean_return"]
-            out[f"eval/{key}/win_rate"] = value["win_rate"]
-            out[f"eval/{key}/invalid_rate"] = value["invalid_rate"]
-        elif key.endswith("exploitability"):
-            out[f"eval/{key}"] = value
-        elif isinstance(value, dict) and "pass_at_1" in value:
-            out[f"eval/{key}/pass_at_1"] = value["pass_at_1"]
-    player = policy_name(evaluation["step"])
-    if player in evaluation.get("ratings", {}):
-        out["eval/rating"] = evaluation["ratings"][player]
-    return out
-
-
-def _scalars(metrics: dict):
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            yield key, float(value)
-
-
-def _postfix(metrics: dict, evaluation: dict) -> dict:
-    """What moves in self-play (the mean reward of a zero-sum game is always 0): entropy,
-    invalid rate, and the latest exploitability or rating."""
-    postfix = {}
-    if "train/entropy_choice" in metrics:
-        postfix["entropy"] = f"{metrics['train/entropy_choice']:.3f}"
-    elif "train/neg_logprob" in metrics:
-        postfix["nll/token"] = f"{metrics['train/neg_logprob']:.2f}"
-    invalid = [v for k, v in metrics.items() if k == "invalid_rate" or k.startswith("invalid_rate/")]
-    if invalid:
-        postfix["invalid"] = f"{max(invalid):.2f}"
-    if metrics.get("phase") == "format":
-        postfix["phase"] = "format"
-    solved = [v for k, v in metrics.items() if k.startswith("solved/")]
-    if solved:
-        postfix["solved"] = f"{sum(solved) / len(solved):.2f}"
-    exploitability = [v for k, v in evaluation.items() if k.endswith("exploitability")]
-    if exploitability:
-        postfix["exploit"] = f"{sum(exploitability) / len(exploitability):.3f}"
-    elif "eval/rating" in evaluation:
-        postfix["elo"] = f"{evaluation['eval/rating']:.0f}"
-    postfix["s/step"] = f"{metrics['time/step_s']:.1f}"
-    return postfix
-
-
-def _progress(config: TrainConfig, start: int):
-    from tqdm import tqdm
-
-    return tqdm(total=config.steps, initial=start, desc="selfplay", unit="step", disable=not config.progress)
-
-
-def _tensorboard(out, config: TrainConfig):
-    if not config.tensorboard:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tb"))
 
 
 if __name__ == "__main__":
