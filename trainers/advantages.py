@@ -178,12 +178,14 @@ def action_centered_advantages(samples: list[TurnSample], *, eps: float = DEFAUL
     "this action is better here than it is on average elsewhere", which a policy can use
     only by telling its states apart (in Kuhn Poker: by its card). A shared network
     otherwise learns the common part first ("always bet, always call", whatever the
-    card) and settles there. Free-text samples are centred on their response text.
+    card) and settles there. Samples are centred on the action they played
+    (``info["action"]``, set by the rollout: free-text answers that name the same legal
+    action in different words are one action), else on their response text.
     """
     prompt_normalized_advantages(samples, eps=eps)
     groups: dict[tuple, list[TurnSample]] = {}
     for sample in samples:
-        action = sample.info.get("text", tuple(sample.response_ids))
+        action = sample.info.get("action") or sample.info.get("text", tuple(sample.response_ids))
         groups.setdefault((sample.env_id, sample.role, action), []).append(sample)
     for group in groups.values():
         mean = sum(s.advantage for s in group) / len(group)

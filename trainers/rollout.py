@@ -191,6 +191,7 @@ def _answer_learner_turns(setups, games, policy, seed, temperature, timing, samp
             agent = agent_name(player)
             invalid_before = env.infos[agent]["invalid_actions"]
             state_key = env.state.information_state_string(player)
+            parsed = prompt.parse(decision.text)
             env.step(decision.text)
             samples_per_game[index].append(
                 decision.to_sample(
@@ -199,7 +200,13 @@ def _answer_learner_turns(setups, games, policy, seed, temperature, timing, samp
                     setup.game_id,
                     invalid=env.infos[agent]["invalid_actions"] > invalid_before,
                     # the format phase re-scores this turn's legal answers from these
-                    info={"state_key": state_key, "choices": prompt.choices, "messages": prompt.messages()},
+                    info={
+                        "state_key": state_key,
+                        # the legal action the answer named (None: invalid), whatever its wording
+                        "action": None if parsed.action is None else prompt.choices[prompt.action_ids.index(parsed.action)],
+                        "choices": prompt.choices,
+                        "messages": prompt.messages(),
+                    },
                 )
             )
 
