@@ -7,6 +7,13 @@ with its D, and over all problems. A sample counts as correct only with reward +
 with no boxed answer at all is reported too, since small models often never answer.
 The model is loaded and sampled with the trainer's own code (`trainers.models`,
 `trainers.generation`), so evaluation sees the model exactly as training does.
+
+``--thinking markovian`` samples Delethink traces instead (``envs.markovian``): chunks of
+``--chunk`` tokens with ``--carry`` (of which ``--head``) carried over, at most
+``--max-chunks`` chunks; by default the fewest chunks whose budget C + (I - 1)(C - carry)
+reaches ``--max-new-tokens``, so the same flag gives both modes the same total token budget.
+A trace that hits the cap counts as no answer. The report adds ``budget_hit_rate``: the
+share of samples cut by the budget (plain: ``max_new_tokens`` reached; Markovian: the cap).
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--thinking", choices=("plain", "markovian"), default="plain",
+                        help="plain: one generation of --max-new-tokens; markovian: Delethink chunks")
+    parser.add_argument("--chunk", type=int, default=512, help="markovian: chunk size C (default 512)")
+    parser.add_argument("--carry", type=int, default=256, help="markovian: carried tokens m < C (default 256)")
+    parser.add_argument("--head", type=int, default=64, help="markovian: carried tokens from the first chunk's start (default 64)")
+    parser.add_argument("--max-chunks", type=int,
+                        help="markovian: chunks per trace at most (default: the fewest reaching --max-new-tokens)")
 
 
 def load_problems(path: str, limit: int | None = None) -> list[tuple[str, SatInstance]]:
@@ -78,10 +92,20 @@ def sample_texts(
 ) -> list[list[str]]:
     """`samples` responses per instance; one seeded generate call per batch, so the
     result depends only on the arguments, not on how progress is shown."""
+    texts, _ = _sample_plain(
+        model, tokenizer, instances, samples=samples, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_p=top_p, seed=seed, batch_size=batch_size, progress=progress,
+    )
+    return texts
+
+
+def _sample_plain(model, tokenizer, instances, *, samples, max_new_tokens, temperature, top_p, seed, batch_size, progress):
+    """`sample_texts` plus the share of samples that reached `max_new_tokens`."""
     from trainers.generation import generate
 
     prompts = [prompt_messages(instance) for instance in instances for _ in range(samples)]
     texts: list[str] = []
+    cut = 0
     with tqdm(total=len(prompts), desc="sampling", unit="sample", disable=not progress, file=sys.stderr) as bar:
         for batch_number, start in enumerate(range(0, len(prompts), batch_size)):
             batch = prompts[start : start + batch_size]
@@ -90,8 +114,45 @@ def sample_texts(
                 top_p=top_p, seed=seed + batch_number, batch_size=batch_size,
             )
             texts.extend(output.text for output in outputs)
+            cut += sum(output.finish_reason == "length" for output in outputs)
             bar.update(len(batch))
-    return [texts[i * samples : (i + 1) * samples] for i in range(len(instances))]
+    return [texts[i * samples : (i + 1) * samples] for i in range(len(instances))], cut / len(prompts)
+
+
+def sample_markovian(
+    model, tokenizer, instances: Sequence[SatInstance], *, samples: int, config, temperature: float,
+    top_p: float, seed: int, batch_size: int, progress: bool = True,
+) -> tuple[list[list[str]], dict]:
+    """`samples` Markovian traces per instance (`config`: an ``envs.markovian.MarkovianConfig``).
+
+    Every trace advances together, one backend call per round (``run_traces``); the texts are
+    the traces' answers (empty for a trace that hit the cap). Returns (texts, statistics).
+    """
+    from trainers.generation import TransformersBackend
+    from trainers.generation.markovian import MARKOVIAN_ROUND, generate_chunks, new_traces, token_codec
+    from trainers.seeds import derive_seed
+
+    prompts = [prompt_messages(instance) for instance in instances for _ in range(samples)]
+    traces = new_traces(prompts, token_codec(tokenizer), config)
+    backend = TransformersBackend(model, tokenizer)
+    with tqdm(total=config.max_chunks, desc="chunk rounds", disable=not progress, file=sys.stderr) as bar:
+        rounds = 0
+        while any(not trace.done for trace in traces):
+            generate_chunks(
+                backend, traces, seed=derive_seed(seed, MARKOVIAN_ROUND, rounds), temperature=temperature,
+                top_p=top_p, batch_size=batch_size,
+            )
+            rounds += 1
+            bar.update(1)
+    texts = [trace.answer_text() for trace in traces]
+    count = len(traces)
+    stats = {
+        "budget_hit_rate": sum(t.cap_hit for t in traces) / count,
+        "chunks_per_trace": sum(len(t.chunks) for t in traces) / count,
+        "thinking_tokens_per_trace": sum(t.thinking_tokens for t in traces) / count,
+        "largest_context": max(t.largest_context for t in traces),
+    }
+    return [texts[i * samples : (i + 1) * samples] for i in range(len(instances))], stats
 
 
 def score_problems(problems: Sequence[tuple[str, SatInstance]], texts: Sequence[Sequence[str]]) -> dict:
@@ -150,6 +211,22 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _thinking_settings(args: argparse.Namespace) -> dict | None:
+    """None for plain generation; else the Markovian settings (ValueError for a bad one)."""
+    if getattr(args, "thinking", "plain") != "markovian":
+        return None
+    from envs.markovian import MarkovianConfig
+
+    if args.max_chunks is None:
+        config = MarkovianConfig.for_length(args.max_new_tokens, chunk=args.chunk, carry=args.carry, head=args.head)
+    else:
+        config = MarkovianConfig(args.chunk, args.carry, args.head, args.max_chunks).validate()
+    return {
+        "thinking": "markovian", "chunk": config.chunk, "carry": config.carry, "head": config.head,
+        "max_chunks": config.max_chunks, "thinking_budget": config.thinking_budget, "config": config,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     for name in ("samples", "max_new_tokens", "batch_size"):
         if getattr(args, name) < 1:
@@ -159,18 +236,24 @@ def run(args: argparse.Namespace) -> int:
     problems = load_problems(args.data, args.limit)
     from trainers.models import load_model
 
+    thinking = _thinking_settings(args)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
-    texts = sample_texts(
-        model, tokenizer, [instance for _, instance in problems], samples=args.samples,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-        seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress,
-    )
+    instances = [instance for _, instance in problems]
+    options = dict(samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                   batch_size=args.batch_size, progress=not args.no_progress)
+    if thinking is None:
+        texts, budget_hit_rate = _sample_plain(model, tokenizer, instances, max_new_tokens=args.max_new_tokens, **options)
+        thinking = {"thinking": "plain", "budget_hit_rate": budget_hit_rate}
+    else:
+        texts, stats = sample_markovian(model, tokenizer, instances, config=thinking.pop("config"), **options)
+        thinking.update(stats)
     report = {
         "task": "sat", "data": args.data, "model": args.model, "temperature": args.temperature,
-        "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+        "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed, **thinking,
         **score_problems(problems, texts),
     }
     print(format_table(report))
+    print(f"thinking={report['thinking']}: {100 * report['budget_hit_rate']:.1f}% of samples hit the token budget")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)

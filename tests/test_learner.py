@@ -481,3 +481,14 @@ def test_micro_batches_respect_the_token_budget():
         cost = sum(len(batch[i].prompt_ids) + len(batch[i].response_ids) for i in b)
         assert cost <= 20 or len(b) == 1
     assert len(micro_batches(batch, list(range(6)), config(micro_batch_size=64, micro_batch_tokens=10**6))) == 1
+
+
+def test_imitation_of_repeated_answers_runs_each_distinct_answer_once():
+    batch = make_batch(42, size=2)
+    repeated = [TurnSample(**vars(batch[i % 2])) for i in range(40)]
+    learner = Learner(tiny_model(), config(lr=1e-2))
+    calls = []
+    hook = learner.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    learner.imitate(repeated)
+    hook.remove()
+    assert max(calls) <= 2  # 40 samples, 2 distinct (prompt, response) pairs
