@@ -124,6 +124,7 @@ class TrainConfig:
     # -- answer format ----------------------------------------------------------------
     format_phase: str = _help("behaviour cloning of the answer format before RL (direct/think): auto (when the invalid rate is high) | on | off", default="auto")
     format_steps: int = _help("format-phase steps at most", default=10)
+    format_epochs: int = _help("optimizer steps on each format step's cloned answers", default=4)
     format_threshold: float = _help("format phase runs while the invalid rate is above this", default=0.2)
     # -- run --------------------------------------------------------------------------
     steps: int = _help("training steps", default=10)
@@ -177,7 +178,7 @@ class TrainConfig:
                 raise ValueError(f"{f.name}={value} is not a finite number")
         positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
                     "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "eval_samples", "league_every",
-                    "league_size")
+                    "league_size", "format_epochs")
         for name in positive:
             _at_least(name, getattr(self, name), 1)
         non_negative = ("threads", "lora_rank", "save_every", "eval_every", "keep_checkpoints", "mini_batch_size",

@@ -277,7 +277,9 @@ class Trainer:
             policy = self.policy if self.game_envs else self.task_policy
             clones = format_samples(policy, samples, seed=derive_seed(self.config.seed, seeds.FORMAT, step))
             metrics["phase"] = "format"
-            metrics.update({f"train/{k}": v for k, v in self.learner.imitate(clones).items()})
+            for _ in range(self.config.format_epochs):
+                cloning = self.learner.imitate(clones)
+            metrics.update({f"train/{k}": v for k, v in cloning.items()})
             self.format_steps_done += 1
             kept = []
         else:
