@@ -179,3 +179,24 @@ def test_action_centering_removes_what_is_common_to_every_state():
     samples = [turn("J", "[bet]", -2.0), turn("J", "[check]", -1.0), turn("K", "[bet]", 2.0), turn("K", "[check]", 1.0)]
     compute_advantages(samples, "action_centered")
     assert [s.advantage for s in samples] == pytest.approx([-1.0, 1.0, 1.0, -1.0], abs=1e-5)
+
+
+def test_uniform_state_weighting_gives_every_state_the_same_total_weight():
+    from trainers.advantages import equalize_state_weights
+
+    def sample(state, advantage, role=0):
+        s = TurnSample([1], [2], [0.0], "kuhn_poker", role, 0, info={"state_key": state})
+        s.advantage = advantage
+        return s
+
+    # role 0: state a seen 6 times, b twice; role 1: one state seen 3 times (factor 1)
+    batch = [sample("a", 1.0) for _ in range(6)] + [sample("b", -1.0), sample("b", 0.5)] + [sample("c", 2.0, role=1) for _ in range(3)]
+    equalize_state_weights(batch)
+    # N = 8 samples over S = 2 states: a gets 8 / (2 * 6) = 2/3, b gets 8 / (2 * 2) = 2
+    assert [s.advantage for s in batch[:6]] == pytest.approx([2 / 3] * 6)
+    assert [s.advantage for s in batch[6:8]] == pytest.approx([-2.0, 1.0])
+    assert [s.advantage for s in batch[8:]] == pytest.approx([2.0] * 3)
+    # a state seen once among many is capped
+    rare = [sample("x", 1.0) for _ in range(99)] + [sample("y", 1.0)]
+    equalize_state_weights(rare, cap=20.0)
+    assert rare[-1].advantage == 20.0 and rare[0].advantage == pytest.approx(100 / (2 * 99))

@@ -235,6 +235,35 @@ def compute_advantages(
     return return_as_advantage(samples)
 
 
+STATE_WEIGHTINGS = ("visits", "uniform")
+MAX_STATE_WEIGHT = 20.0
+
+
+def equalize_state_weights(samples: list[TurnSample], *, cap: float = MAX_STATE_WEIGHT) -> list[TurnSample]:
+    """Scale advantages so that every visited state weighs the same in the loss (``state_weighting=uniform``).
+
+    Sampled self-play weighs a state by how often it is reached. Once play sharpens, some
+    states are almost never reached (Kuhn Poker: the second player holding the King facing
+    a bet, when the first player bets only with the King), so their own gradient vanishes
+    while a shared network drags them along with the frequent states; they drift to bad
+    play, and a best response exploits exactly them. Like CFR, which updates every
+    information set whatever its reach, this rescales each state's samples by
+    ``N / (S * n_s)`` (N samples over S distinct states of an (env, role), n_s of state s),
+    so each state's advantages sum to the same total weight. The factor is capped at `cap`
+    so that a state seen once or twice cannot dominate a batch with its noise.
+    """
+    groups: dict[tuple, dict] = {}
+    for sample in samples:
+        groups.setdefault((sample.env_id, sample.role), {}).setdefault(state_key(sample), []).append(sample)
+    for states in groups.values():
+        total = sum(len(members) for members in states.values())
+        for members in states.values():
+            factor = min(total / (len(states) * len(members)), cap)
+            for sample in members:
+                sample.advantage *= factor
+    return samples
+
+
 def drop_zero_advantage(samples: Sequence[TurnSample]) -> list[TurnSample]:
     """Keep only samples with ``A != 0`` (SPIRAL drops them).
 

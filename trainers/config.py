@@ -26,6 +26,7 @@ from typing import Any
 from envs.opponents import OPPONENT_NAMES as FIXED_OPPONENTS
 from envs.protocol import MODES
 from trainers.advantages import METHODS as ADVANTAGE_METHODS
+from trainers.advantages import STATE_WEIGHTINGS
 
 LENGTH_NORMS = ("constant", "token_mean")
 OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
@@ -98,6 +99,7 @@ class TrainConfig:
     # -- advantages and loss ----------------------------------------------------------
     advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none; tasks use grpo", default="auto")
     rae_alpha: float = _help("EMA decay of the per-(env, role) baselines, in (0, 1)", default=0.95)
+    state_weighting: str = _help("visits (a state weighs as often as it is reached) | uniform (every visited state weighs the same, as in CFR: rarely reached states keep learning)", default="visits")
     lr: float = _help("learning rate (AdamW); the peak of the schedule", default=1e-5)
     lr_schedule: str = _help("constant | cosine (from lr down to lr_final_ratio * lr at the last step) | linear", default="constant")
     lr_final_ratio: float = _help("lr at the last step as a fraction of lr (cosine, linear)", default=0.1)
@@ -169,6 +171,7 @@ class TrainConfig:
         if self.device != "cpu" and not (self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ValueError(f"device={self.device!r} is not valid; choose one of: cpu, cuda, cuda:N")
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _one_of("state_weighting", self.state_weighting, STATE_WEIGHTINGS)
         if self.eval_opponents != ["auto"]:
             for opponent in self.eval_opponents:
                 _one_of("eval_opponents", opponent, FIXED_OPPONENTS)

@@ -34,7 +34,7 @@ import time
 
 import envs
 from trainers import seeds
-from trainers.advantages import AdvantageState, advantage_metrics, compute_advantages, drop_zero_advantage
+from trainers.advantages import AdvantageState, advantage_metrics, compute_advantages, drop_zero_advantage, equalize_state_weights
 from trainers.config import TrainConfig, help_text, parse_overrides
 from trainers.evaluation import match_score, selection_score
 from trainers.league import referenced_snapshot_folders
@@ -260,6 +260,8 @@ class Trainer:
         tasks = [s for s in samples if envs.spec(s.env_id).kind == "task"]
         if games:
             compute_advantages(games, self.config.advantage_method(), self.advantage_state)
+            if self.config.state_weighting == "uniform":
+                equalize_state_weights(games)
         if tasks:
             compute_advantages(tasks, "grpo")
         metrics = advantage_metrics(samples) if samples else {}
