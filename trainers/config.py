@@ -33,6 +33,7 @@ OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
 INVALID_ACTION_POLICIES = ("forfeit", "spiral", "textarena")
 LEAGUE_SAMPLING = ("uniform", "prioritized")
 FORMAT_PHASE = ("auto", "on", "off")
+THINKING = ("plain", "markovian")
 GENERATION_BACKENDS = ("transformers", "vllm")
 BACKENDS = ("local", "ray", "openrlhf")
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -94,6 +95,12 @@ class TrainConfig:
     temperature: float = _help("sampling temperature for rollouts", default=1.0)
     top_p: float = _help("nucleus sampling for rollouts, in (0, 1]", default=1.0)
     generation_batch_size: int = _help("prompts per generation call", default=32)
+    # -- Markovian thinking (Delethink) ------------------------------------------------
+    thinking: str = _help("plain | markovian: reason in chunks of `chunk` tokens, each starting from the query plus `carry` carried tokens (tasks, and games with mode=think)", default="plain")
+    chunk: int = _help("thinking=markovian: chunk size C; the first chunk generates C tokens, later ones C - carry", default=512)
+    carry: int = _help("thinking=markovian: tokens carried into the next chunk, m < chunk (head + the last carry - head generated)", default=256)
+    head: int = _help("thinking=markovian: carried tokens taken from the start of the first chunk, kept for the whole trace", default=64)
+    max_chunks: int = _help("thinking=markovian: chunks per trace at most, I (budget C + (I - 1)(C - carry))", default=5)
     generation: str = _help("rollout engine: transformers (in-process) | vllm (vLLM in its own environment, new weights loaded after every update; backend=local)", default="transformers")
     vllm_python: str = _help("generation=vllm: python of the vLLM environment (made by: bash scripts/test-vllm.sh --setup-only)", default=".venv-vllm/bin/python")
     # -- advantages and loss ----------------------------------------------------------
@@ -166,6 +173,11 @@ class TrainConfig:
         _one_of("generation", self.generation, GENERATION_BACKENDS)
         _one_of("league_sampling", self.league_sampling, LEAGUE_SAMPLING)
         _one_of("format_phase", self.format_phase, FORMAT_PHASE)
+        _one_of("thinking", self.thinking, THINKING)
+        if self.thinking == "markovian":
+            from envs.markovian import MarkovianConfig
+
+            MarkovianConfig(self.chunk, self.carry, self.head, self.max_chunks).validate()
         _one_of("backend", self.backend, BACKENDS)
         _at_least("num_workers", self.num_workers, 1)
         if self.device != "cpu" and not (self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())):

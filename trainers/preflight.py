@@ -35,6 +35,12 @@ def preflight(config: TrainConfig) -> dict | None:
         if config.eval_opponents != ["auto"]:
             for name in config.eval_opponents:
                 make_opponent(name, env.game)
+    if config.thinking == "markovian" and game_envs and config.mode != "think":
+        raise ValueError(
+            f"thinking=markovian reasons in free text: games need mode=think (mode is {config.mode}); tasks always do"
+        )
+    if config.thinking == "markovian" and config.backend != "local":
+        raise ValueError(f"thinking=markovian runs with backend=local for now (backend is {config.backend})")
     if config.curriculum != "none" and "sat" not in config.env:
         raise ValueError(f"curriculum={config.curriculum} applies to the sat env; env is {','.join(config.env)}")
     if config.benchmark:

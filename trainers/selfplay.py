@@ -176,17 +176,30 @@ class Trainer:
             samples += game_samples
             generation_s += timing.generation_s
             env_s += timing.env_s
-            stats.update(_game_stats(game_samples, results))
+            stats.update(_game_stats(_answers(game_samples), results))
             stats.update({f"rollout/{k}": v for k, v in timing.extra.items()})
         for offset, env_id in enumerate(self.task_envs):
-            task_samples, results, timing = run_tasks(
-                env_id,
-                self.make_task_env(env_id),
-                self.task_policy,
-                prompts=config.prompts_per_step,
-                group_size=config.group_size,
-                seed=derive_seed(config.seed, seeds.TASK, step, offset),
-            )
+            if config.thinking == "markovian":
+                from trainers.markovian import markovian_config, run_markovian_tasks
+
+                task_samples, results, timing = run_markovian_tasks(
+                    env_id,
+                    self.make_task_env(env_id),
+                    self.task_policy,
+                    prompts=config.prompts_per_step,
+                    group_size=config.group_size,
+                    seed=derive_seed(config.seed, seeds.TASK, step, offset),
+                    config=markovian_config(config),
+                )
+            else:
+                task_samples, results, timing = run_tasks(
+                    env_id,
+                    self.make_task_env(env_id),
+                    self.task_policy,
+                    prompts=config.prompts_per_step,
+                    group_size=config.group_size,
+                    seed=derive_seed(config.seed, seeds.TASK, step, offset),
+                )
             for sample in task_samples:
                 sample.game_id += 1_000_000 * offset  # distinct GRPO groups per env
             samples += task_samples
@@ -195,7 +208,12 @@ class Trainer:
             rewards = [r for result in results for r in result.rewards]
             stats[f"reward/{env_id}"] = sum(rewards) / len(rewards)
             stats[f"solved/{env_id}"] = sum(r > 0 for r in rewards) / len(rewards)
-            stats[f"invalid_rate/{env_id}"] = sum(s.invalid for s in task_samples) / len(task_samples)
+            answers = _answers(task_samples)
+            stats[f"invalid_rate/{env_id}"] = sum(s.invalid for s in answers) / len(answers)
+        if config.thinking == "markovian":
+            from trainers.markovian import markovian_metrics
+
+            stats.update(markovian_metrics(samples))
         stats["time/generation_s"] = generation_s
         stats["time/env_s"] = env_s
         return samples, stats
@@ -229,6 +247,12 @@ class Trainer:
             if spec.opponent_path:
                 setup.opponent, setup.opponent_name = self.league.policy_at(spec.opponent_path), spec.opponent_name
             setups.append(setup)
+        if self.config.thinking == "markovian":
+            from trainers.markovian import markovian_config, play_markovian_games
+
+            return play_markovian_games(
+                setups, self.policy, seed=seed, config=markovian_config(self.config), opponent=self.opponent
+            )
         return play_games(setups, self.policy, seed=seed, opponent=self.opponent)
 
     def _play_step_games(self, step: int):
@@ -258,9 +282,26 @@ class Trainer:
     def advantages(self, samples):
         games = [s for s in samples if envs.spec(s.env_id).kind == "game"]
         tasks = [s for s in samples if envs.spec(s.env_id).kind == "task"]
+        uniform = self.config.state_weighting == "uniform"
+        if self.config.thinking == "markovian":
+            # Delethink credit: one advantage per trace (turn), carried by each of its chunks
+            from trainers.markovian import fold_loss_tokens, trace_advantages
+
+            if games:
+                trace_advantages(games, self.config.advantage_method(), self.advantage_state,
+                                 adjust=equalize_state_weights if uniform else None)
+            if tasks:
+                trace_advantages(tasks, "grpo")
+            metrics = advantage_metrics(_answers(samples)) if samples else {}
+            kept = drop_zero_advantage(samples)
+            if kept:
+                # each chunk's loss normalised by its trace's token count (trainers.markovian)
+                width = self.config.loss_length_constant() or max(1 if s.is_choice else len(s.response_ids) for s in kept)
+                kept = fold_loss_tokens(kept, length_norm=self.config.length_norm, width=width)
+            return kept, metrics
         if games:
             compute_advantages(games, self.config.advantage_method(), self.advantage_state)
-            if self.config.state_weighting == "uniform":
+            if uniform:
                 equalize_state_weights(games)
         if tasks:
             compute_advantages(tasks, "grpo")
@@ -368,12 +409,22 @@ class Trainer:
         size = self.curriculum.heldout_size if self.curriculum is not None else 20
         instances = heldout_instances(level, size=size)
         repeats = self.config.eval_samples
-        decisions = self.task_policy.act(
-            [prompt_messages(i) for i in instances for _ in range(repeats)],
-            seed=derive_seed(self.config.seed, seeds.TASK_EVALUATION, step),
-            temperature=self.config.eval_temperature,
-        )
-        scored = [score_answer(instances[n // repeats], d.text) for n, d in enumerate(decisions)]
+        prompts = [prompt_messages(i) for i in instances for _ in range(repeats)]
+        seed = derive_seed(self.config.seed, seeds.TASK_EVALUATION, step)
+        cap_hits = None
+        if self.config.thinking == "markovian":
+            from trainers.markovian import markovian_answers, markovian_config
+
+            traces = markovian_answers(
+                self.task_policy, prompts, config=markovian_config(self.config), seed=seed,
+                temperature=self.config.eval_temperature,
+            )
+            texts = [t.answer_text() for t in traces]
+            cap_hits = sum(t.cap_hit for t in traces) / len(traces)
+        else:
+            decisions = self.task_policy.act(prompts, seed=seed, temperature=self.config.eval_temperature)
+            texts = [d.text for d in decisions]
+        scored = [score_answer(instances[n // repeats], text) for n, text in enumerate(texts)]
         # per instance: the fraction of its answers that are correct (its pass@1 estimate)
         successes = [sum(reward > 0 for reward, _ in scored[i * repeats:(i + 1) * repeats]) / repeats for i in range(len(instances))]
         report = {
@@ -383,6 +434,8 @@ class Trainer:
             "no_answer_rate": sum(info["answer"] is None for _, info in scored) / len(scored),
             "random_guess_rate": sum(min(i.num_solutions, 2**i.k) / 2**i.k for i in instances) / len(instances),
         }
+        if cap_hits is not None:
+            report["cap_hit_rate"] = cap_hits
         if self.curriculum is not None:
             transition = self.curriculum.record(level, successes)
             report["transition"] = None if transition is None else str(transition)
@@ -443,6 +496,11 @@ class Trainer:
             self.league.load_state_dict(extra["league"], step=step)
         self.sync_generation_weights()
         return step
+
+
+def _answers(samples):
+    """One sample per answer: a Markovian trace's chunk samples count once (its first chunk)."""
+    return [s for s in samples if s.info.get("chunk_index", 0) == 0]
 
 
 def _game_stats(samples, results) -> dict:
