@@ -34,8 +34,13 @@ __all__ = [
 ]
 
 
-def check(env_id: str, **kwargs):
-    """Run the API checkers and the text fuzzer on a registered env (see envs.checker)."""
+def check(env_id: str, *, thinking: str = "plain", **kwargs):
+    """Run the API checkers and the text fuzzer on a registered env (see envs.checker);
+    ``thinking="markovian"`` checks its Markovian form (see envs.markovian.check_markovian)."""
+    if thinking == "markovian":
+        from envs.markovian import check_markovian
+
+        return check_markovian(env_id, **kwargs)
     from envs.checker import check_env
 
     return check_env(env_id, **kwargs)

@@ -95,8 +95,18 @@ def spec(env_id: str) -> EnvSpec:
     return _SPECS[env_id]
 
 
-def make(env_id: str, **kwargs):
-    """Build the env `env_id`; unknown ids and keyword arguments name what exists."""
+def make(env_id: str, *, thinking: str = "plain", **kwargs):
+    """Build the env `env_id`; unknown ids and keyword arguments name what exists.
+
+    ``thinking="markovian"`` wraps a task env in Markovian thinking (`envs.markovian`:
+    give ``codec=`` and optionally ``chunk``, ``carry``, ``head``, ``max_chunks``).
+    """
+    if thinking == "markovian":
+        from envs.markovian import make_markovian
+
+        return make_markovian(env_id, **kwargs)
+    if thinking != "plain":
+        raise ValueError(f"thinking={thinking!r} is not valid; choose one of: plain, markovian")
     entry = spec(env_id)
     merged = {**entry.kwargs, **kwargs}
     if entry.kind == "game":

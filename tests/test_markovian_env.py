@@ -225,3 +225,12 @@ def test_the_checker_covers_the_markovian_env():
     report = check_markovian("sat", fuzz_examples=25)
     assert report.passed == ["gymnasium.check_env", "chunk fuzzing"]
     assert report.fuzz_examples > 0
+
+
+def test_make_and_check_take_thinking_markovian():
+    env = envs.make("sat", thinking="markovian", codec=char_codec(), chunk=64, carry=32, head=8, max_chunks=2)
+    assert isinstance(env, MarkovianTaskEnv)
+    assert env.config.chunk == 64 and env.config.max_chunks == 2
+    assert envs.check("sat", thinking="markovian", fuzz_examples=5).passed == ["gymnasium.check_env", "chunk fuzzing"]
+    with pytest.raises(ValueError, match="plain, markovian"):
+        envs.make("sat", thinking="deep")
