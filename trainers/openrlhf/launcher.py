@@ -141,10 +141,10 @@ def _game_rows(config, game_envs, players, n, step, mode, start) -> list[Row]:
 
 def _task_env(config: TrainConfig, env_id: str):
     """The task env the local trainer trains on: the run's env arguments, held-out formulas excluded."""
-    from trainers.selfplay import _sat_exclusions
+    from trainers.preflight import sat_exclusions
 
     accepted = set(envs.registry.parameters(env_id))
-    return envs.make(env_id, exclude=_sat_exclusions(config, None), **{k: v for k, v in config.env_kwargs.items() if k in accepted})
+    return envs.make(env_id, exclude=sat_exclusions(config, None), **{k: v for k, v in config.env_kwargs.items() if k in accepted})
 
 
 def _task_rows(config, task_envs: list, step, start) -> list[Row]:
