@@ -1,9 +1,9 @@
 """Markovian thinking (Delethink): reason in chunks of at most C tokens with a bounded carryover.
 
 A model that thinks for T tokens in one context pays attention over a context that grows
-to T: compute is quadratic in T and the KV cache grows with it. Delethink (REFERENCE.md
-section 3) cuts the reasoning into chunks. Chunk 1 is generated after the query and may be
-C tokens long; when a chunk ends without an end-of-sequence, the context is thrown away
+to T: compute is quadratic in T and the KV cache grows with it. Delethink (the paper "The Markovian
+Thinker", 2025) cuts the reasoning into chunks. Chunk 1 is generated after the query and
+may be C tokens long; when a chunk ends without an end-of-sequence, the context is thrown away
 and the next chunk's prompt is rebuilt from
 
     query  +  head (the first `head` tokens of chunk 1, kept for the whole trace)

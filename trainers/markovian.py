@@ -6,7 +6,7 @@ Rollouts mirror ``trainers.rollout``: `run_markovian_tasks` draws the same task 
 traces advance together, one backend call per round with traces at mixed chunk indices
 (``trainers.generation.markovian``).
 
-Credit, as in the paper (REFERENCE.md section 3):
+Credit, as in the Delethink paper ("The Markovian Thinker", 2025):
 
 * advantages are computed once per trace (`trace_advantages`): the estimator sees one
   representative sample per trace (GRPO over the G traces of a prompt for tasks; the game's
