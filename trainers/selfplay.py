@@ -179,27 +179,19 @@ class Trainer:
             stats.update(_game_stats(_answers(game_samples), results))
             stats.update({f"rollout/{k}": v for k, v in timing.extra.items()})
         for offset, env_id in enumerate(self.task_envs):
+            run = run_tasks
             if config.thinking == "markovian":
                 from trainers.markovian import markovian_config, run_markovian_tasks
 
-                task_samples, results, timing = run_markovian_tasks(
-                    env_id,
-                    self.make_task_env(env_id),
-                    self.task_policy,
-                    prompts=config.prompts_per_step,
-                    group_size=config.group_size,
-                    seed=derive_seed(config.seed, seeds.TASK, step, offset),
-                    config=markovian_config(config),
-                )
-            else:
-                task_samples, results, timing = run_tasks(
-                    env_id,
-                    self.make_task_env(env_id),
-                    self.task_policy,
-                    prompts=config.prompts_per_step,
-                    group_size=config.group_size,
-                    seed=derive_seed(config.seed, seeds.TASK, step, offset),
-                )
+                run = functools.partial(run_markovian_tasks, config=markovian_config(config))
+            task_samples, results, timing = run(
+                env_id,
+                self.make_task_env(env_id),
+                self.task_policy,
+                prompts=config.prompts_per_step,
+                group_size=config.group_size,
+                seed=derive_seed(config.seed, seeds.TASK, step, offset),
+            )
             for sample in task_samples:
                 sample.game_id += 1_000_000 * offset  # distinct GRPO groups per env
             samples += task_samples

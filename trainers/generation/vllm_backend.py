@@ -46,7 +46,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from trainers.generation.base import Generation, Prompt, default_stop_token_ids, encode_choice, encode_prompts
+from trainers.generation.base import Generation, Prompt, default_stop_token_ids, encode_choice, encode_prompts, prompt_budgets
 
 DEFAULT_VLLM_PYTHON = ".venv-vllm/bin/python"
 VLLM_PYTHON_ENV = "SELFPLAY_VLLM_PYTHON"  # where scripts/test-vllm.sh points the tests when VLLM_VENV moves the environment
@@ -305,7 +305,7 @@ class VLLMBackend:
         per prompt. ``batch_size`` is accepted for the protocol's sake: vLLM schedules its
         own batches.
         """
-        budgets = _budgets(max_new_tokens, len(prompts))
+        budgets = prompt_budgets(max_new_tokens, len(prompts))
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if not 0 < top_p <= 1:
@@ -476,17 +476,6 @@ def start_for_run(model, tokenizer, config) -> VLLMBackend:
         seed=config.seed,
         threads=getattr(config, "threads", 0) or None,
     )
-
-
-def _budgets(max_new_tokens, count: int) -> list[int]:
-    """One generation budget per prompt: an int applies to all, a sequence gives one each."""
-    budgets = [int(max_new_tokens)] * count if isinstance(max_new_tokens, int) else [int(b) for b in max_new_tokens]
-    if len(budgets) != count:
-        raise ValueError(f"max_new_tokens gives {len(budgets)} budgets for {count} prompts")
-    for budget in budgets:
-        if budget < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {budget}")
-    return budgets
 
 
 class _GenerationConfigHolder:
