@@ -4,7 +4,7 @@
     python -m benchmarks.markovian_cost --lengths 512,1024 --batch-size 1
 
 Both modes generate on the same prompts at the same batch size through the trainer's own
-generation path (``TransformersBackend``; Markovian through ``trainers.generation.markovian``
+generation path (``TransformersBackend``; Markovian through ``trainers.generation.traces``
 with C=512, carry=256, head=64), with the stop tokens switched off so that every trace
 reaches its length. Prints one JSON line per (mode, length):
 
@@ -83,7 +83,7 @@ def generate_mode(model, tokenizer, mode: str, length: int, recorder: ForwardRec
     """Run one mode to `length` tokens per trace, recorded by `recorder`; return the start time."""
     from envs.markovian import MarkovianConfig
     from trainers.generation import TransformersBackend
-    from trainers.generation.markovian import new_traces, run_traces, token_codec
+    from trainers.generation.traces import new_traces, run_traces, token_codec
 
     backend = TransformersBackend(model, tokenizer, stop_token_ids=[])
     prompts = [[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}] for i in range(batch_size)]

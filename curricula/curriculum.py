@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from typing import Any, Hashable, Sequence
 
-from curricula.sat import SATURN_LEVELS
+from curricula.sat import HELDOUT_SIZE, SATURN_LEVELS
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ least 15 solved. A model whose true pass@1 is 0.5 passes by luck with probabilit
 (0.6: 0.13), while one at 0.8 passes a single evaluation with probability 0.80 and at
 0.9 with 0.99: promotion is rare before a level is mostly solved, yet a level is not
 held long once it is."""
-SATURN_HELDOUT_SIZE = 20
+SATURN_HELDOUT_SIZE = HELDOUT_SIZE
 STATE_VERSION = 1
 
 

@@ -35,6 +35,9 @@ from typing import Iterator, Mapping, Sequence
 
 from pysat.solvers import Solver
 
+HELDOUT_SIZE = 20
+"""Held-out instances per level: Saturn's 20 per stage, and every task's default (``envs.tasks``)."""
+
 GENERATOR_VERSION = "sat-1"
 """Bumped whenever the same (config, index) would give a different instance."""
 
@@ -466,7 +469,7 @@ def generate_instances(
             )
 
 
-def heldout_instances(level: Sequence[int], *, size: int = 20, seed: int = 0, count_cap: int = DEFAULT_COUNT_CAP) -> list[SatInstance]:
+def heldout_instances(level: Sequence[int], *, size: int = HELDOUT_SIZE, seed: int = 0, count_cap: int = DEFAULT_COUNT_CAP) -> list[SatInstance]:
     """The held-out set a curriculum evaluates at `level`, from its own "heldout" stream.
 
     A separate stream shares no RNG draws with training, but at small levels two streams

@@ -8,7 +8,8 @@ that satisfy every clause, 0 for any other boxed answer (the published checker a
 answers of the wrong length; this one does not), -1 when no boxed answer can be found.
 
 `score_answer` and `prompt_messages` are the same logic as pure functions, for trainers
-and evaluators that hold instances rather than envs.
+and evaluators that hold instances rather than envs. `SatTask` is the env's task interface
+(``envs.tasks``): its answer space, held-out formulas and training exclusions.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from curricula.sat import (
 )
 from envs.parsing import extract_boxed
 from envs.spaces import text_space
+from envs.tasks import GenericTask
 
+MAX_LISTED_ANSWERS = 64
+"""Well-formed answers listed for the format phase: all k-bit strings when 2**k <= 64, else 64."""
 MAX_TEXT_LENGTH = 2**18
 """Longer than any prompt (26 variables, thousands of clauses) or sensible answer."""
 MAX_DRAWS = 1_000
@@ -107,6 +111,47 @@ def _exclusion_key(item: SatInstance | str | Iterable[Iterable[int]]):
     return canonical_key([tuple(clause) for clause in item])
 
 
+class SatTask(GenericTask):
+    """SAT's task interface: k-bit answers, held-out formulas from the curriculum's own stream."""
+
+    def answer_space(self, info: dict) -> tuple[str, ...]:
+        """The k-bit strings, all of them when k <= 6, else 64 drawn uniformly (seeded by the
+        formula). The format phase draws among them by the model's own preference, so the
+        list says nothing about which assignment is right."""
+        import random
+
+        k = int(info["level"][1])
+        if 2**k <= MAX_LISTED_ANSWERS:
+            values = range(2**k)
+        else:
+            values = sorted(random.Random(info.get("formula", "")).sample(range(2**k), MAX_LISTED_ANSWERS))
+        return tuple(format(i, f"0{k}b") for i in values)
+
+    def heldout(self, env, size: int) -> list[SatInstance]:
+        from curricula.sat import heldout_instances
+
+        return heldout_instances(env.level, size=size)
+
+    def item_messages(self, item: SatInstance) -> list[dict[str, str]]:
+        return prompt_messages(item)
+
+    def score(self, item: SatInstance, text: str) -> tuple[float, dict]:
+        return score_answer(item, text)
+
+    def exclusions(self, levels, size: int, benchmark: str = "") -> list:
+        """The held-out formulas of every level, and a benchmark folder's test and held-out formulas."""
+        from curricula.sat import heldout_instances, load_benchmark_formulas
+
+        excluded: list = [instance for level in levels for instance in heldout_instances(tuple(level), size=size)]
+        if benchmark:
+            excluded += load_benchmark_formulas(benchmark)
+        return excluded
+
+    def guess_rate(self, items) -> float:
+        """pass@1 of a uniformly random k-bit answer: the share of assignments that satisfy."""
+        return sum(min(i.num_solutions, 2**i.k) / 2**i.k for i in items) / len(items)
+
+
 class SatEnv(gymnasium.Env):
     """One SAT formula per episode; one step: the model's answer.
 
@@ -118,6 +163,7 @@ class SatEnv(gymnasium.Env):
     """
 
     metadata = {"render_modes": []}
+    task_hooks = SatTask()
 
     def __init__(
         self,
@@ -154,7 +200,7 @@ class SatEnv(gymnasium.Env):
 
     @property
     def observation_space(self):
-        """The prompt text (built on first use: a text space over a wide charset costs ~25 ms,
+        """The prompt text (built on first use: a text space over a wide charset is slow to build,
         and trainers make and copy many task envs that never look at it)."""
         if self._observation_space is None:
             self._observation_space = text_space(MAX_TEXT_LENGTH)

@@ -7,7 +7,9 @@
 * a seeded `python -m trainers.selfplay backend=ray num_workers=1` run writes the metrics
   of the local backend;
 * the whole job killed (SIGKILL of the driver, workers included) resumes with
-  `resume=true` and ends with the uninterrupted run's metrics.
+  `resume=true` and ends with the uninterrupted run's metrics;
+* workers import the project from the copy shipped in their runtime env, and a worker
+  whose replacement cannot be placed fails the step with a clear error.
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ RUN = [
     "save_every=1",
     "steps=4",
 ]
+
+
+def test_workers_run_the_project_shipped_in_the_engines_runtime_env(tmp_path):
+    """The engine starts its own Ray (no session yet: this test runs first) and ships the project."""
+    script = (
+        "import ray\n"
+        "from trainers.config import parse_overrides\n"
+        "from trainers.distributed import RayRolloutEngine\n"
+        f"engine = RayRolloutEngine(parse_overrides({[*PLAY, 'num_workers=1', f'out={tmp_path}']!r}))\n"
+        "print('PROJECT', ray.get(engine.workers[0].project_path.remote()))\n"
+        "engine.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("PROJECT ")]
+    assert Path(path) != REPO and "runtime_resources" in path  # Ray's upload, not this checkout
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +178,31 @@ def test_a_worker_killed_mid_step_is_replaced_and_its_games_replayed(tmp_path, e
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     again = engine.play(specs, seed)  # the replacement keeps serving later steps
     assert [r.game_id for r in again[1]] == requested
+
+
+def test_a_worker_whose_replacement_cannot_be_placed_fails_the_step_clearly(tmp_path, engine_factory):
+    import threading
+
+    config = parse_overrides([*PLAY, "games_per_step=4", "num_workers=1", f"out={tmp_path}"])
+    trainer = Trainer(config)
+    engine = engine_factory(config)
+    engine.broadcast(trainer.learner.model, version=0)
+    engine._actor_class = engine._actor_class.options(resources={"no_such_resource": 1})  # no node has it
+    engine.replace_timeout_s = 3
+    ray.kill(engine.workers[0], no_restart=True)
+    outcome = {}
+
+    def step():
+        try:
+            engine.play(trainer.game_specs(0), 0)
+        except RuntimeError as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=step, daemon=True)  # a step that waits forever must not hang the tests
+    thread.start()
+    thread.join(timeout=120)
+    assert "did not start within 3 s" in outcome.get("error", "the step never ended")
+    assert "games 0..3" in outcome["error"]
 
 
 def read_metrics(out: Path) -> list[dict]:

@@ -22,7 +22,10 @@ def test_every_registered_env_passes_the_checker(env_id):
 
 
 def test_multi_hand_kuhn_passes_too():
-    assert envs.check("kuhn_poker", hands=3, fuzz_examples=50).fuzz_examples == 50
+    report = envs.check("kuhn_poker", hands=3, fuzz_examples=50)
+    assert {"pettingzoo.api_test", "pettingzoo.seed_test", "pettingzoo.parallel_api_test", "text fuzzing"} <= set(report.passed)
+    assert report.fuzz_examples == 50 and report.fuzz_valid > 0 and report.fuzz_invalid > 0
+    assert envs.make("kuhn_poker", hands=3).game.hands == 3  # the checked env plays three hands
 
 
 # -- the game-protocol walk: each defect of a game is named before any API test runs -----

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainers.loss import pad_logprobs, ppo_clipped_loss
+from trainers.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 
 
 def single_token(log_ratio, advantage, **kwargs):
@@ -63,18 +63,33 @@ def test_clip_range_is_configurable():
     assert value == pytest.approx(-1.4)
 
 
-def test_kl_to_reference_is_the_k3_estimator():
-    new = torch.zeros(1, 1)
-    ref = torch.full((1, 1), math.log(2.0))
+def test_kl_to_reference_is_the_k3_estimator_summed_over_tokens_and_exact_over_choices():
+    new = torch.zeros(2)
+    ref = torch.full((2,), math.log(2.0))
     k3 = 2.0 - math.log(2.0) - 1.0
-    loss, metrics = ppo_clipped_loss(
-        new, new, torch.tensor([0.0]), torch.ones(1, 1), ref_logprobs=ref, kl_coef=0.1
-    )
-    assert loss.item() == pytest.approx(0.1 * k3)
-    assert metrics["kl_ref"] == pytest.approx(k3)
-    # With kl_coef 0 the KL is still reported but not in the loss.
-    loss, metrics = ppo_clipped_loss(new, new, torch.tensor([0.0]), torch.ones(1, 1), ref_logprobs=ref)
-    assert loss.item() == 0.0 and metrics["kl_ref"] == pytest.approx(k3)
+    log_policy = torch.log(torch.tensor([0.5, 0.5]))
+    log_ref = torch.log(torch.tensor([0.25, 0.75]))
+    kl = reference_kl([new, torch.zeros(1)], [None, log_policy], [ref, log_ref])
+    exact = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert kl.tolist() == pytest.approx([2 * k3, exact])
+
+
+def test_divisors_are_the_ppo_terms_and_loss_tokens_override_them():
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert sample_divisors(mask, length_norm="constant", max_length=8).tolist() == [8.0, 8.0]
+    assert sample_divisors(mask, length_norm="token_mean").tolist() == [2.0, 1.0]
+    assert sample_divisors(mask, length_norm="constant", max_length=8, loss_tokens=torch.tensor([0.0, 40.0])).tolist() == [8.0, 40.0]
+
+
+def test_loss_tokens_divide_a_samples_summed_token_loss():
+    new = torch.tensor([[0.1, -0.2], [0.3, 0.0]])
+    mask = torch.tensor([[True, True], [True, False]])
+    loss, _ = ppo_clipped_loss(new, torch.zeros(2, 2), torch.tensor([1.0, 1.0]), mask, max_length=4,
+                               loss_tokens=torch.tensor([10.0, 0.0]))
+    ratio = new.exp()
+    first = -(torch.clamp(ratio[0], 0.8, 1.2).minimum(ratio[0])).sum() / 10  # A > 0: min(r, clip(r))
+    second = -torch.minimum(ratio[1, 0], torch.clamp(ratio[1, 0], 0.8, 1.2)) / 4
+    assert loss.item() == pytest.approx(((first + second) / 2).item())
 
 
 def test_prompt_and_padding_positions_carry_no_loss_and_no_gradient():
@@ -88,7 +103,7 @@ def test_prompt_and_padding_positions_carry_no_loss_and_no_gradient():
     losses = []
     for values in (base, altered):
         new = values.clone().requires_grad_(True)
-        loss, _ = ppo_clipped_loss(new, old, advantages, mask, ref_logprobs=old, kl_coef=0.1)
+        loss, _ = ppo_clipped_loss(new, old, advantages, mask)
         loss.backward()
         assert new.grad[0, [0, 1, 4]].tolist() == [0.0, 0.0, 0.0]
         assert torch.isfinite(new.grad).all() and new.grad[0, 2] != 0

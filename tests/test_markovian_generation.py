@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from envs.markovian import Chunk, MarkovianConfig, MarkovianTrace
 from trainers.generation import TransformersBackend, encode_prompts, generate
 from trainers.generation.base import PromptIds
-from trainers.generation.markovian import generate_chunks, new_traces, run_traces, token_codec
+from trainers.generation.traces import generate_chunks, new_traces, run_traces, token_codec
 from trainers.models import load_model
 
 QUERIES = [[{"role": "user", "content": f"Problem {i}: " + "think " * i}] for i in range(4)]

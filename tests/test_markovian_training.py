@@ -1,8 +1,4 @@
-"""Training in Markovian thinking: chunk samples, credit per trace, loss normalisation, rollouts, CLI.
-
-The CLI tests (the last three) need the `thinking` keys in `TrainConfig` and the selfplay
-hook-up; they are skipped until those exist.
-"""
+"""Training in Markovian thinking: chunk samples, credit per trace, loss normalisation, rollouts, CLI."""
 
 import json
 from pathlib import Path
@@ -17,21 +13,14 @@ import envs
 from envs.markovian import Chunk, MarkovianConfig, MarkovianTrace, char_codec
 from envs.spaces import text_space
 from trainers.advantages import AdvantageState
-from trainers.config import TrainConfig
 from trainers.generation import TransformersBackend
+from trainers.advantages import trace_advantages
 from trainers.loss import pad_logprobs, ppo_clipped_loss
-from trainers.markovian import (
-    TRACE_KEY,
-    chunk_samples,
-    fold_loss_tokens,
-    markovian_metrics,
-    play_markovian_games,
-    run_markovian_tasks,
-    trace_advantages,
-)
 from trainers.models import load_model
 from trainers.policy import LanguagePolicy
-from trainers.rollout import GameSetup, run_tasks
+from trainers.rollout import GameSetup, play_games, run_tasks
+from trainers.samples import TRACE_KEY
+from trainers.thinking import MarkovianThinking, chunk_samples, markovian_metrics
 
 CODEC = char_codec()
 SMALL = MarkovianConfig(chunk=16, carry=8, head=2, max_chunks=3)
@@ -114,34 +103,22 @@ def test_state_weighting_counts_turns_not_chunks():
 
 
 @pytest.mark.parametrize("length_norm", ["token_mean", "constant"])
-def test_folded_advantages_give_the_trace_normalised_loss(length_norm):
+def test_the_loss_of_a_traces_chunks_is_the_trace_normalised_loss(length_norm):
     generator = torch.Generator().manual_seed(0)
     trace = hand_trace([("a" * 16, "length"), ("b" * 8, "length"), ("ccc", "stop")])
     samples = chunk_samples(trace, "t", "sat", 0, 0, reward=1.0)
-    for sample in samples:
-        sample.advantage = 0.7
-    width = 32
-    folded = fold_loss_tokens(samples, length_norm=length_norm, width=width)
-    assert all(f.loss_tokens is None for f in folded) and all(s.loss_tokens == 27 for s in samples)
+    assert all(s.loss_tokens == 27 for s in samples)
     old, mask = pad_logprobs([torch.tensor(s.old_logprobs) for s in samples])
     new = old + 0.3 * torch.randn(old.shape, generator=generator)  # ratios inside and outside the clip
     loss, _ = ppo_clipped_loss(
-        new, old, torch.tensor([f.advantage for f in folded]), mask, length_norm=length_norm, max_length=width
+        new, old, torch.full((3,), 0.7), mask, length_norm=length_norm, max_length=32,
+        loss_tokens=torch.tensor([float(s.loss_tokens) for s in samples]),
     )
     # the trace as one sequence: sum over all its tokens of the clipped surrogate, divided by T = 27
     ratio = torch.exp(new - old)
     token_loss = -torch.minimum(ratio * 0.7, torch.clamp(ratio, 0.8, 1.2) * 0.7)
     expected = torch.where(mask, token_loss, 0.0).sum() / 27 / len(samples)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def test_fold_leaves_plain_samples_alone_and_needs_a_width_for_constant():
-    trace = hand_trace([("a", "stop")])
-    plain = chunk_samples(trace, "t", "sat", 0, 0)[0]
-    plain.loss_tokens = None
-    assert fold_loss_tokens([plain], length_norm="constant", width=None) == [plain]
-    with pytest.raises(ValueError, match="width"):
-        fold_loss_tokens(chunk_samples(trace, "t", "sat", 0, 0), length_norm="constant", width=None)
 
 
 def test_metrics_count_traces_not_chunks():
@@ -160,8 +137,8 @@ def test_metrics_count_traces_not_chunks():
 
 def test_task_rollout_draws_the_plain_instances_and_answers_with_traces(tiny):
     policy = make_policy(tiny, max_new_tokens=4)
-    samples, results, timing = run_markovian_tasks(
-        "sat", envs.make("sat"), policy, prompts=2, group_size=3, seed=7, config=SMALL
+    samples, results, timing = run_tasks(
+        "sat", envs.make("sat"), policy, prompts=2, group_size=3, seed=7, thinking=MarkovianThinking(SMALL)
     )
     plain, plain_results, _ = run_tasks("sat", envs.make("sat"), policy, prompts=2, group_size=3, seed=7)
     assert [r.info["formula"] for r in results] == [r.info["formula"] for r in plain_results]
@@ -188,7 +165,7 @@ def test_game_rollout_thinks_every_learner_turn_in_chunks(tiny):
         GameSetup("kuhn_poker", envs.make("kuhn_poker", mode="think"), seed, frozenset({0, 1}), seed)
         for seed in range(3)
     ]
-    samples, results, timing = play_markovian_games(setups, policy, seed=1, config=SMALL)
+    samples, results, timing = play_games(setups, policy, seed=1, thinking=MarkovianThinking(SMALL))
     assert len(results) == 3 and all(sum(r.returns) == 0 for r in results)
     turns = {s.info[TRACE_KEY] for s in samples}
     assert len(turns) == sum(r.turns + sum(r.invalid) for r in results)  # one trace per answer given
@@ -202,11 +179,7 @@ def test_game_rollout_thinks_every_learner_turn_in_chunks(tiny):
     assert all(len(values) == 1 for values in by_turn.values())
 
 
-# -- the CLI (needs the selfplay hook-up) --------------------------------------------------
-
-needs_hookup = pytest.mark.skipif(
-    not hasattr(TrainConfig(), "thinking"), reason="needs the thinking= keys in TrainConfig and the selfplay hook-up"
-)
+# -- the CLI ------------------------------------------------------------------------------
 
 
 class ToyTask(gymnasium.Env):
@@ -248,7 +221,6 @@ def deterministic(metrics):
     ]
 
 
-@needs_hookup
 def test_sat_runs_in_markovian_thinking(tmp_path):
     from trainers.selfplay import main
 
@@ -256,12 +228,16 @@ def test_sat_runs_in_markovian_thinking(tmp_path):
     assert main([*BASE, "env=sat", "steps=1", "prompts_per_step=2", "group_size=2", f"out={out}"]) == 0
     (metrics,) = read_metrics(out)
     assert metrics["markovian/sat/traces"] == 4
-    assert 1 <= metrics["markovian/sat/chunks_per_trace"] <= 3
-    assert 0 <= metrics["markovian/sat/cap_hit_rate"] <= 1
-    assert metrics["markovian/sat/thinking_tokens_per_trace"] <= 16 + 2 * 8
+    # every chunk is a sample: 4 traces of 2 chunks on average
+    assert metrics["samples"] == 8 == metrics["markovian/sat/traces"] * metrics["markovian/sat/chunks_per_trace"]
+    # seeded: one of the four traces hits the cap (3 chunks, 16 + 2 * 8 = 32 tokens), three finish
+    assert metrics["markovian/sat/cap_hit_rate"] == 0.25 and metrics["markovian/sat/finished_rate"] == 0.75
+    assert metrics["markovian/sat/thinking_tokens_per_trace"] == 17.5
+    final = json.loads((out / "eval" / "final.json").read_text())["sat"]
+    assert final["answers"] == 20 * 4 and "cap_hit_rate" in final  # evaluated with traces too
+    assert final["no_answer_rate"] >= final["cap_hit_rate"]  # a capped trace has no answer
 
 
-@needs_hookup
 @pytest.mark.parametrize(
     "setting",
     [["env=markovian_toy", "prompts_per_step=2", "group_size=3"],

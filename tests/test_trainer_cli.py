@@ -156,12 +156,17 @@ def test_sat_task_run(tmp_path):
     final = check_layout(out, metrics)
     for m in metrics:
         assert m["samples"] == 4  # prompts_per_step * group_size
-        assert -1.0 <= m["reward/sat"] <= 1.0
-        assert 0.0 <= m["solved/sat"] <= 1.0
+        # the random model never boxes an answer: every reward is SAT's no-answer -1
+        assert m["reward/sat"] == -1.0 and m["solved/sat"] == 0.0 and m["invalid_rate/sat"] == 1.0
         assert "games" not in m  # no game was played
     assert set(final) == {"step", "sat"}
-    assert len(final["sat"]["level"]) == 3
-    assert 0.0 <= final["sat"]["pass_at_1"] <= 1.0
+    assert final["sat"]["level"] == [3, 5, 5]  # SatEnv's default level
+    assert final["sat"]["answers"] == 20 * 4  # 20 held-out formulas, eval_samples answers each
+    assert final["sat"]["pass_at_1"] == 0.0 and final["sat"]["no_answer_rate"] == 1.0
+    from curricula.sat import heldout_instances
+    from envs.sat import SatTask
+
+    assert final["sat"]["random_guess_rate"] == pytest.approx(SatTask().guess_rate(heldout_instances((3, 5, 5))))
 
 
 def test_multi_env_run(tmp_path):
@@ -282,6 +287,18 @@ def test_learning_rate_schedules_against_hand_computed_values(tmp_path):
     linear = TrainConfig(steps=3, lr=2.0, lr_schedule="linear", lr_final_ratio=0.5)
     assert [linear.lr_at(i) for i in range(3)] == [2.0, 1.5, 1.0]
     assert TrainConfig(steps=3, lr=2.0).lr_at(2) == 2.0
+
+
+
+def test_the_optimizer_steps_with_the_scheduled_learning_rate_and_the_metrics_say_so(tmp_path, monkeypatch):
+    from trainers.learner import Learner
+
+    used = []  # the lr in the optimizer's parameter groups when each update runs
+    original = Learner.update
+    monkeypatch.setattr(
+        Learner, "update", lambda self, s: used.append({g["lr"] for g in self.optimizer.param_groups}) or original(self, s)
+    )
     out = tmp_path / "run"
     lines = run(out, "env=kuhn_poker", "eval_opponents=random", "lr=1e-3", "lr_schedule=linear", "lr_final_ratio=0.5")
+    assert used == [{1e-3}, {5e-4}]
     assert [m["lr"] for m in lines] == [1e-3, 5e-4]

@@ -7,11 +7,10 @@ with errors that name the setup command, and leave no process behind.
 
 Agreement is measured, not assumed: the maximum differences are printed (run with ``-s``)
 and asserted within 1e-3 nats; greedy outputs must be token-identical. The last test runs
-``python -m trainers.selfplay ... generation=vllm`` (skipped until TrainConfig has the
-``generation`` key) and checks that it plays the same games as ``generation=transformers``.
+``python -m trainers.selfplay ... generation=vllm`` and checks that it plays the same games
+as ``generation=transformers``.
 """
 
-import dataclasses
 import gc
 import json
 import os
@@ -307,10 +306,6 @@ def test_the_worker_stops_when_the_backend_is_garbage_collected(smollm2):
 
 
 @needs_vllm
-@pytest.mark.skipif(
-    "generation" not in {f.name for f in dataclasses.fields(TrainConfig)},
-    reason="TrainConfig has no `generation` key yet (the trainer's hook-up of the vLLM backend)",
-)
 def test_a_short_selfplay_run_with_the_vllm_backend_completes_and_matches_transformers(tmp_path):
     """Choice mode samples from the scores with the run's own seeded generator, so with scores
     that agree to ~1e-4 both engines play the same games and train the same way."""

@@ -43,10 +43,10 @@ These functions set ``sample.advantage`` in place and return the same list, so c
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from trainers.samples import TurnSample
+from trainers.samples import TRACE_KEY, TurnSample
 
 METHODS = ("rae", "state_baseline", "prompt_norm", "action_centered", "grpo", "dr_grpo", "none")
 DEFAULT_ALPHA = 0.95
@@ -341,3 +341,32 @@ def _listify(value):
 
 def _tuplify(value):
     return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
+
+
+def trace_advantages(
+    samples: list[TurnSample],
+    method: str,
+    state: AdvantageState | None = None,
+    *,
+    adjust: Callable[[list[TurnSample]], object] | None = None,
+) -> list[TurnSample]:
+    """``compute_advantages`` once per trace; every chunk of a trace gets its trace's advantage.
+
+    The estimator sees one sample per trace (its first chunk), so a Markovian trace that
+    used more chunks does not weigh more in a group's mean and std. A sample without
+    ``info[TRACE_KEY]`` is a trace of its own, so plain samples get exactly what
+    ``compute_advantages`` gives them. `adjust` (e.g. `equalize_state_weights`) rescales the
+    per-trace advantages before they are handed to the chunks, so it too counts traces.
+    Sets ``advantage`` in place and returns `samples`.
+    """
+    traces: dict[Hashable, list[TurnSample]] = {}
+    for position, sample in enumerate(samples):
+        traces.setdefault(sample.info.get(TRACE_KEY, ("sample", position)), []).append(sample)
+    representatives = [chunks[0] for chunks in traces.values()]
+    compute_advantages(representatives, method, state)
+    if adjust is not None:
+        adjust(representatives)
+    for chunks in traces.values():
+        for sample in chunks[1:]:
+            sample.advantage = chunks[0].advantage
+    return samples

@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from trainers.durable import fsync_directory, fsync_tree
+
 CHECKPOINT_PREFIX = "step_"
 BEST_NAME = "best"
 META = "meta.json"
@@ -64,12 +66,12 @@ def write_atomically(folder, fill: Callable[[Path], dict]) -> Path:
         meta["format"] = FORMAT
         meta["files"] = {str(path.relative_to(staging)): file_sha256(path) for path in _files(staging)}
         (staging / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if folder.exists():
             stale = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}old-", dir=parent))
             os.replace(folder, stale / folder.name)
         os.rename(staging, folder)
-        _fsync_dir(parent)
+        fsync_directory(parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for leftover in parent.glob(f"{_TEMP_PREFIX}old-*"):
@@ -140,23 +142,3 @@ def file_sha256(path) -> str:
 
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and folder under `root` to disk, so the rename publishes durable data."""
-    for folder, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ from trainers.advantages import METHODS as ADVANTAGE_METHODS
 from trainers.advantages import STATE_WEIGHTINGS
 
 LENGTH_NORMS = ("constant", "token_mean")
+"""How a sample's summed token loss is divided (trainers.loss.ppo_clipped_loss)."""
 OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
 INVALID_ACTION_POLICIES = ("forfeit", "spiral", "textarena")
 LEAGUE_SAMPLING = ("uniform", "prioritized")
@@ -77,7 +78,7 @@ class TrainConfig:
     invalid_action_policy: str = _help("what an invalid answer costs: forfeit | spiral | textarena", default="forfeit")
     turn_limit: int = _help("cut a game after this many turns and score it a draw", default=50)
     opponent: str = _help("none (pure self-play) | league (past snapshots) | random | rule_based | equilibrium | checkpoint:PATH (a frozen model) on one seat", default="none")
-    opponent_seat: str = _help("seat of the fixed opponent: 0, 1 or alternate", default="alternate")
+    opponent_seat: str = _help("seat the fixed opponent (or league snapshot) takes: 0, 1 or alternate (between games); the learner plays the other seats", default="alternate")
     curriculum: str = _help("difficulty curriculum for task envs: none | saturn", default="none")
     benchmark: str = _help("a folder written by benchmarks.generate: its test and held-out formulas are never drawn for training", default="")
     # -- model ------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class TrainConfig:
     ppo_epochs: int = _help("passes over each batch", default=1)
     mini_batch_size: int = _help("samples per optimizer step (0: the whole batch is one step per epoch)", default=0)
     micro_batch_size: int = _help("distinct prompts per forward/backward pass (samples that share a prompt and answer share one forward)", default=64)
-    micro_batch_tokens: int = _help("tokens per forward/backward pass at most (bounds memory: about 1 MB per token for SmolLM2-135M)", default=4096)
+    micro_batch_tokens: int = _help("tokens per forward/backward pass at most (bounds activation memory, which grows with the tokens of a pass)", default=4096)
     clip: float = _help("PPO clip range", default=0.2)
     kl_coef: float = _help("weight of the KL to the reference policy (0 = none); with magnet_every > 0 this is magnetic mirror descent", default=0.0)
     magnet_every: int = _help("refresh the KL reference (the magnet) to the current policy every this many steps (0: the initial policy stays the reference)", default=0)
@@ -224,10 +225,11 @@ class TrainConfig:
         """The advantage estimator for game turns (`auto` resolved by mode).
 
         In choice mode a shared network first learns what is common to every state
-        ("always bet, always call" in Kuhn Poker) and settles there; `action_centered`
-        removes that common part (measured: exploitability 0.35 -> 0.13 in 40 steps where
-        `prompt_norm` and `state_baseline` collapsed to 1/3). Free text has no shared
-        action strings to centre on, so it uses SPIRAL's RAE.
+        ("always bet, always call" in Kuhn Poker) and settles there, because a per-state
+        baseline leaves each action's mean advantage over all states in the gradient;
+        `action_centered` removes that common part, so only state-dependent signal is left
+        (the learning runs in docs/learning_runs compare the estimators). Free text has no
+        shared action strings to centre on, so it uses SPIRAL's RAE.
         """
         if self.advantage != "auto":
             return self.advantage

@@ -26,7 +26,10 @@ fixed period is magnetic mirror descent's moving magnet (``trainers.selfplay`` c
 every ``magnet_every`` steps). Full fine-tuning keeps a frozen copy of the model; LoRA
 keeps a copy of the adapter tensors and swaps them in to score (the base is shared).
 In choice mode the KL is exact over the candidates, ``sum_a pi(a) (log pi(a) - log ref(a))``;
-for free text it is the k3 estimator per token.
+for free text it is the k3 estimator summed over the tokens (``loss.reference_kl``). Both are
+divided by the same per-sample divisor as the PPO term (the width ``max_new_tokens`` under
+``length_norm=constant``, 1 for a choice, a Markovian chunk's trace length), so one
+``kl_coef`` weighs a decision the same in every mode.
 
 A non-finite loss or gradient stops the update before the optimizer steps
 (``NonFiniteLossError``), so NaN weights are never written to a checkpoint.
@@ -50,7 +53,7 @@ import torch
 from trainers import checkpoints
 from trainers.config import TrainConfig
 from trainers.generation.logprobs import candidate_logprobs, sequence_logprobs
-from trainers.loss import pad_logprobs, ppo_clipped_loss
+from trainers.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 from trainers.samples import TurnSample
 
 _LOSS_METRICS = ("loss", "clip_fraction", "approx_kl", "ratio_mean")
@@ -207,6 +210,9 @@ class Learner:
         advantages = torch.tensor([float(s.advantage) for s in samples], dtype=torch.float32)
         reference = self._reference(samples) if config.kl_coef > 0 else None
         width = config.loss_length_constant() or max(row.numel() for row in old)
+        # a Markovian chunk is divided by its trace's length (TurnSample.loss_tokens), 0: the length norm's
+        loss_tokens = torch.tensor([float(s.loss_tokens or 0) for s in samples])
+        has_loss_tokens = bool((loss_tokens > 0).any())
         mini_size = config.mini_batch_size or len(samples)
 
         totals = dict.fromkeys(_LOSS_METRICS, 0.0)
@@ -232,6 +238,7 @@ class Learner:
                         clip=config.clip,
                         length_norm=config.length_norm,
                         max_length=width,
+                        loss_tokens=loss_tokens[micro] if has_loss_tokens else None,
                     )
                     batch_entropies = [_entropy(lp) for lp in scored.log_policies if lp is not None]
                     if config.entropy_coef and batch_entropies:
@@ -239,8 +246,12 @@ class Learner:
                         # state; keeps self-play from collapsing onto one card-blind action
                         loss = loss - config.entropy_coef * torch.stack(batch_entropies).sum() / len(micro)
                     if reference is not None:
-                        kl = _kl_to_reference(scored, [reference[i] for i in micro])
-                        loss = loss + config.kl_coef * kl.sum() / len(micro)
+                        kl = reference_kl(scored.rows, scored.log_policies, [reference[i] for i in micro])
+                        divisors = sample_divisors(
+                            mask, length_norm=config.length_norm, max_length=width,
+                            loss_tokens=loss_tokens[micro] if has_loss_tokens else None,
+                        )
+                        loss = loss + config.kl_coef * (kl / divisors.to(kl.device)).sum() / len(micro)
                         kl_total += kl.sum().item()
                     if not torch.isfinite(loss):
                         raise NonFiniteLossError(
@@ -427,7 +438,7 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
     Choice samples with the same prompt and candidates count as one prompt and always go
     into the same micro-batch (they share one forward pass), and so do free-text samples
     with the same prompt and response. The token budget bounds the activations a backward
-    pass keeps (about 1 MB per token for SmolLM2-135M). Order of first appearance is kept.
+    pass keeps (they grow with its tokens). Order of first appearance is kept.
     """
     groups: dict[tuple, list[int]] = {}
     for i in indices:
@@ -459,18 +470,6 @@ def _forward_tokens(sample: TurnSample) -> int:
 
 def _entropy(log_policy: torch.Tensor) -> torch.Tensor:
     return -(log_policy.exp() * log_policy).sum()
-
-
-def _kl_to_reference(scored: Scored, reference: list[torch.Tensor]) -> torch.Tensor:
-    """Per sample: exact KL(pi || ref) over the candidates (choice), or the summed k3 estimate over tokens (text)."""
-    values = []
-    for row, log_policy, ref in zip(scored.rows, scored.log_policies, reference):
-        if log_policy is not None:
-            values.append((log_policy.exp() * (log_policy - ref)).sum())
-        else:
-            diff = ref - row
-            values.append((torch.exp(diff) - diff - 1.0).sum())
-    return torch.stack(values)
 
 
 def _wrap_lora(model, config: TrainConfig):

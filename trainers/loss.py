@@ -1,4 +1,4 @@
-"""The policy loss: PPO's clipped surrogate, an optional KL to a frozen reference, length normalisation.
+"""The policy loss: PPO's clipped surrogate, the KL to a reference policy, length normalisation.
 
 Everything is a padded ``[samples, tokens]`` tensor with a boolean ``mask`` that is True on
 the response tokens the policy chose and False on padding (and on prompt tokens, if a
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-LENGTH_NORMS = ("constant", "token_mean")
+from trainers.config import LENGTH_NORMS
 
 
 def ppo_clipped_loss(
@@ -24,8 +24,7 @@ def ppo_clipped_loss(
     clip: float = 0.2,
     length_norm: str = "constant",
     max_length: int | None = None,
-    ref_logprobs: torch.Tensor | None = None,
-    kl_coef: float = 0.0,
+    loss_tokens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate over masked tokens; returns ``(loss, metrics)``.
 
@@ -33,21 +32,20 @@ def ppo_clipped_loss(
 
         ratio = exp(new - old)
         l_t   = -min(ratio * A_i, clip(ratio, 1 - clip, 1 + clip) * A_i)
-        l_t  += kl_coef * (exp(ref - new) - (ref - new) - 1)        # k3 KL estimator, if ref given
 
-    Length normalisation of the masked token losses:
+    Length normalisation of the masked token losses, ``loss = mean_i (sum_t l_t / D_i)``:
 
-    * ``constant`` (Dr. GRPO, SPIRAL): ``sum_i sum_t l_t / (num_samples * max_length)``, with
-      ``max_length`` a constant (the generation budget; default: the tensor width). A long
-      answer's tokens weigh as much as a short answer's, so length is not rewarded or punished
-      by the normalisation itself.
-    * ``token_mean``: ``mean_i (sum_t l_t / n_i)``, each sample's mean over its ``n_i`` tokens,
-      then the mean over samples (GRPO's original form).
+    * ``constant`` (Dr. GRPO, SPIRAL): ``D_i = max_length``, a constant (the generation
+      budget; default: the tensor width). A long answer's tokens weigh as much as a short
+      answer's, so length is not rewarded or punished by the normalisation itself.
+    * ``token_mean``: ``D_i = n_i``, the sample's own token count (GRPO's original form).
+    * `loss_tokens` (per sample, > 0 where given) overrides ``D_i``: a Markovian chunk is
+      divided by its whole trace's token count (``trainers.thinking``).
 
     Metrics (floats, over masked tokens): ``loss``, ``clip_fraction`` (tokens whose ratio lies
     outside ``[1 - clip, 1 + clip]``), ``approx_kl`` (k3 estimate of KL(old || new): mean of
-    ``ratio - 1 - log ratio``), ``ratio_mean``, and ``kl_ref`` (mean k3 to the reference) when
-    ``ref_logprobs`` is given.
+    ``ratio - 1 - log ratio``) and ``ratio_mean``. The KL to a reference policy is
+    `reference_kl`, divided by the same ``D_i`` (`sample_divisors`).
     """
     if length_norm not in LENGTH_NORMS:
         raise ValueError(f"unknown length_norm {length_norm!r}; choose one of {', '.join(LENGTH_NORMS)}")
@@ -60,16 +58,13 @@ def ppo_clipped_loss(
     ratio = torch.exp(log_ratio)
     adv = advantages.to(ratio.dtype)[:, None]
     token_loss = -torch.minimum(ratio * adv, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv)
-    kl_ref = None
-    if ref_logprobs is not None:
-        ref_diff = torch.where(mask, ref_logprobs - new_logprobs, 0.0)
-        kl_ref = torch.exp(ref_diff) - ref_diff - 1.0
-        if kl_coef:
-            token_loss = token_loss + kl_coef * kl_ref
     token_loss = torch.where(mask, token_loss, 0.0)
 
     num_samples = new_logprobs.shape[0]
-    if length_norm == "constant":
+    if loss_tokens is not None:
+        divisors = sample_divisors(mask, length_norm=length_norm, max_length=max_length, loss_tokens=loss_tokens)
+        loss = (token_loss.sum(dim=1) / divisors).mean()
+    elif length_norm == "constant":
         width = new_logprobs.shape[1] if max_length is None else max_length
         loss = token_loss.sum() / (num_samples * width)
     else:
@@ -83,9 +78,45 @@ def ppo_clipped_loss(
             "approx_kl": _masked_mean(ratio - 1.0 - log_ratio, mask),
             "ratio_mean": _masked_mean(ratio, mask),
         }
-        if kl_ref is not None:
-            metrics["kl_ref"] = _masked_mean(kl_ref, mask)
     return loss, metrics
+
+
+def sample_divisors(
+    mask: torch.Tensor, *, length_norm: str, max_length: int | None = None, loss_tokens: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``D_i`` of `ppo_clipped_loss` per sample: the constant, or the sample's token count
+    (``token_mean``), replaced by `loss_tokens` where that is > 0."""
+    if length_norm not in LENGTH_NORMS:
+        raise ValueError(f"unknown length_norm {length_norm!r}; choose one of {', '.join(LENGTH_NORMS)}")
+    mask = mask.bool()
+    if length_norm == "constant":
+        width = mask.shape[1] if max_length is None else max_length
+        divisors = torch.full((mask.shape[0],), float(width), device=mask.device)
+    else:
+        divisors = mask.sum(dim=1).clamp(min=1).float()
+    if loss_tokens is not None:
+        loss_tokens = loss_tokens.to(divisors.device, divisors.dtype)
+        divisors = torch.where(loss_tokens > 0, loss_tokens, divisors)
+    return divisors
+
+
+def reference_kl(rows, log_policies, reference) -> torch.Tensor:
+    """Per sample, the KL of the policy to the reference policy, summed over the sample's tokens.
+
+    Choice samples (a log-policy over the candidates): exact, ``sum_a pi(a) (log pi(a) - log ref(a))``.
+    Text samples: the k3 estimator per sampled token, ``exp(ref - new) - (ref - new) - 1``
+    (unbiased for KL(pi || ref) under pi's samples, and never negative), summed. Divide by
+    `sample_divisors` as the PPO term is, so that a ``kl_coef`` weighs the same per decision
+    in choice and text modes.
+    """
+    values = []
+    for row, log_policy, ref in zip(rows, log_policies, reference):
+        if log_policy is not None:
+            values.append((log_policy.exp() * (log_policy - ref)).sum())
+        else:
+            diff = ref - row
+            values.append((torch.exp(diff) - diff - 1.0).sum())
+    return torch.stack(values)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -169,14 +169,17 @@ class LanguagePolicy:
         by_text = dict(zip(first, encoded))
         return [list(by_text[p.text]) for p in prompts]
 
-    def action_distributions(self, prompts: Sequence[TurnPrompt]) -> list[dict[int, float]]:
-        """The model's probability of each legal action id, per prompt (choice/direct modes)."""
+    def action_distributions(self, prompts: Sequence[TurnPrompt], *, temperature: float = 1.0) -> list[dict[int, float]]:
+        """The model's probability of each legal action id at `temperature`, per prompt (choice/direct modes).
+
+        Choice mode: ``softmax(scores / temperature)``, exactly what `act` samples from.
+        """
         if self.mode == "think":
             raise ValueError("think mode has no exact action distribution; estimate it by sampling")
         wrap = (lambda c: c) if self.mode == "choice" else direct_answer
         scores = self._score_distinct(prompts, [[wrap(c) for c in p.choices] for p in prompts])
         return [
-            dict(zip(p.action_ids, _softmax(s).tolist())) for p, s in zip(prompts, scores)
+            dict(zip(p.action_ids, _softmax(s, temperature).tolist())) for p, s in zip(prompts, scores)
         ]
 
 

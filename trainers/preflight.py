@@ -7,6 +7,7 @@ from __future__ import annotations
 import envs
 from trainers.config import FIXED_OPPONENTS, TrainConfig
 from trainers.run_dir import check_run_dir
+from trainers.run_setup import CURRICULUM_ENVS, RunSetup, env_arguments
 
 
 def preflight(config: TrainConfig) -> dict | None:
@@ -28,8 +29,13 @@ def preflight(config: TrainConfig) -> dict | None:
         raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
     if config.mode == "choice" and config.format_phase == "on" and not [k for k in kinds.values() if k == "task"]:
         raise ValueError("format_phase=on teaches the free-text answer format; choice mode has none (use mode=direct or think)")
+    if config.backend == "ray" and not game_envs:
+        raise ValueError(
+            f"backend=ray plays game rollouts in Ray workers; {', '.join(config.env)} "
+            f"{'is a task' if len(config.env) == 1 else 'are tasks'}, whose rollouts run in the driver: use backend=local"
+        )
     for env_id in game_envs:
-        env = envs.make(env_id, **{k: v for k, v in config.env_kwargs.items() if k in envs.registry.parameters(env_id)})
+        env = envs.make(env_id, **env_arguments(config, env_id))
         if config.opponent in FIXED_OPPONENTS:
             make_opponent(config.opponent, env.game)  # raises if it cannot play this game
         if config.eval_opponents != ["auto"]:
@@ -41,8 +47,9 @@ def preflight(config: TrainConfig) -> dict | None:
         )
     if config.thinking == "markovian" and config.backend != "local":
         raise ValueError(f"thinking=markovian runs with backend=local for now (backend is {config.backend})")
-    if config.curriculum != "none" and "sat" not in config.env:
-        raise ValueError(f"curriculum={config.curriculum} applies to the sat env; env is {','.join(config.env)}")
+    scheduled = CURRICULUM_ENVS.get(config.curriculum)
+    if scheduled and scheduled not in config.env:
+        raise ValueError(f"curriculum={config.curriculum} applies to the {scheduled} env; env is {','.join(config.env)}")
     if config.benchmark:
         if "sat" not in config.env:
             raise ValueError("benchmark= names SAT formulas to keep out of training; add env=sat")
@@ -61,45 +68,7 @@ def preflight(config: TrainConfig) -> dict | None:
     return check_run_dir(config)
 
 
-def eval_opponents(config: TrainConfig, game) -> list[str]:
-    """The fixed evaluation opponents for `game`: the configured ones, or with `auto` every
-    fixed opponent that can play it."""
-    from envs.opponents import make_opponent
-
-    if config.eval_opponents != ["auto"]:
-        return list(config.eval_opponents)
-    names = []
-    for name in FIXED_OPPONENTS:
-        try:
-            make_opponent(name, game)
-        except ValueError:
-            continue
-        names.append(name)
-    return names
-
-
-def make_curriculum(config: TrainConfig):
-    if config.curriculum != "saturn":
-        return None
-    from curricula.curriculum import saturn_curriculum
-
-    return saturn_curriculum()
-
-
 def sat_exclusions(config: TrainConfig, curriculum) -> list:
-    """Formulas training must never draw: the curriculum's held-out sets and a benchmark's test and held-out files."""
-    from curricula.sat import heldout_instances
-
-    levels = curriculum.levels if curriculum is not None else [tuple(envs.make("sat", **_sat_kwargs(config)).level)]
-    size = curriculum.heldout_size if curriculum is not None else 20
-    excluded = [instance for level in levels for instance in heldout_instances(level, size=size)]
-    if config.benchmark:
-        from curricula.sat import load_benchmark_formulas
-
-        excluded += load_benchmark_formulas(config.benchmark)
-    return excluded
-
-
-def _sat_kwargs(config: TrainConfig) -> dict:
-    accepted = set(envs.registry.parameters("sat"))
-    return {k: v for k, v in config.env_kwargs.items() if k in accepted}
+    """Formulas SAT training must never draw: the curriculum's held-out sets and a benchmark's
+    test and held-out files (``RunSetup.exclusions``, kept under this name for the OpenRLHF launcher)."""
+    return RunSetup(config, curriculum=curriculum).exclusions("sat")

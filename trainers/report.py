@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def print_before_after(eval_dir) -> None:
 
 
 def write_summary_plot(eval_dir, path) -> Path | None:
-    """Three panels per evaluated step: exploitability (or pass@1), mean return per opponent, invalid rate."""
+    """Four panels per evaluated step: exploitability (or pass@1), mean return per opponent,
+    invalid rate, and the policy's rating (Elo)."""
     history = evaluation_history(eval_dir)
     if not history:
         return None
@@ -82,8 +84,9 @@ def write_summary_plot(eval_dir, path) -> Path | None:
         ("exploitability / pass@1", [k for k in data if k.startswith(("exploitability", "pass@1"))]),
         ("mean return vs opponent", [k for k in data if k.startswith("mean return")]),
         ("invalid rate", [k for k in data if k.startswith("invalid rate")]),
+        ("rating (Elo)", [k for k in data if k.startswith("rating")]),
     ]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     for axis, (title, keys) in zip(axes, panels):
         for key in keys:
             steps, values = zip(*data[key])
@@ -159,12 +162,19 @@ def progress_bar(config, start: int):
 
 
 def tensorboard_writer(out, config):
+    """A TensorBoard writer into ``out/tb``, or None (``tensorboard=false``, or TensorBoard is
+    not installed: then the run says so and goes on without it)."""
     if not config.tensorboard:
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
+    except ImportError as error:
+        print(
+            f"warning: tensorboard=true but TensorBoard cannot be imported ({error}); no tb/ logs are written "
+            "(pip install tensorboard, or set tensorboard=false)",
+            file=sys.stderr,
+        )
         return None
     return SummaryWriter(str(out / "tb"))

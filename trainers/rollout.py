@@ -13,6 +13,9 @@ A game ends by its own rules, by the invalid-action policy, or at the env's turn
 its game (gamma = 1: every turn of a player in a game gets the same return).
 
 `run_tasks` is the single-agent counterpart: P prompts, G answers each (GRPO groups).
+
+Both answer the learner through the run's thinking strategy (``trainers.thinking``): plain
+generation, or Markovian traces whose every chunk becomes a sample.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from typing import Union
 
 from envs.game_env import GameEnv, agent_name
 from envs.opponents import Opponent
+from envs.tasks import task_hooks
 from trainers import seeds
 from trainers.policy import LanguagePolicy
 from trainers.samples import TurnSample
 from trainers.seeds import derive_seed
+from trainers.thinking import PLAIN, MarkovianThinking, PlainThinking
 
 AnyOpponent = Union[Opponent, LanguagePolicy]
+ThinkingStrategy = Union[PlainThinking, MarkovianThinking]
 
 
 @dataclass(frozen=True)
@@ -107,18 +113,23 @@ def play_games(
     seed: int,
     opponent: AnyOpponent | None = None,
     temperature: float | None = None,
+    thinking: ThinkingStrategy = PLAIN,
 ) -> tuple[list[TurnSample], list[GameResult], RolloutTiming]:
     """Play every game to its end; return the learner turns, the results and timings.
 
     `opponent` (or a setup's own `opponent`) plays every seat outside `learner_seats`: a
     fixed `Opponent`, or a frozen `LanguagePolicy` whose turns are batched like the
-    learner's but produce no samples.
+    learner's but produce no samples. `thinking` answers the learner's turns
+    (``trainers.thinking``): plain, one call per round; Markovian, one chunk of every open
+    trace per round, a turn being played once its trace is over.
     """
     timing = RolloutTiming()
     rng = random.Random(seed)
     with timing.measure("env"):
         opponents = _start_games(setups, opponent)
+    session = thinking.session(policy, seed=seed, temperature=temperature)
     samples_per_game: list[list[TurnSample]] = [[] for _ in setups]
+    answers_given = [0] * len(setups)
     live = list(range(len(setups)))
     while live:
         with timing.measure("env"):
@@ -127,7 +138,7 @@ def play_games(
         for group in model_turns.values():
             _answer_opponent_turns(setups, opponents[group[0]], group, seed, temperature, timing)
         if learner_turns:
-            _answer_learner_turns(setups, learner_turns, policy, seed, temperature, timing, samples_per_game)
+            _answer_learner_turns(setups, learner_turns, session, timing, samples_per_game, answers_given)
         timing.rounds += 1
     with timing.measure("env"):
         samples, results = _collect(setups, samples_per_game)
@@ -177,38 +188,38 @@ def _answer_opponent_turns(setups, opponent: LanguagePolicy, games: list[int], s
             setups[index].env.step(reply.text)
 
 
-def _answer_learner_turns(setups, games, policy, seed, temperature, timing, samples_per_game) -> None:
-    """One batched policy call for every game where a learner seat is to move; record the samples."""
+def _answer_learner_turns(setups, games, session, timing, samples_per_game, answers_given) -> None:
+    """One round of the thinking session for every game where a learner seat is to move;
+    play the answers that are ready and record their samples."""
     with timing.measure("env"):
-        prompts = [setups[i].env.turn_prompt() for i in games]
+        turns = [(i, None if session.thinking(i) else setups[i].env.turn_prompt()) for i in games]
     with timing.measure("generation"):
-        decisions = policy.act(prompts, seed=derive_seed(seed, seeds.ROLLOUT, timing.rounds), temperature=temperature)
+        replies = session.answer(turns, timing.rounds)
     with timing.measure("env"):
-        for index, prompt, decision in zip(games, prompts, decisions):
+        for index, reply in replies:
             setup = setups[index]
-            env = setup.env
+            env, prompt = setup.env, reply.prompt
             player = env.current_player()
             agent = agent_name(player)
             invalid_before = env.infos[agent]["invalid_actions"]
             state_key = env.state.information_state_string(player)
-            parsed = prompt.parse(decision.text)
-            env.step(decision.text)
-            samples_per_game[index].append(
-                decision.to_sample(
-                    setup.env_id,
-                    player,
-                    setup.game_id,
-                    invalid=env.infos[agent]["invalid_actions"] > invalid_before,
-                    # the format phase re-scores this turn's legal answers from these
-                    info={
-                        "state_key": state_key,
-                        # the legal action the answer named (None: invalid), whatever its wording
-                        "action": None if parsed.action is None else prompt.choices[prompt.action_ids.index(parsed.action)],
-                        "choices": prompt.choices,
-                        "messages": prompt.messages(),
-                    },
-                )
+            parsed = prompt.parse(reply.text)
+            env.step(reply.text)
+            samples_per_game[index] += reply.samples(
+                setup.env_id,
+                player,
+                setup.game_id,
+                name=f"{setup.env_id}/{setup.game_id}/{answers_given[index]}",
+                invalid=env.infos[agent]["invalid_actions"] > invalid_before,
+                # the format phase re-scores this turn's legal answers from these
+                info={"state_key": state_key, "messages": prompt.messages()},
+                answer_info={
+                    # the legal action the answer named (None: invalid), whatever its wording
+                    "action": None if parsed.action is None else prompt.choices[prompt.action_ids.index(parsed.action)],
+                    "choices": prompt.choices,
+                },
             )
+            answers_given[index] += 1
 
 
 def _collect(setups, samples_per_game) -> tuple[list[TurnSample], list[GameResult]]:
@@ -237,27 +248,6 @@ def _collect(setups, samples_per_game) -> tuple[list[TurnSample], list[GameResul
     return samples, results
 
 
-def answer_space(info: dict) -> dict:
-    """The well-formed answers of a task instance, when the task can list them (for the format phase).
-
-    SAT: k-bit strings, all of them when k <= 6, else 64 drawn uniformly (seeded by the
-    formula). The format phase draws among them by the model's own preference, so the
-    list says nothing about which assignment is right.
-    """
-    level = info.get("level")
-    if not level or len(level) != 3:
-        return {}
-    k = int(level[1])
-    if 2**k <= MAX_LISTED_ANSWERS:
-        values = range(2**k)
-    else:
-        values = sorted(random.Random(info.get("formula", "")).sample(range(2**k), MAX_LISTED_ANSWERS))
-    return {"choices": tuple(format(i, f"0{k}b") for i in values)}
-
-
-MAX_LISTED_ANSWERS = 64
-
-
 @dataclass
 class TaskResult:
     env_id: str
@@ -275,36 +265,42 @@ def run_tasks(
     group_size: int,
     seed: int,
     temperature: float | None = None,
+    thinking: ThinkingStrategy = PLAIN,
 ) -> tuple[list[TurnSample], list[TaskResult], RolloutTiming]:
-    """`prompts` task instances, `group_size` answers each, all in one policy call."""
+    """`prompts` task instances, `group_size` answers each, all in one policy call (plain) or
+    one batch of traces advancing together (Markovian). The instances depend only on `seed`,
+    not on the thinking strategy. Every sample's ``game_id`` is its GRPO group (the prompt);
+    a sample that can list the task's well-formed answers carries them in ``info["choices"]``
+    (``envs.tasks``: the format phase clones one of them)."""
     timing = RolloutTiming()
+    hooks = task_hooks(env)
     with timing.measure("env"):
         drawn = []
         for group in range(prompts):
             observation, info = env.reset(seed=derive_seed(seed, seeds.TASK, group))
-            messages = env.messages() if hasattr(env, "messages") else [{"role": "user", "content": observation}]
-            drawn.append((copy.deepcopy(env), messages, info))
+            drawn.append((copy.deepcopy(env), hooks.messages(env, observation), info))
         requests = [messages for _, messages, _ in drawn for _ in range(group_size)]
     with timing.measure("generation"):
-        decisions = policy.act(requests, seed=derive_seed(seed, seeds.TASK_SAMPLING), temperature=temperature)
+        replies = thinking.answer_all(policy, requests, seed=derive_seed(seed, thinking.task_stream), temperature=temperature)
     with timing.measure("env"):
         samples, results = [], []
-        for group, (task_env, _, info) in enumerate(drawn):
+        for group, (task_env, messages, info) in enumerate(drawn):
             rewards = []
-            for decision in decisions[group * group_size:(group + 1) * group_size]:
+            choices = hooks.answer_space(info)
+            for member, reply in enumerate(replies[group * group_size:(group + 1) * group_size]):
                 answer_env = copy.deepcopy(task_env)
-                _, reward, _, _, step_info = answer_env.step(decision.text)
+                _, reward, _, _, step_info = answer_env.step(reply.text)
                 rewards.append(float(reward))
-                samples.append(
-                    decision.to_sample(
-                        env_id,
-                        0,
-                        group,
-                        reward=float(reward),
-                        invalid=step_info.get("answer", "") is None,  # no answer could be read
-                        info={"messages": drawn[group][1], **answer_space(info)},
-                    )
+                samples += reply.samples(
+                    env_id,
+                    0,
+                    group,
+                    name=f"{env_id}/{group}/{member}",
+                    reward=float(reward),
+                    invalid=step_info.get("answer", "") is None,  # no answer could be read
+                    info={"messages": messages},
+                    answer_info={"choices": choices} if choices else {},
                 )
             results.append(TaskResult(env_id, group, rewards, dict(info)))
-    timing.rounds = 1
+    timing.rounds = max((reply.rounds for reply in replies), default=0)
     return samples, results, timing

@@ -10,8 +10,8 @@
 `check_run_dir` runs before anything is created or loaded: `out` must be a folder (or
 creatable), writable, and free unless the run resumes; a resumed run must have an intact
 checkpoint and a config that differs from the saved one only in `RESUMABLE_KEYS`.
-Every rewrite is atomic (temporary file, fsync, rename): a kill or an I/O error during it
-leaves the previous file whole. Lines are appended to metrics.jsonl with an fsync each.
+Every rewrite is atomic (``trainers.durable``: temporary file, fsync, rename): a kill or an
+I/O error during it leaves the previous file whole. Lines are appended to metrics.jsonl with an fsync each.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from trainers import checkpoints
 from trainers.config import RESUMABLE_KEYS, TrainConfig, resume_conflicts
+from trainers.durable import write_text_atomically
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
@@ -144,24 +145,3 @@ class RunDirectory:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomically(path, json.dumps(value, indent=1))
         return path
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text`: temporary sibling, fsync, rename; the old file survives any failure."""
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -11,14 +11,18 @@ Two kinds share one record:
   sequence log-probabilities, and `old_logprobs` holds the single value
   ``log pi_old(chosen)``. `response_ids` are the chosen candidate's tokens.
 
-A Markovian-thinking chunk (``trainers.markovian``) is a free-text sample whose prompt is
-the chunk's prompt (query + carried tokens); it carries its whole trace's advantage and,
-in `loss_tokens`, the trace's token count, by which its summed token loss is divided.
+A Markovian-thinking chunk (``trainers.thinking``) is a free-text sample whose prompt is
+the chunk's prompt (query + carried tokens); it names its trace in ``info[TRACE_KEY]``,
+carries its whole trace's advantage and, in `loss_tokens`, the trace's token count, by
+which the learner divides its summed token loss.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+TRACE_KEY = "trace"
+"""``sample.info[TRACE_KEY]`` names the trace a chunk sample belongs to (Markovian thinking)."""
 
 
 @dataclass
@@ -42,9 +46,10 @@ class TurnSample:
     """The answer was not a legal action (it took the invalid-action consequence)."""
     info: dict = field(default_factory=dict)
     loss_tokens: int | None = None
-    """Divide this sample's summed token loss by this many tokens instead of what the
-    learner's `length_norm` would use (None). Markovian chunks set it to their trace's
-    length, so a trace's chunks together weigh as one sequence normalised by its length."""
+    """The learner divides this sample's summed token loss (PPO and KL terms) by this many
+    tokens instead of what its `length_norm` would use (None). Markovian chunks set it to
+    their trace's length, so a trace's chunks together weigh as one sequence normalised by
+    its length."""
 
     @property
     def is_choice(self) -> bool:

@@ -33,16 +33,18 @@ import sys
 import time
 
 import envs
+from envs.tasks import level_of, task_hooks
 from trainers import seeds
-from trainers.advantages import AdvantageState, advantage_metrics, compute_advantages, drop_zero_advantage, equalize_state_weights
+from trainers.advantages import AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, trace_advantages
 from trainers.config import TrainConfig, help_text, parse_overrides
 from trainers.evaluation import match_score, selection_score
 from trainers.league import referenced_snapshot_folders
-from trainers.preflight import eval_opponents, make_curriculum, preflight, sat_exclusions
+from trainers.preflight import preflight
 from trainers.ratings import Ratings, policy_name
 from trainers.report import headline, postfix, progress_bar, scalars, tensorboard_writer
 from trainers.rollout import GameSetup, GameSpec, play_games, run_tasks
 from trainers.run_dir import RunDirectory
+from trainers.run_setup import RunSetup, eval_opponents
 from trainers.seeds import derive_seed
 
 
@@ -65,12 +67,7 @@ class Trainer:
         model, self.tokenizer = load_model(config.model, dtype=config.dtype, seed=config.seed)
         model = model.to(config.device)
         self.learner = Learner(model, config, tokenizer=self.tokenizer)
-        self.policy_options = dict(
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            batch_size=config.generation_batch_size,
-        )
+        self.setup = setup = RunSetup(config)  # envs, policies, opponents, thinking: as every backend builds them
         self.vllm = None  # generation=vllm: the engine that needs the learner's weights after every update
         if config.generation == "vllm":
             from trainers.generation.vllm_backend import start_for_run
@@ -78,21 +75,17 @@ class Trainer:
             backend = self.vllm = start_for_run(self.learner.model, self.tokenizer, config)
         else:
             backend = TransformersBackend(self.learner.model, self.tokenizer)
-        self.policy = LanguagePolicy(backend, self.tokenizer, mode=config.mode, **self.policy_options)
-        # tasks answer in free text even when games use choice mode
-        task_mode = "direct" if config.mode == "choice" else config.mode
-        self.task_policy = LanguagePolicy(backend, self.tokenizer, mode=task_mode, **self.policy_options)
-        self.game_envs = [e for e in config.env if envs.spec(e).kind == "game"]
-        self.task_envs = [e for e in config.env if envs.spec(e).kind == "task"]
+        self.policy = setup.make_policy(backend, self.tokenizer)
+        self.task_policy = setup.make_policy(backend, self.tokenizer, mode=setup.task_mode)
+        self.thinking = setup.thinking
+        self.game_envs, self.task_envs = setup.game_envs, setup.task_envs
         self.num_players = {e: self.make_game_env(e).game.num_players() for e in self.game_envs}
-        self.curriculum = make_curriculum(config)
-        self.sat_exclusions = sat_exclusions(config, self.curriculum) if "sat" in self.task_envs else []
+        self.curriculum = setup.curriculum
         self.advantage_state = AdvantageState.with_alpha(config.rae_alpha)
         self.ratings = Ratings()
         self.best: dict | None = None
         self.format_steps_done = 0
         self.league = None
-        self.opponent = None
         if config.opponent == "league":
             from trainers.league import League
 
@@ -101,16 +94,11 @@ class Trainer:
                 size=config.league_size,
                 sampling=config.league_sampling,
                 latest_prob=config.league_latest_prob,
-                load_policy=self._frozen_policy,
+                load_policy=setup.frozen_policy,
             )
-        elif config.opponent.startswith("checkpoint:"):
-            self.opponent = self._frozen_policy(config.opponent.split(":", 1)[1])
-        elif config.opponent != "none":
-            from envs.opponents import make_opponent
-
-            self.opponent = make_opponent(config.opponent, self.make_game_env(self.game_envs[0]).game)
+        self.opponent = setup.fixed_opponent()
         self.rollout_engine = None
-        if config.backend == "ray" and self.game_envs:
+        if config.backend == "ray" and self.game_envs:  # preflight refuses ray without games
             from trainers.distributed import RayRolloutEngine
 
             self.rollout_engine = RayRolloutEngine(config)  # plays the games instead of self.play
@@ -126,45 +114,22 @@ class Trainer:
         self.vllm.load_weights(self.learner.model)
         return time.perf_counter() - start
 
-    def _frozen_policy(self, path):
-        """A playing policy on a frozen copy of the model saved at `path` (no gradients)."""
-        from trainers.generation import TransformersBackend
-        from trainers.models import load_model
-        from trainers.policy import LanguagePolicy
-
-        frozen, tokenizer = load_model(str(path), dtype=self.config.dtype, base_model=self.config.model)
-        backend = TransformersBackend(frozen.requires_grad_(False).to(self.config.device), tokenizer)
-        return LanguagePolicy(backend, tokenizer, mode=self.config.mode, **self.policy_options)
-
     # -- environments ---------------------------------------------------------------
-    def _env_kwargs(self, env_id: str) -> dict:
-        """The config's env_kwargs that this env accepts (multi-env runs share them)."""
-        accepted = set(envs.registry.parameters(env_id))
-        return {k: v for k, v in self.config.env_kwargs.items() if k in accepted}
-
     def make_game_env(self, env_id: str):
-        return envs.make(
-            env_id,
-            mode=self.config.mode,
-            invalid_action_policy=self.config.invalid_action_policy,
-            turn_limit=self.config.turn_limit,
-            **self._env_kwargs(env_id),
-        )
+        return self.setup.make_game_env(env_id)
 
     def make_task_env(self, env_id: str):
-        kwargs = self._env_kwargs(env_id)
-        if self.curriculum is not None:
-            kwargs["curriculum"] = self.curriculum
-        if env_id == "sat" and self.sat_exclusions:
-            kwargs["exclude"] = self.sat_exclusions
-        return envs.make(env_id, **kwargs)
+        return self.setup.make_task_env(env_id)
 
     def _learner_seats(self, game_index: int, num_players: int, against_model: bool) -> frozenset[int]:
+        """The seats the learner plays: all of them in pure self-play; else all but the
+        opponent's seat, which is `opponent_seat` (0, 1, or alternating between games)."""
         if self.opponent is None and not against_model:
             return frozenset(range(num_players))
         option = self.config.opponent_seat
-        seat = game_index % num_players if option == "alternate" else int(option)
-        return frozenset({seat})
+        # alternate: the learner takes seat (game index mod players), the opponent the next one
+        opponent_seat = (game_index + 1) % num_players if option == "alternate" else int(option)
+        return frozenset(range(num_players)) - {opponent_seat}
 
     # -- one step -----------------------------------------------------------------------
     def rollout(self, step: int):
@@ -179,18 +144,14 @@ class Trainer:
             stats.update(_game_stats(_answers(game_samples), results))
             stats.update({f"rollout/{k}": v for k, v in timing.extra.items()})
         for offset, env_id in enumerate(self.task_envs):
-            run = run_tasks
-            if config.thinking == "markovian":
-                from trainers.markovian import markovian_config, run_markovian_tasks
-
-                run = functools.partial(run_markovian_tasks, config=markovian_config(config))
-            task_samples, results, timing = run(
+            task_samples, results, timing = run_tasks(
                 env_id,
                 self.make_task_env(env_id),
                 self.task_policy,
                 prompts=config.prompts_per_step,
                 group_size=config.group_size,
                 seed=derive_seed(config.seed, seeds.TASK, step, offset),
+                thinking=self.thinking,
             )
             for sample in task_samples:
                 sample.game_id += 1_000_000 * offset  # distinct GRPO groups per env
@@ -202,10 +163,7 @@ class Trainer:
             stats[f"solved/{env_id}"] = sum(r > 0 for r in rewards) / len(rewards)
             answers = _answers(task_samples)
             stats[f"invalid_rate/{env_id}"] = sum(s.invalid for s in answers) / len(answers)
-        if config.thinking == "markovian":
-            from trainers.markovian import markovian_metrics
-
-            stats.update(markovian_metrics(samples))
+        stats.update(self.thinking.metrics(samples))
         stats["time/generation_s"] = generation_s
         stats["time/env_s"] = env_s
         return samples, stats
@@ -239,13 +197,7 @@ class Trainer:
             if spec.opponent_path:
                 setup.opponent, setup.opponent_name = self.league.policy_at(spec.opponent_path), spec.opponent_name
             setups.append(setup)
-        if self.config.thinking == "markovian":
-            from trainers.markovian import markovian_config, play_markovian_games
-
-            return play_markovian_games(
-                setups, self.policy, seed=seed, config=markovian_config(self.config), opponent=self.opponent
-            )
-        return play_games(setups, self.policy, seed=seed, opponent=self.opponent)
+        return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.thinking)
 
     def _play_step_games(self, step: int):
         specs, seed = self.game_specs(step), derive_seed(self.config.seed, seeds.ROLLOUT, step)
@@ -261,72 +213,72 @@ class Trainer:
                     self.league.record(result.opponent_name, match_score(result.returns[seat]))
         return samples, results, timing
 
-    def format_phase_active(self, metrics: dict) -> bool:
-        """Whether this step's update is behaviour cloning of the answer format (trainers.format_phase)."""
+    def format_phase_envs(self, samples) -> list[str]:
+        """The envs whose update this step is behaviour cloning of the answer format (trainers.format_phase).
+
+        Only envs answered in free text have a format to learn (tasks always; games unless
+        mode=choice). With ``format_phase=auto`` an env is cloned while its own invalid rate
+        is above ``format_threshold``; the other envs of the step are trained by RL as usual.
+        """
         config = self.config
         if config.format_phase == "off" or self.format_steps_done >= config.format_steps:
-            return False
+            return []
+        text_envs = [e for e in config.env if e in self.task_envs or config.mode != "choice"]
         if config.format_phase == "on":
-            return True
-        rates = [v for k, v in metrics.items() if k == "invalid_rate" or k.startswith("invalid_rate/")]
-        return bool(rates) and max(rates) > config.format_threshold
+            return text_envs
+        answers = _answers(samples)
+        cloned = []
+        for env_id in text_envs:
+            mine = [s for s in answers if s.env_id == env_id]
+            if mine and sum(s.invalid for s in mine) / len(mine) > config.format_threshold:
+                cloned.append(env_id)
+        return cloned
 
     def advantages(self, samples):
-        games = [s for s in samples if envs.spec(s.env_id).kind == "game"]
-        tasks = [s for s in samples if envs.spec(s.env_id).kind == "task"]
-        uniform = self.config.state_weighting == "uniform"
-        if self.config.thinking == "markovian":
-            # Delethink credit: one advantage per trace (turn), carried by each of its chunks
-            from trainers.markovian import fold_loss_tokens, trace_advantages
-
-            if games:
-                trace_advantages(games, self.config.advantage_method(), self.advantage_state,
-                                 adjust=equalize_state_weights if uniform else None)
-            if tasks:
-                trace_advantages(tasks, "grpo")
-            metrics = advantage_metrics(_answers(samples)) if samples else {}
-            kept = drop_zero_advantage(samples)
-            if kept:
-                # each chunk's loss normalised by its trace's token count (trainers.markovian)
-                width = self.config.loss_length_constant() or max(1 if s.is_choice else len(s.response_ids) for s in kept)
-                kept = fold_loss_tokens(kept, length_norm=self.config.length_norm, width=width)
-            return kept, metrics
+        """Advantages once per answer: a Markovian trace's chunks share their trace's (trainers.thinking)."""
+        games = [s for s in samples if s.env_id in self.game_envs]
+        tasks = [s for s in samples if s.env_id not in self.game_envs]
         if games:
-            compute_advantages(games, self.config.advantage_method(), self.advantage_state)
-            if uniform:
-                equalize_state_weights(games)
+            adjust = equalize_state_weights if self.config.state_weighting == "uniform" else None
+            trace_advantages(games, self.config.advantage_method(), self.advantage_state, adjust=adjust)
         if tasks:
-            compute_advantages(tasks, "grpo")
-        metrics = advantage_metrics(samples) if samples else {}
+            trace_advantages(tasks, "grpo")
+        metrics = advantage_metrics(_answers(samples)) if samples else {}
         return drop_zero_advantage(samples), metrics
 
     def train_step(self, step: int) -> dict:
         from trainers.format_phase import format_samples
 
+        config = self.config
         start = time.perf_counter()
-        self.learner.set_lr(self.config.lr_at(step))
+        self.learner.set_lr(config.lr_at(step))
         samples, metrics = self.rollout(step)
-        metrics["lr"] = self.config.lr_at(step)
+        metrics["lr"] = self.learner.optimizer.param_groups[0]["lr"]  # what the optimizer will use
         tick = time.perf_counter()
-        if self.format_phase_active(metrics):
-            policy = self.policy if self.game_envs else self.task_policy
-            clones = format_samples(policy, samples, seed=derive_seed(self.config.seed, seeds.FORMAT, step))
-            metrics["phase"] = "format"
-            for _ in range(self.config.format_epochs):
-                cloning = self.learner.imitate(clones)
-            metrics.update({f"train/{k}": v for k, v in cloning.items()})
-            self.format_steps_done += 1
-            kept = []
-        else:
-            kept, advantage_stats = self.advantages(samples)
-            metrics["phase"] = "rl"
+        cloning = self.format_phase_envs(samples)
+        learning = [s for s in samples if s.env_id not in cloning]
+        kept = []
+        metrics["phase"] = "format" if cloning and not learning else "rl"
+        if learning:
+            kept, advantage_stats = self.advantages(learning)
             metrics.update(advantage_stats)
             metrics.update(self.advantage_state.as_metrics())
             if kept:
                 metrics.update({f"train/{k}": v for k, v in self.learner.update(kept).items()})
-        if self.vllm is not None and (metrics["phase"] == "format" or kept):
+        if cloning:
+            # after the RL update: its samples' old log-probs are those of the rollout policy
+            clones = []
+            for offset, env_id in enumerate(cloning):
+                policy = self.policy if env_id in self.game_envs else self.task_policy
+                seed = derive_seed(config.seed, seeds.FORMAT, step, *([offset] if offset else []))
+                clones += format_samples(policy, [s for s in samples if s.env_id == env_id], seed=seed)
+            for _ in range(config.format_epochs):
+                imitation = self.learner.imitate(clones)
+            metrics.update({f"format/{k}": v for k, v in imitation.items()} if learning else {f"train/{k}": v for k, v in imitation.items()})
+            metrics["format/envs"] = ",".join(cloning)
+            self.format_steps_done += 1
+        if self.vllm is not None and (cloning or kept):
             metrics["time/weight_sync_s"] = self.sync_generation_weights()
-        config = self.config
         if config.magnet_every and (step + 1) % config.magnet_every == 0:
             self.learner.refresh_reference()
         if self.league and (step + 1) % config.league_every == 0:
@@ -342,7 +294,7 @@ class Trainer:
     def evaluate(self, step: int) -> dict:
         """Matches against fixed opponents (and league snapshots), exact exploitability of small
         games, task pass@1, ratings; writes eval/step_XXXXXXXX.json and keeps the best policy."""
-        from trainers.evaluation import evaluate_against, model_exploitability
+        from trainers.evaluation import evaluate_against, exploitability_report
 
         config = self.config
         results: dict = {"step": step}
@@ -363,15 +315,19 @@ class Trainer:
                     seed=derive_seed(config.seed, seeds.EVALUATION, step),
                     temperature=config.eval_temperature,
                     opponent_name=name,
+                    thinking=self.thinking,
                 )
                 results[f"{env_id}/{name}"] = report
                 games = report["games"]
                 self.ratings.record(
                     player, name, *(round(report[f"{k}_rate"] * games) for k in ("win", "draw", "loss"))
                 )
-            exact = model_exploitability(self.policy, probe, seed=derive_seed(config.seed, seeds.EXPLOITABILITY, step))
-            if exact is not None:
-                results[f"{env_id}/exploitability"], results[f"{env_id}/policy"] = exact
+            exact = exploitability_report(
+                self.policy, probe, seed=derive_seed(config.seed, seeds.EXPLOITABILITY, step),
+                temperature=config.eval_temperature, thinking=self.thinking,
+            )
+            for key, value in (exact or {}).items():
+                results[f"{env_id}/{key}"] = value
         for env_id in self.task_envs:
             results[env_id] = self._evaluate_task(env_id, step)
         if self.game_envs:
@@ -391,44 +347,32 @@ class Trainer:
         return self.evaluate(step)
 
     def _evaluate_task(self, env_id: str, step: int) -> dict:
-        """Held-out pass@1 at the current level; feeds the curriculum when there is one."""
-        from curricula.sat import heldout_instances
-        from envs.sat import prompt_messages, score_answer
-
-        if env_id != "sat":
-            return {}
-        level = self.make_task_env(env_id).level
-        size = self.curriculum.heldout_size if self.curriculum is not None else 20
-        instances = heldout_instances(level, size=size)
+        """Held-out pass@1 at the current level (``envs.tasks``); feeds the curriculum when there is one."""
+        env = self.make_task_env(env_id)
+        hooks = task_hooks(env)
+        level = level_of(env)
+        instances = hooks.heldout(env, self.setup.heldout_size(env_id))
         repeats = self.config.eval_samples
-        prompts = [prompt_messages(i) for i in instances for _ in range(repeats)]
+        prompts = [hooks.item_messages(i) for i in instances for _ in range(repeats)]
         seed = derive_seed(self.config.seed, seeds.TASK_EVALUATION, step)
-        cap_hits = None
-        if self.config.thinking == "markovian":
-            from trainers.markovian import markovian_answers, markovian_config
-
-            traces = markovian_answers(
-                self.task_policy, prompts, config=markovian_config(self.config), seed=seed,
-                temperature=self.config.eval_temperature,
-            )
-            texts = [t.answer_text() for t in traces]
-            cap_hits = sum(t.cap_hit for t in traces) / len(traces)
-        else:
-            decisions = self.task_policy.act(prompts, seed=seed, temperature=self.config.eval_temperature)
-            texts = [d.text for d in decisions]
-        scored = [score_answer(instances[n // repeats], text) for n, text in enumerate(texts)]
+        replies = self.thinking.answer_all(self.task_policy, prompts, seed=seed, temperature=self.config.eval_temperature)
+        scored = [hooks.score(instances[n // repeats], reply.text) for n, reply in enumerate(replies)]
         # per instance: the fraction of its answers that are correct (its pass@1 estimate)
         successes = [sum(reward > 0 for reward, _ in scored[i * repeats:(i + 1) * repeats]) / repeats for i in range(len(instances))]
         report = {
-            "level": list(level),
             "pass_at_1": sum(successes) / len(successes),
             "answers": len(scored),
-            "no_answer_rate": sum(info["answer"] is None for _, info in scored) / len(scored),
-            "random_guess_rate": sum(min(i.num_solutions, 2**i.k) / 2**i.k for i in instances) / len(instances),
+            "no_answer_rate": sum(info.get("answer", "") is None for _, info in scored) / len(scored),
         }
-        if cap_hits is not None:
-            report["cap_hit_rate"] = cap_hits
-        if self.curriculum is not None:
+        if level is not None:
+            report = {"level": list(level), **report}
+        guess = hooks.guess_rate(instances)
+        if guess is not None:
+            report["random_guess_rate"] = guess
+        cap_hits = [reply.cap_hit for reply in replies if reply.cap_hit is not None]
+        if cap_hits:
+            report["cap_hit_rate"] = sum(cap_hits) / len(cap_hits)
+        if self.curriculum is not None and self.curriculum is getattr(env, "curriculum", None):
             transition = self.curriculum.record(level, successes)
             report["transition"] = None if transition is None else str(transition)
         return report

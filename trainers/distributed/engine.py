@@ -37,6 +37,16 @@ stream) and batches hold 1/W of the games, so the sampled games differ from a on
 run (and float sums over differently composed batches round differently); a run is still
 reproducible for a fixed W, whichever workers die along the way.
 
+Shipping the project: the engine starts (or joins, with ``ray_address``) Ray with a job
+runtime env whose ``py_modules`` are the project's packages (`project_runtime_env`),
+uploaded by the driver, so a cluster whose nodes hold only the dependencies runs the
+driver's code, not whatever copy a node may have. (Ray accepts local folders only at the
+job level: a driver that initialised Ray itself passes ``runtime_env=project_runtime_env()``.)
+
+A replacement that cannot be placed (the cluster lost the resources a worker asks for)
+fails the step after `WORKER_START_S` with an error naming what it asks for and what is
+free, instead of waiting forever.
+
 Timing: `generation_s` and `env_s` are summed over workers (compute seconds, not wall
 time); `timing.extra` has `wall_s`, `workers`, `broadcast_s`, `replayed_games` and
 `worker_restarts`.
@@ -46,6 +56,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trainers.config import TrainConfig
 from trainers.distributed.worker import RolloutWorker, trainable_state
@@ -57,6 +68,21 @@ MAX_REPLAYS = 3
 WORKER_START_S = 900.0
 """How long the first workers may take to start (a large model loads slowly)."""
 SHARE_STREAM = "rollout_share"
+PROJECT_PACKAGES = ("games", "curricula", "envs", "trainers")
+"""What a worker imports from the project (its layers down to trainers/)."""
+
+
+def project_runtime_env() -> dict:
+    """The runtime env of every worker: the project's packages as Ray ``py_modules``.
+
+    Ray uploads each folder once per content hash and puts it first on the worker's
+    ``sys.path``, so a node needs the dependencies only, and runs exactly the driver's code.
+    """
+    root = Path(__file__).resolve().parents[2]
+    return {
+        "py_modules": [str(root / name) for name in PROJECT_PACKAGES],
+        "excludes": ["__pycache__", "*.pyc"],
+    }
 
 
 def split_shares(specs: list[GameSpec], parts: int) -> list[list[GameSpec]]:
@@ -79,10 +105,15 @@ class RayRolloutEngine:
         self.config = config
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(address=config.ray_address or None, include_dashboard=False, log_to_driver=True)
+            ray.init(
+                address=config.ray_address or None, include_dashboard=False, log_to_driver=True,
+                runtime_env=project_runtime_env(),
+            )
         resources = {"num_cpus": 1}
         if config.device.startswith("cuda"):
             resources["num_gpus"] = 1
+        self.resources = resources
+        self.replace_timeout_s = WORKER_START_S
         # Two threads: `play` runs in one while `pid` / `is_playing` answer in the other.
         self._actor_class = ray.remote(max_concurrency=2, max_restarts=0, **resources)(RolloutWorker)
         self.workers = [self._start_worker() for _ in range(config.num_workers)]
@@ -154,7 +185,7 @@ class RayRolloutEngine:
                         f"rollout workers died {step.replays[k]} times playing games {ids[0]}..{ids[-1]} of one step; "
                         f"giving up on this step (see the Ray logs for why they died)"
                     ) from None
-                self._replace(k)
+                self._replace(k, step.shares[k])
                 step.replayed_games += len(step.shares[k])
                 step.pending[self._send(k, step.shares[k], step.seed, len(step.shares))] = k
                 continue
@@ -166,7 +197,8 @@ class RayRolloutEngine:
         worker = self.workers[k]
         return worker.play_with_weights.remote(share, share_seed(seed, k, shares), [self.weights_ref], self.weights_version)
 
-    def _replace(self, k: int) -> None:
+    def _replace(self, k: int, share: list[GameSpec]) -> None:
+        """Start a replacement for worker `k`; fail clearly if it cannot start within `replace_timeout_s`."""
         import ray
 
         try:
@@ -174,6 +206,15 @@ class RayRolloutEngine:
         except Exception:  # already gone
             pass
         self.workers[k] = self._start_worker()
+        try:
+            ray.get(self.workers[k].pid.remote(), timeout=self.replace_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ids = [spec.game_id for spec in share]
+            raise RuntimeError(
+                f"a rollout worker died and its replacement did not start within {self.replace_timeout_s:.0f} s; "
+                f"it asks for {self.resources} and the cluster has {ray.available_resources()} free; "
+                f"games {ids[0]}..{ids[-1]} of this step were not played"
+            ) from None
 
     def _merge(self, step: "StepRollout"):
         samples, results = [], []

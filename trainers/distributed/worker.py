@@ -1,9 +1,10 @@
 """One Ray rollout worker: its own model copy, generation backend, env pool and opponents.
 
-A worker is built from the run's `TrainConfig` exactly as the trainer builds its own
-playing side (same model name, dtype, seed, LoRA wrapping, policy options, env
-arguments and opponents), so that with the learner's weights loaded it plays the same
-games the local trainer would play. It knows nothing about Ray beyond receiving the
+A worker builds its playing side from the run's `TrainConfig` through the same
+`trainers.run_setup.RunSetup` the trainer uses (policy options, env arguments, opponents,
+frozen policies, thinking strategy), and its model as the learner's (model name, dtype,
+seed, LoRA wrapping), so that with the learner's weights loaded it plays the same games
+the local trainer would play. It knows nothing about Ray beyond receiving the
 weights as an object reference: `trainers.distributed.engine` wraps the class into an
 actor, and a test can drive it in-process.
 
@@ -17,34 +18,14 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
-import envs
 from trainers.config import TrainConfig
 from trainers.rollout import GameSetup, GameSpec, play_games
+from trainers.run_setup import RunSetup, game_env_kwargs, policy_options  # noqa: F401  (importable from here too)
 
 MAX_FROZEN_POLICIES = 4
 """League snapshots a worker keeps loaded at once (least recently used dropped first)."""
-
-
-def policy_options(config: TrainConfig) -> dict:
-    """The `LanguagePolicy` options of a run (what `Trainer.__init__` passes)."""
-    return dict(
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        batch_size=config.generation_batch_size,
-    )
-
-
-def game_env_kwargs(config: TrainConfig, env_id: str) -> dict:
-    """The `envs.make` arguments of a game env in this run (what `Trainer.make_game_env` uses)."""
-    accepted = set(envs.registry.parameters(env_id))
-    return dict(
-        mode=config.mode,
-        invalid_action_policy=config.invalid_action_policy,
-        turn_limit=config.turn_limit,
-        **{k: v for k, v in config.env_kwargs.items() if k in accepted},
-    )
 
 
 def trainable_state(model) -> dict:
@@ -78,7 +59,6 @@ class RolloutWorker:
 
         from trainers.generation import TransformersBackend
         from trainers.models import load_model
-        from trainers.policy import LanguagePolicy
 
         self.config = config
         # A GPU worker sees only the GPU Ray gave it, as "cuda" (whatever index the learner uses).
@@ -95,10 +75,11 @@ class RolloutWorker:
         # bit-identical to a local rollout's. Generation runs under inference_mode anyway.
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
-        self.policy = LanguagePolicy(TransformersBackend(self.model, tokenizer), tokenizer, mode=config.mode, **policy_options(config))
+        self.setup = RunSetup(config)
+        self.policy = self.setup.make_policy(TransformersBackend(self.model, tokenizer), tokenizer)
         self.weights_version = None
         self.env_pool: dict[str, list] = {}
-        self.opponent = self._fixed_opponent()
+        self.opponent = self.setup.fixed_opponent(device=self.device)
         self.frozen: OrderedDict[str, object] = OrderedDict()
         self._playing = threading.Event()
 
@@ -106,6 +87,12 @@ class RolloutWorker:
     def pid(self) -> int:
         """This worker's process id (tests kill it by this id)."""
         return os.getpid()
+
+    def project_path(self) -> str:
+        """The folder this worker imported the project from (the runtime env's copy on a cluster)."""
+        import trainers
+
+        return str(Path(trainers.__file__).resolve().parents[1])
 
     def is_playing(self) -> bool:
         """True while `play` runs (answered concurrently: the actor has two threads)."""
@@ -132,7 +119,7 @@ class RolloutWorker:
         self._playing.set()
         try:
             setups = self._setups(specs)
-            return play_games(setups, self.policy, seed=seed, opponent=self.opponent)
+            return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.setup.thinking)
         finally:
             self._playing.clear()
 
@@ -153,20 +140,8 @@ class RolloutWorker:
         """The pool's `index`-th env of `env_id` (every env is reset with its game's seed)."""
         pool = self.env_pool.setdefault(env_id, [])
         while len(pool) <= index:
-            pool.append(envs.make(env_id, **game_env_kwargs(self.config, env_id)))
+            pool.append(self.setup.make_game_env(env_id))
         return pool[index]
-
-    def _fixed_opponent(self):
-        """The run's opponent outside the league: a fixed player, a frozen checkpoint, or None."""
-        opponent = self.config.opponent
-        if opponent in ("none", "league"):
-            return None
-        if opponent.startswith("checkpoint:"):
-            return self._load_frozen(opponent.split(":", 1)[1])
-        from envs.opponents import make_opponent
-
-        game_env = next(e for e in self.config.env if envs.spec(e).kind == "game")
-        return make_opponent(opponent, envs.make(game_env, **game_env_kwargs(self.config, game_env)).game)
 
     def _frozen_policy(self, path: str):
         """A league snapshot's playing policy (the folder must be readable from this node)."""
@@ -175,15 +150,5 @@ class RolloutWorker:
             return self.frozen[path]
         while len(self.frozen) >= MAX_FROZEN_POLICIES:
             self.frozen.popitem(last=False)
-        self.frozen[path] = self._load_frozen(path)
+        self.frozen[path] = self.setup.frozen_policy(path, device=self.device)
         return self.frozen[path]
-
-    def _load_frozen(self, path: str):
-        from trainers.generation import TransformersBackend
-        from trainers.models import load_model
-        from trainers.policy import LanguagePolicy
-
-        config = self.config
-        frozen, tokenizer = load_model(str(path), dtype=config.dtype, base_model=config.model)
-        backend = TransformersBackend(frozen.to(self.device).requires_grad_(False), tokenizer)
-        return LanguagePolicy(backend, tokenizer, mode=config.mode, **policy_options(config))

@@ -15,7 +15,7 @@ is 1 before the first update.
 Token layout (also shared): a prompt is rendered and tokenised once (``encode_prompts``) and
 the response ids are appended to those prompt ids; nothing is re-tokenised across the
 prompt/response boundary. A prompt given as ``PromptIds`` is already token ids and is used
-as is: that is how Markovian thinking (``trainers.generation.markovian``) sends a chunk
+as is: that is how Markovian thinking (``trainers.generation.traces``) sends a chunk
 prompt rebuilt token by token.
 
 Budgets: ``max_new_tokens`` is one int for every prompt or, for engines whose

@@ -22,6 +22,7 @@ from trainers.generation.base import (
     prompt_budgets,
 )
 from trainers.generation.logprobs import candidate_logprobs, left_pad
+from trainers.generation.sampling import check_sampling_arguments, top_p_filter
 
 class TransformersBackend:
     """``GenerationBackend`` over an in-process transformers model.
@@ -84,10 +85,7 @@ def generate(
     or one per prompt; a row that reaches its own budget leaves the batch the same way.
     """
     budgets = prompt_budgets(max_new_tokens, len(prompts))
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling_arguments(temperature, top_p)
     prompt_ids = encode_prompts(tokenizer, prompts)
     if any(len(ids) == 0 for ids in prompt_ids):
         raise ValueError(
@@ -211,13 +209,7 @@ def _pick(logits, token_logprobs, temperature, top_p, generator):
         if temperature == 1
         else torch.softmax(logits / temperature, dim=-1)
     )
-    if top_p < 1:
-        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass
-        # before it already does. The most likely token is always kept.
-        sorted_probs[(sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p] = 0
-        probs = torch.zeros_like(probs).scatter_(-1, sorted_ids, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return torch.multinomial(top_p_filter(probs, top_p), 1, generator=generator)[:, 0]
 
 
 def score_choices(

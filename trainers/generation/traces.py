@@ -10,7 +10,7 @@ distinct budget (at most two: C and C - carry). ``run_traces`` repeats rounds un
 trace is over.
 
 Each chunk is kept with its prompt ids, token ids, raw log-probs and finish reason, which is
-what training needs (``trainers.markovian`` turns every chunk into a ``TurnSample``).
+what training needs (``trainers.thinking`` turns every chunk into a ``TurnSample``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,84 @@
+"""What a trainer needs from a single-turn task beyond the Gymnasium API: the task interface.
+
+A task env (``envs.make(task_id)``, a ``gymnasium.Env`` whose ``step`` takes the model's
+raw answer and ends the episode) is trained and evaluated by the generic trainer through
+`task_hooks(env)`:
+
+* ``messages(env, observation)``: the chat messages of the current instance;
+* ``answer_space(info)``: the well-formed answers of an instance when the task can list
+  them (the format phase clones one of them), else an empty tuple;
+* ``heldout(env, size)``: the held-out evaluation items at the env's current level, never
+  drawn for training; ``item_messages(item)`` and ``score(item, text)`` ask and grade one;
+* ``exclusions(levels, size, benchmark)``: what training must never draw (the held-out
+  items of every level a run may visit, a benchmark folder's items), passed back to the
+  env as its ``exclude`` argument;
+* ``guess_rate(items)``: the pass@1 of guessing a well-formed answer uniformly, when known.
+
+A task names its own hooks in a ``task_hooks`` class attribute (``envs.sat.SatEnv``:
+``SatTask``, k-bit answers, the curriculum's held-out formulas), usually a subclass of
+`GenericTask` overriding what it knows better. Any other task gets `GenericTask`: its
+held-out items are instances drawn from a seed stream of their own, graded by the env's
+own ``step``; it lists no answers and excludes nothing (its held-out seeds are not
+training seeds, but an instance may repeat by chance in a small task space). So every
+registered task gets held-out evaluation, curriculum feedback and a best checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+from curricula.sat import HELDOUT_SIZE  # held-out instances per level unless a curriculum says otherwise
+
+HELDOUT_STREAM = 0x48454C44  # "HELD": seeds of generic held-out instances, apart from any training seed
+
+
+def chat_messages(env, observation: str) -> list[dict[str, str]]:
+    """The env's own ``messages()``, else its observation as one user turn."""
+    if hasattr(env, "messages"):
+        return env.messages()
+    return [{"role": "user", "content": observation}]
+
+
+class GenericTask:
+    """The hooks of any single-turn task env, from its Gymnasium API alone."""
+
+    def messages(self, env, observation: str) -> list[dict[str, str]]:
+        return chat_messages(env, observation)
+
+    def answer_space(self, info: dict) -> tuple[str, ...]:
+        return ()
+
+    def heldout(self, env, size: int) -> list[Any]:
+        """`size` instances, each a reset copy of `env` with its messages: ``(env, messages)``."""
+        items = []
+        for index in range(size):
+            instance = copy.deepcopy(env)
+            observation, _ = instance.reset(seed=HELDOUT_STREAM * 1_000_003 + index)
+            items.append((instance, chat_messages(instance, observation)))
+        return items
+
+    def item_messages(self, item) -> list[dict[str, str]]:
+        return item[1]
+
+    def score(self, item, text: str) -> tuple[float, dict]:
+        _, reward, _, _, info = copy.deepcopy(item[0]).step(text)
+        return float(reward), dict(info)
+
+    def exclusions(self, levels: Sequence, size: int, benchmark: str = "") -> list:
+        return []
+
+    def guess_rate(self, items: Sequence) -> float | None:
+        return None
+
+
+def task_hooks(env) -> GenericTask:
+    """The task interface of `env`: its class's ``task_hooks``, else `GenericTask`."""
+    hooks = getattr(getattr(env, "unwrapped", env), "task_hooks", None)
+    return hooks if hooks is not None else GenericTask()
+
+
+def level_of(env):
+    """The env's current level (what a curriculum records pass@1 under), or None."""
+    level = getattr(env, "level", None)
+    return None if level is None else tuple(level)
