@@ -7,39 +7,26 @@ their subcommand is built, and heavy dependencies (torch) only when one runs.
 
     python -m benchmarks.evaluate sat --data DIR/test.jsonl --model smollm2-135m --samples 12
     python -m benchmarks.evaluate env=kuhn_poker model=RUN_DIR opponent=random games=400
+    python -m benchmarks.evaluate games=spiral_ood model=BEFORE,AFTER opponent=random
 
-Game evaluations take ``key=value`` arguments like the trainer (see benchmarks.game_eval).
+Arguments that do not start with a subcommand name are the game evaluation's ``key=value``
+pairs (benchmarks.game_eval), the default evaluation. Imports run one way: this module
+imports the evaluations, none of them imports it (the output-path check they share lives
+in benchmarks.outputs).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-import tempfile
 from typing import Sequence
+
+from benchmarks.outputs import check_output_path  # noqa: F401  (kept importable from here)
 
 EVALUATIONS = {
     "sat": "benchmarks.sat_eval",
 }
-
-
-def check_output_path(path: str, option: str) -> None:
-    """ValueError unless a report can be written at `path`: called before any model
-    loads, so that a long evaluation never ends in a failed write. Creates missing
-    parent folders and writes (then removes) a probe file beside `path`."""
-    if os.path.isdir(path):
-        raise ValueError(f"{option}={path!r} is a directory; give a file path such as {os.path.join(path, 'report.json')!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-        if os.path.exists(path) and not os.access(path, os.W_OK):
-            raise PermissionError(f"{path} is read-only")
-    except OSError as error:
-        raise ValueError(f"{option}={path!r} cannot be written: {error.strerror or error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and "=" in argv[0] and not argv[0].startswith("-"):
+    if argv and argv[0] not in EVALUATIONS and not argv[0].startswith("-"):
         from benchmarks import game_eval
 
         return game_eval.main(argv)

@@ -1,13 +1,20 @@
-"""Evaluate a model (or a training checkpoint) on a game against fixed opponents.
+"""Evaluate a model (or a training checkpoint) on games against fixed opponents.
 
     python -m benchmarks.evaluate env=kuhn_poker model=PATH opponent=random games=400
+    python -m benchmarks.evaluate games=spiral_ood model=BEFORE,AFTER opponent=random,checkpoint:PATH
 
-Keys: env, model (a built-in name, a Hugging Face folder, a run directory or a
-checkpoint folder), opponent (comma-separated: random, rule_based, equilibrium), games
-(per seat), mode (choice | direct | think), temperature, max_new_tokens, seed, hands
-(Kuhn Poker), out (a JSON file), threads. Reports win / draw / loss / invalid rates with
-95% intervals and the mean return, per seat and overall, and for single-hand Kuhn Poker
-the exact exploitability of the model's policy (estimated by sampling in think mode).
+Keys: env (an env id, or several comma-separated), model (a built-in name, a Hugging Face
+folder, a run directory or a checkpoint folder; two comma-separated checkpoints give a
+before/after table with a paired test), opponent (comma-separated: random, rule_based,
+equilibrium, mcts, checkpoint:PATH), games (per env, opponent and seat; or a preset name,
+spiral_ood, which plays SPIRAL's out-of-domain set, `count` games each), count, mode
+(choice | direct | think; auto: choice, or direct for a preset, whose TextArena games
+have no list of moves to choose from), temperature, max_new_tokens, seed, hands (games that have
+hands), env_kwargs (a JSON object of env arguments, e.g. {"max_turns": 4}),
+invalid_action_policy (forfeit | spiral | textarena), turn_limit (0: the game's own end),
+out (a JSON file), threads. Reports win / draw / loss / invalid rates with 95% intervals
+and the mean return, per seat and overall, and for games small enough the exact
+exploitability of the model's policy (estimated by sampling in think mode).
 
 Every option is checked before the model loads (`check_options`): a bad value fails in
 a second with one line naming the key and what is valid, not after a model load.
@@ -15,26 +22,31 @@ a second with one line naming the key and what is valid, not after a model load.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
 
-from benchmarks.evaluate import check_output_path
+from benchmarks.outputs import check_output_path
 
 DEFAULTS = {
     "env": "kuhn_poker",
     "model": "smollm2-135m",
     "opponent": "random",
-    "games": 400,
-    "mode": "choice",
+    "games": "400",
+    "count": 0,
+    "mode": "auto",
     "temperature": 0.6,
     "max_new_tokens": 64,
     "seed": 0,
     "hands": 1,
+    "env_kwargs": "{}",
+    "invalid_action_policy": "forfeit",
+    "turn_limit": 0,
     "out": "",
     "threads": 0,
 }
+PRESET_COUNT = 100
+"""Games per env, opponent and seat of a preset unless `count` says otherwise."""
 
 
 def parse(arguments: list[str]) -> dict:
@@ -42,7 +54,10 @@ def parse(arguments: list[str]) -> dict:
     for argument in arguments:
         key, sep, value = argument.partition("=")
         if not sep or key not in DEFAULTS:
-            raise ValueError(f"unknown argument {argument!r}; valid keys: {', '.join(DEFAULTS)}")
+            raise ValueError(
+                f"unknown argument {argument!r}: expected key=value with a key among {', '.join(DEFAULTS)}, "
+                f"or an evaluation subcommand first (python -m benchmarks.evaluate --help lists them)"
+            )
         default = DEFAULTS[key]
         try:
             options[key] = type(default)(value)
@@ -51,47 +66,141 @@ def parse(arguments: list[str]) -> dict:
     return options
 
 
-MINIMUMS = {"games": 1, "max_new_tokens": 1, "hands": 1, "threads": 0}
+MINIMUMS = {"max_new_tokens": 1, "hands": 1, "threads": 0, "count": 0, "turn_limit": 0}
 """Smallest valid value of each integer option (threads=0: torch's default)."""
 
 
+def split_list(text: str) -> list[str]:
+    """Comma-separated items; commas inside parentheses belong to an item
+    (`openspiel:goofspiel(num_cards=4,points_order=descending)`)."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+    items.append(current.strip())
+    return [item for item in items if item]
+
+
 def opponent_names(options: dict) -> list[str]:
-    return [name.strip() for name in options["opponent"].split(",")]
+    return split_list(options["opponent"])
 
 
-def env_factory(options: dict):
-    """A function making a fresh env as the options describe (hands only for Kuhn Poker)."""
+def model_names(options: dict) -> list[str]:
+    return split_list(options["model"])
+
+
+def games_per_seat(options: dict) -> int:
+    """Games per env, opponent and seat; ValueError naming `games` or `count` if invalid."""
+    from trainers.ood_evaluation import PRESETS
+
+    games = options["games"]
+    if games in PRESETS:
+        return options["count"] or PRESET_COUNT
+    if options["count"]:
+        raise ValueError(f"count={options['count']} goes with a preset (games={'|'.join(PRESETS)}); with games=N give the number there")
+    try:
+        value = int(games)
+    except ValueError:
+        raise ValueError(f"games={games!r}: expected a int, or a preset: {', '.join(PRESETS)}") from None
+    if value < 1:
+        raise ValueError(f"games={value}: must be an integer >= 1")
+    return value
+
+
+def mode_of(options: dict) -> str:
+    """The text protocol mode: as given, or for `auto` choice (direct for a preset)."""
+    from trainers.ood_evaluation import PRESETS
+
+    if options["mode"] != "auto":
+        return options["mode"]
+    return "direct" if options["games"] in PRESETS else "choice"
+
+
+def env_ids(options: dict) -> list[str]:
+    from trainers.ood_evaluation import PRESETS, preset_envs
+
+    if options["games"] in PRESETS:
+        return list(preset_envs(options["games"]))
+    return split_list(options["env"])
+
+
+def env_kwargs(options: dict, env_id: str) -> dict:
+    """The env arguments of `options` for `env_id`: `env_kwargs`, `hands` where the env has hands."""
     import envs
 
-    env_kwargs = {"hands": options["hands"]} if options["env"] == "kuhn_poker" else {}
-    return functools.partial(envs.make, options["env"], mode=options["mode"], **env_kwargs)
+    kwargs = json.loads(options["env_kwargs"])
+    if "hands" in envs.registry.parameters(env_id):
+        kwargs.setdefault("hands", options["hands"])
+    elif options["hands"] != DEFAULTS["hands"]:
+        raise ValueError(f"hands={options['hands']}: env {env_id!r} has no hands")
+    return kwargs
+
+
+def env_factory(options: dict, env_id: str | None = None):
+    """A function making a fresh env of `env_id` (default: the first env) as the options say."""
+    from trainers.ood_evaluation import env_maker
+
+    env_id = env_id or env_ids(options)[0]
+    return env_maker(
+        env_id,
+        mode=mode_of(options),
+        invalid_action_policy=options["invalid_action_policy"],
+        turn_limit=options["turn_limit"] or None,
+        **env_kwargs(options, env_id),
+    )
 
 
 def check_options(options: dict) -> None:
     """ValueError, one line naming the key and what is valid, for any option that
-    cannot work; builds the env and each opponent once, but loads no model."""
+    cannot work; builds each env and each opponent once, but loads no model."""
     import envs
+    from envs.invalid import PRESETS as POLICIES
     from envs.opponents import make_opponent
 
     for key, minimum in MINIMUMS.items():
         if options[key] < minimum:
             raise ValueError(f"{key}={options[key]}: must be an integer >= {minimum}")
+    games_per_seat(options)
     if not math.isfinite(options["temperature"]) or options["temperature"] < 0:
         raise ValueError(f"temperature={options['temperature']}: must be a finite number >= 0")
-    if options["mode"] not in envs.MODES:
-        raise ValueError(f"mode={options['mode']!r}: valid modes are {', '.join(envs.MODES)}")
+    if options["mode"] not in ("auto", *envs.MODES):
+        raise ValueError(f"mode={options['mode']!r}: valid modes are auto, {', '.join(envs.MODES)}")
+    if options["invalid_action_policy"] not in POLICIES:
+        raise ValueError(f"invalid_action_policy={options['invalid_action_policy']!r}: valid policies are {', '.join(POLICIES)}")
     try:
-        spec = envs.spec(options["env"])
-    except ValueError as error:
-        raise ValueError(f"env={options['env']!r}: {error}") from None
-    if spec.kind != "game":
-        raise ValueError(f"env={options['env']!r} is a task env; use `python -m benchmarks.evaluate sat ...`")
-    game = env_factory(options)().game
-    for name in opponent_names(options):
+        kwargs = json.loads(options["env_kwargs"])
+    except json.JSONDecodeError:
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"env_kwargs={options['env_kwargs']!r}: expected a JSON object such as {{\"max_turns\": 4}}")
+    models = model_names(options)
+    if not 1 <= len(models) <= 2:
+        raise ValueError(f"model={options['model']!r}: give one model, or two (before,after) for a paired comparison")
+    for env_id in env_ids(options):
         try:
-            make_opponent(name, game)
+            spec = envs.spec(env_id)
         except ValueError as error:
-            raise ValueError(f"opponent={name!r}: {error}") from None
+            raise ValueError(f"env={env_id!r}: {error}") from None
+        if spec.kind != "game":
+            raise ValueError(f"env={env_id!r} is a task env; use `python -m benchmarks.evaluate sat ...`")
+        try:
+            game = env_factory(options, env_id)().game
+        except ValueError as error:
+            raise ValueError(f"env={env_id!r}: {error}") from None
+        for name in opponent_names(options):
+            if name.startswith("checkpoint:"):
+                from trainers.models import check_model_name
+
+                check_model_name(name.split(":", 1)[1])
+                continue
+            try:
+                make_opponent(name, game)
+            except ValueError as error:
+                raise ValueError(f"opponent={name!r}: {error}") from None
     if options["out"]:
         check_output_path(options["out"], "out")
 
@@ -100,47 +209,92 @@ def run(options: dict) -> dict:
     check_options(options)
     import torch
 
-    from trainers.evaluation import evaluate_against, model_exploitability
+    from trainers.evaluation import model_exploitability
+    from trainers.ood_evaluation import ood_outcomes, paired_comparison, summarize_outcomes
+
+    if options["threads"]:
+        torch.set_num_threads(options["threads"])
+    opponents = {
+        name: _policy(name.split(":", 1)[1], options) if name.startswith("checkpoint:") else name
+        for name in opponent_names(options)
+    }
+    report = {"options": options, "models": {}}
+    outcomes = {}
+    for label, model in model_labels(options).items():
+        policy = _policy(model, options)
+        outcomes[label] = ood_outcomes(
+            policy,
+            env_ids(options),
+            opponents,
+            games=games_per_seat(options),
+            seed=options["seed"],
+            temperature=options["temperature"],
+            make_env=lambda env_id: env_factory(options, env_id),
+        )
+        results = summarize_outcomes(outcomes[label])
+        for env_id in env_ids(options):
+            exact = model_exploitability(policy, env_factory(options, env_id)(), seed=options["seed"])
+            if exact is not None:  # the game is small enough for exact analysis
+                results[f"{env_id}/exploitability"] = exact[0]
+                results[f"{env_id}/policy"] = exact[1]
+        report["models"][label] = results
+        for key, result in results.items():
+            if isinstance(result, dict) and "games" in result:
+                print(f"{label}: {_line(key, result)}", flush=True)
+            elif key.endswith("/exploitability"):
+                print(f"{label}: {key} {result:.4f}", flush=True)
+    if len(outcomes) == 2:
+        report["paired"] = paired_comparison(*outcomes.values())
+        print(_paired_table(report, list(outcomes)), flush=True)
+    return report
+
+
+def model_labels(options: dict) -> dict[str, str]:
+    """Label -> model: the model itself, or "before" and "after" for two checkpoints."""
+    models = model_names(options)
+    return dict(zip(("before", "after"), models)) if len(models) == 2 else {models[0]: models[0]}
+
+
+def _policy(model: str, options: dict):
     from trainers.generation import TransformersBackend
     from trainers.models import load_model
     from trainers.policy import LanguagePolicy
 
-    if options["threads"]:
-        torch.set_num_threads(options["threads"])
-    make_env = env_factory(options)
-    model, tokenizer = load_model(options["model"])
-    policy = LanguagePolicy(
-        TransformersBackend(model, tokenizer),
+    loaded, tokenizer = load_model(model)
+    return LanguagePolicy(
+        TransformersBackend(loaded.requires_grad_(False), tokenizer),
         tokenizer,
-        mode=options["mode"],
+        mode=mode_of(options),
         max_new_tokens=options["max_new_tokens"],
         temperature=options["temperature"],
     )
-    report = {"options": options}
-    for opponent in opponent_names(options):
-        result = evaluate_against(
-            policy, make_env, options["env"], opponent, games=options["games"], seed=options["seed"]
-        )
-        report[opponent] = result
-        print(_line(result), flush=True)
-    exact = model_exploitability(policy, make_env(), seed=options["seed"])
-    if exact is not None:  # the game is small enough for exact analysis
-        value, table = exact
-        report["exploitability"] = value
-        report["policy"] = table
-        print(f"exploitability: {value:.4f}", flush=True)
-    return report
 
 
-def _line(result: dict) -> str:
-    def rate(key):
-        low, high = result[f"{key}_ci95"]
-        return f"{key} {result[f'{key}_rate']:.3f} [{low:.3f}, {high:.3f}]"
+def _line(key: str, result: dict) -> str:
+    def rate(name):
+        low, high = result[f"{name}_ci95"]
+        return f"{name} {result[f'{name}_rate']:.3f} [{low:.3f}, {high:.3f}]"
 
     return (
-        f"{result['env']} vs {result['opponent']}: {result['games']} games, mean return "
-        f"{result['mean_return']:+.3f}; " + "; ".join(rate(k) for k in ("win", "draw", "loss", "invalid"))
+        f"{key}: {result['games']} games, mean return {result['mean_return']:+.3f}; "
+        + "; ".join(rate(k) for k in ("win", "draw", "loss", "invalid"))
     )
+
+
+def _paired_table(report: dict, models: list[str]) -> str:
+    """Before/after win rates per env and opponent, and the paired test over all games."""
+    before, after = (report["models"][m] for m in models)
+    rows = [f"{'':<48} {'before':>8} {'after':>8}"]
+    for key in before:
+        if isinstance(before[key], dict) and "win_rate" in before[key] and key in after:
+            rows.append(f"{'win rate ' + key:<48} {before[key]['win_rate']:>8.3f} {after[key]['win_rate']:>8.3f}")
+    paired = report["paired"]
+    low, high = paired["difference_ci95"]
+    rows.append(
+        f"paired score difference (win 1, draw 0.5, loss 0) over {paired['pairs']} games: "
+        f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}], sign test p = {paired['sign_test_p']:.3g}"
+    )
+    return "\n".join(rows)
 
 
 def main(arguments: list[str]) -> int:

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from benchmarks.evaluate import check_output_path
+from benchmarks.outputs import check_output_path
 from benchmarks.passk import STANDARD_KS, pass_at_k_by_bucket, usable_ks
 from curricula.sat import SatInstance, difficulty
 from envs.sat import CORRECT_REWARD, NO_ANSWER_REWARD, prompt_messages, score_answer
@@ -129,7 +129,7 @@ def sample_markovian(
     the traces' answers (empty for a trace that hit the cap). Returns (texts, statistics).
     """
     from trainers.generation import TransformersBackend
-    from trainers.generation.markovian import MARKOVIAN_ROUND, generate_chunks, new_traces, token_codec
+    from trainers.generation.traces import MARKOVIAN_ROUND, generate_chunks, new_traces, token_codec
     from trainers.seeds import derive_seed
 
     prompts = [prompt_messages(instance) for instance in instances for _ in range(samples)]

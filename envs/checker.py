@@ -72,7 +72,10 @@ def check_env(env_id: str, *, fuzz_examples: int = 200, cycles: int = 50, **make
     with warnings.catch_warnings():
         # the API testers warn that text observations are not numpy arrays: by design
         warnings.simplefilter("ignore")
-        if entry.kind == "game":
+        if entry.text_game:  # free-text moves (TextArena): no game tree to walk
+            _check_game_apis(env_id, make_kwargs, cycles, report)
+            _fuzz_text_game(env_id, make_kwargs, fuzz_examples, report)
+        elif entry.kind == "game":
             report.protocol_states = check_game(make(env_id, **make_kwargs).game)
             report.passed.append("game protocol")
             _check_game_apis(env_id, make_kwargs, cycles, report)
@@ -371,6 +374,41 @@ def _fuzz_game(env_id: str, make_kwargs: dict, examples: int, report: CheckRepor
         report.fuzz_examples += 1
 
     _run_fuzz(answer_is_handled, examples, _action_strings(env))
+    report.passed.append("text fuzzing")
+
+
+def _fuzz_text_game(env_id: str, make_kwargs: dict, examples: int, report: CheckReport) -> None:
+    """Every answer to a free-text game is handed on or refused, never both, never neither:
+    the move counts as played, or one invalid answer is counted (and the game goes on with
+    a retry, or ends by the invalid-action policy)."""
+    env = make(env_id, **make_kwargs)
+
+    def answer_is_handled(text: str, seed: int, moves: int) -> None:
+        env.reset(seed=seed)
+        rng = random.Random(seed)
+        for _ in range(moves):
+            if env.is_over() or not env.game.moves:
+                break
+            env.step(rng.randrange(len(env.game.moves)))
+        if env.is_over():
+            env.reset(seed=seed)
+        agent = env.agent_selection
+        invalid_before = env.infos[agent]["invalid_actions"]
+        played_before = len(env.moves_played)
+        env.step(text)  # must not raise
+        invalid = env.infos[agent]["invalid_actions"] - invalid_before
+        played = len(env.moves_played) - played_before
+        assert (invalid, played) in ((0, 1), (1, 0)), (
+            f"answer {text!r}: {invalid} invalid answers counted and {played} moves played"
+        )
+        if invalid:
+            report.fuzz_invalid += 1
+            assert extract_answer(text) is not None or env.infos[agent]["last_error"] == "unparseable"
+        else:
+            report.fuzz_valid += 1
+        report.fuzz_examples += 1
+
+    _run_fuzz(answer_is_handled, examples, list(make(env_id, **make_kwargs).game.moves))
     report.passed.append("text fuzzing")
 
 

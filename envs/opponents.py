@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import random
+import zlib
 
 from games import Game, State
 from games.analysis import cfr
@@ -28,6 +29,10 @@ from games.simple_negotiation import ACCEPT, DENY, VALUES
 from games.tic_tac_toe import EMPTY, LINES
 
 OPPONENT_NAMES = ("random", "rule_based", "equilibrium")
+"""The opponents of the built-in games."""
+LIBRARY_OPPONENTS = ("mcts",)
+"""Opponents of adapter games only (OpenSpiel's MCTS bot for perfect-information games)."""
+ALL_OPPONENTS = OPPONENT_NAMES + LIBRARY_OPPONENTS
 
 
 class Opponent(abc.ABC):
@@ -223,12 +228,50 @@ class EquilibriumOpponent(Opponent):
         return f"EquilibriumOpponent(iterations={self.iterations!r}, plus={self.plus!r})"
 
 
+class MCTSOpponent(Opponent):
+    """OpenSpiel's MCTS bot (UCT, random rollouts) for perfect-information OpenSpiel games.
+
+    A fixed policy: the search is seeded from `seed` and the state's history, so a position
+    always gets the same move, and `action_probabilities` puts probability 1 on it (the
+    exact analysis and both seats of an evaluation see one and the same player).
+    """
+
+    name = "mcts"
+
+    def __init__(self, game: Game, *, simulations: int = 200, rollouts: int = 1, uct_c: float = 2.0, seed: int = 0):
+        from envs.openspiel_env import OpenSpielGame
+
+        if not isinstance(game, OpenSpielGame) or not game.perfect_information:
+            raise ValueError(
+                f"the mcts opponent plays perfect-information OpenSpiel games (openspiel:<name>), not {game.name!r}"
+            )
+        if simulations < 1 or rollouts < 1:
+            raise ValueError(f"simulations and rollouts must be >= 1, got {simulations} and {rollouts}")
+        self.game = game
+        self.simulations = simulations
+        self.rollouts = rollouts
+        self.uct_c = uct_c
+        self.seed = seed
+
+    def action_probabilities(self, state: State, player: int) -> dict[int, float]:
+        import pyspiel
+
+        seed = zlib.crc32(f"{self.seed}|{state.spiel_state.history_str()}".encode()) & 0x7FFFFFFF
+        evaluator = pyspiel.RandomRolloutEvaluator(self.rollouts, seed)
+        bot = pyspiel.MCTSBot(self.game.spiel_game, evaluator, self.uct_c, self.simulations, 64, True, seed, False)
+        best = bot.step(state.spiel_state)
+        return {a: float(a == best) for a in state.legal_actions()}
+
+    def __repr__(self) -> str:
+        return f"MCTSOpponent(simulations={self.simulations!r}, rollouts={self.rollouts!r}, seed={self.seed!r})"
+
+
 def make_opponent(name: str, game: Game, **options) -> Opponent:
-    """The opponent called `name` ("random", "rule_based", "equilibrium") for `game`.
+    """The opponent called `name` ("random", "rule_based", "equilibrium", "mcts") for `game`.
 
     `options` go to the opponent's constructor (e.g. `bluff=0.2` for "rule_based",
-    `iterations=2000` for "equilibrium"). Raises ValueError for an unknown name or a
-    game the opponent cannot play.
+    `iterations=2000` for "equilibrium", `simulations=400` for "mcts"). Raises ValueError
+    for an unknown name or a game the opponent cannot play.
     """
     if name == "random":
         return RandomOpponent(**options)
@@ -241,4 +284,6 @@ def make_opponent(name: str, game: Game, **options) -> Opponent:
         return RuleBasedOpponent(**options)
     if name == "equilibrium":
         return EquilibriumOpponent(game, **options)
-    raise ValueError(f"unknown opponent {name!r}; valid opponents: {', '.join(OPPONENT_NAMES)}")
+    if name == "mcts":
+        return MCTSOpponent(game, **options)
+    raise ValueError(f"unknown opponent {name!r}; valid opponents: {', '.join(ALL_OPPONENTS)}")

@@ -16,10 +16,20 @@ rules from the game's parameters; the env calls it once, when it is made.
 
 Every registered id also gets a Gymnasium id ``selfplay/<env_id>-v0`` (a game env as a
 single-agent view against a random opponent) so `gymnasium.make` works too.
+
+Whole game libraries come in through adapters named by a prefix: ``openspiel:<game
+string>`` (`envs.openspiel_env`) and ``textarena:<env id>`` (`envs.textarena_env`). Their
+ids are resolved when asked for, not registered one by one: `list_envs("openspiel")` lists
+what a library supports, `list_envs()` only what is registered here (the tests check every
+one of those, and a library's whole list costs seconds to build).
+
+Markovian thinking (``thinking=`` of `envs.make`) wraps what this module makes; it lives in
+`envs.markovian`, which imports this module, never the other way round.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -28,6 +38,11 @@ from typing import Any, Callable
 import games
 
 GYM_NAMESPACE = "selfplay"
+
+LIBRARIES = {"openspiel": "envs.openspiel_env", "textarena": "envs.textarena_env"}
+"""Prefix -> adapter module. An adapter module has `library_entry(name) -> dict` (the
+EnvSpec fields: `game=` a factory, or `entry_point=` with `text_game=True`; title, rules,
+description) and `supported_names() -> list[str]`."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,13 @@ class EnvSpec:
     kwargs: dict = field(default_factory=dict)
     """Defaults passed to the constructor (overridden by `make`'s kwargs)."""
     description: str = ""
+    text_game: bool = False
+    """A multi-agent env whose moves are free text (a TextArena game): made from
+    `entry_point` like a task, played like a game."""
 
     @property
     def kind(self) -> str:
-        return "game" if self.game is not None else "task"
+        return "game" if self.game is not None or self.text_game else "task"
 
 
 _SPECS: dict[str, EnvSpec] = {}
@@ -84,32 +102,55 @@ def register(
     return spec
 
 
-def list_envs() -> list[str]:
-    """All registered env ids, sorted."""
-    return sorted(_SPECS)
+def list_envs(library: str | None = None) -> list[str]:
+    """Registered env ids, sorted; with `library` ("openspiel", "textarena") the ids that
+    library's adapter supports in the installed release, or with "all" both together."""
+    if library is None:
+        return sorted(_SPECS)
+    if library == "all":
+        return sorted(_SPECS) + [i for name in LIBRARIES for i in _library_ids(name)]
+    if library not in LIBRARIES:
+        raise ValueError(f"unknown library {library!r}; choose one of: {', '.join(LIBRARIES)}, all")
+    return _library_ids(library)
+
+
+def _library_ids(library: str) -> list[str]:
+    return [f"{library}:{name}" for name in _library(library).supported_names()]
+
+
+def _library(prefix: str):
+    return importlib.import_module(LIBRARIES[prefix])
+
+
+@functools.lru_cache(maxsize=None)
+def _library_spec(prefix: str, name: str) -> EnvSpec:
+    """The spec of a library id: a pure function of the id and the installed library,
+    remembered because the trainer asks for it once per sample."""
+    return EnvSpec(f"{prefix}:{name}", **_library(prefix).library_entry(name))
 
 
 def spec(env_id: str) -> EnvSpec:
-    if env_id not in _SPECS:
-        raise ValueError(f"unknown env {env_id!r}; registered envs: {', '.join(list_envs())}")
-    return _SPECS[env_id]
+    if env_id in _SPECS:
+        return _SPECS[env_id]
+    prefix, colon, name = env_id.partition(":") if isinstance(env_id, str) else ("", "", "")
+    if colon and prefix in LIBRARIES:
+        if not name:
+            raise ValueError(f"env {env_id!r} names no game; write {prefix}:<game>")
+        return _library_spec(prefix, name)
+    raise ValueError(
+        f"unknown env {env_id!r}; registered envs: {', '.join(list_envs())}; "
+        f"or a library game: {', '.join(p + ':<game>' for p in LIBRARIES)}"
+    )
 
 
-def make(env_id: str, *, thinking: str = "plain", **kwargs):
+def make(env_id: str, **kwargs):
     """Build the env `env_id`; unknown ids and keyword arguments name what exists.
 
-    ``thinking="markovian"`` wraps a task env in Markovian thinking (`envs.markovian`:
-    give ``codec=`` and optionally ``chunk``, ``carry``, ``head``, ``max_chunks``).
+    (`envs.make` adds ``thinking="markovian"``, see `envs.markovian`.)
     """
-    if thinking == "markovian":
-        from envs.markovian import make_markovian
-
-        return make_markovian(env_id, **kwargs)
-    if thinking != "plain":
-        raise ValueError(f"thinking={thinking!r} is not valid; choose one of: plain, markovian")
     entry = spec(env_id)
     merged = {**entry.kwargs, **kwargs}
-    if entry.kind == "game":
+    if entry.kind == "game" and not entry.text_game:
         return _make_game_env(entry, merged)
     cls = _resolve(entry.entry_point)
     _check_kwargs(env_id, cls, merged)
@@ -119,7 +160,7 @@ def make(env_id: str, *, thinking: str = "plain", **kwargs):
 def parameters(env_id: str) -> list[str]:
     """The env's own parameters: its game's (game envs) or its class's (task envs)."""
     entry = spec(env_id)
-    if entry.kind == "task":
+    if entry.game is None:
         return list(inspect.signature(_resolve(entry.entry_point)).parameters)
     factory = games.game_factory(entry.game) if isinstance(entry.game, str) else entry.game
     return list(inspect.signature(factory).parameters)

@@ -106,8 +106,11 @@ def small_game_tree(
     Exact exploitability needs the model's action distribution at every information state
     (one model call each) and one pass over the tree, so "small" is judged by both counts,
     not by the game's name: single-hand Kuhn Poker (58 histories, 12 information states)
-    qualifies, TicTacToe (549,946 histories) does not.
+    qualifies, TicTacToe (549,946 histories) does not. A game that is not a `Game` tree
+    (a free-text TextArena game) has no tree to analyse: None.
     """
+    if not isinstance(game, Game):
+        return None
     try:
         tree = game_tree(game, max_nodes=max_nodes)
     except TreeTooLarge:
