@@ -10,16 +10,49 @@ and is not counted. Prints one JSON line:
 `step_s` is the median wall time of a step; `rollout_tokens_per_s` the tokens generated per
 second of rollout; `train_tokens_per_s` the prompt and response tokens of the trained
 samples per second of update. On a machine without CUDA it prints
-``{"benchmark": "gpu_check", "cuda": false, ...}`` and exits 0.
+``{"benchmark": "gpu_check", "cuda": false, ...}`` and exits 0, unless CUDA is required:
+then it adds ``"required": true, "error": ...`` to that line, says why on stderr and exits 1.
+CUDA is required with `--require-cuda`, with the environment variable SELFPLAY_REQUIRE_CUDA=1,
+or in an environment that `bash scripts/setup.sh --cuda` installed (it writes
+`CUDA_MARKER`); SELFPLAY_REQUIRE_CUDA=0 turns the last two off.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+# Written by `bash scripts/setup.sh --cuda` into the environment it installed (removed by the
+# CPU install): this environment is meant to have CUDA, so a torch without it is an error.
+CUDA_MARKER = Path(sys.prefix) / "share" / "selfplay-suite" / "cuda-install.json"
+
+
+def cuda_required_by(flag: bool) -> str | None:
+    """Why CUDA is required (for the message), or None when it is not."""
+    if flag:
+        return "--require-cuda"
+    env = os.environ.get("SELFPLAY_REQUIRE_CUDA", "").strip()
+    if env == "1":
+        return "SELFPLAY_REQUIRE_CUDA=1"
+    if env == "0":
+        return None
+    if CUDA_MARKER.is_file():
+        return f"this environment was installed by `bash scripts/setup.sh --cuda` ({CUDA_MARKER})"
+    return None
+
+
+def no_cuda_reason(torch) -> str:
+    if torch.version.cuda is None:
+        return (f"torch {torch.__version__} is a CPU build, without CUDA; "
+                "install the CUDA stack with `bash scripts/setup.sh --cuda`")
+    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no CUDA device: "
+            "check nvidia-smi (the NVIDIA driver) and CUDA_VISIBLE_DEVICES")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--games", type=int, default=64, help="games per step")
     parser.add_argument("--env", default="tic_tac_toe")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--require-cuda", action="store_true",
+                        help="exit 1 when torch has no CUDA (also SELFPLAY_REQUIRE_CUDA=1, or after scripts/setup.sh --cuda)")
     args = parser.parse_args(argv)
 
     import torch
 
     if not torch.cuda.is_available():
-        print(json.dumps({"benchmark": "gpu_check", "cuda": False, "skipped": "no CUDA device on this machine", "torch": torch.__version__}))
-        return 0
+        required_by = cuda_required_by(args.require_cuda)
+        if required_by is None:
+            print(json.dumps({"benchmark": "gpu_check", "cuda": False, "skipped": "no CUDA device on this machine", "torch": torch.__version__}))
+            return 0
+        reason = no_cuda_reason(torch)
+        print(json.dumps({"benchmark": "gpu_check", "cuda": False, "required": True, "error": reason, "torch": torch.__version__}))
+        print(f"benchmarks.gpu_check: CUDA is required ({required_by}) but {reason}", file=sys.stderr)
+        return 1
 
     from trainers.config import parse_overrides
     from trainers.selfplay import Trainer

@@ -9,6 +9,7 @@ concurrently on one engine; `play` does the same for several rows at once.
 from __future__ import annotations
 
 import asyncio
+import copy
 
 import pytest
 
@@ -24,10 +25,10 @@ from envs.sat import prompt_messages, score_answer
 from trainers.advantages import RoleBaselines
 from trainers.models import load_model
 from trainers.openrlhf.agent import NO_TURN_MESSAGE, AgentExecutor, first_prompt_ids, next_prompt_ids
-from trainers.openrlhf.local_engine import LocalEngine, SamplingParams, to_experience
 from trainers.openrlhf.rae import rae_advantages_and_returns
 from trainers.openrlhf.tasks import Row
 from trainers.seeds import derive_seed
+from cluster_standins.local_engine import LocalEngine, SamplingParams, to_experience  # tests/ is on sys.path
 
 # Invalid answers cost 0.5 and a random legal move is played for the offender, so even a
 # random model's games run to their natural end, several turns per seat.
@@ -63,10 +64,6 @@ def answers(response, tokenizer) -> list[str]:
     return [tokenizer.decode(response["observation_tokens"][a:b], skip_special_tokens=True) for a, b in response["action_ranges"]]
 
 
-def test_the_agent_is_an_openrlhf_agent_executor():
-    assert issubclass(AgentExecutor, agent_base.AgentExecutorBase)
-
-
 def test_every_seat_of_every_game_is_one_sample_and_replays_to_its_return(tiny):
     _, tokenizer = tiny
     rows = [game_row(i, "tic_tac_toe", policy=FALLBACK) for i in range(3)]
@@ -76,7 +73,7 @@ def test_every_seat_of_every_game_is_one_sample_and_replays_to_its_return(tiny):
     games: dict[tuple, dict] = {}
     for response in responses:
         logs = response["extra_logs"]
-        assert set(logs) == {"role", "copy", "turns", "invalid", "game"}  # same keys: OpenRLHF batches them
+        assert set(logs) == {"role", "copy", "turns", "invalid", "game", "context_truncated"}  # same keys: OpenRLHF batches them
         row = Row.from_label(response["label"])
         seats = games.setdefault((row.row, logs["copy"]), {})
         assert logs["role"] not in seats
@@ -152,7 +149,7 @@ def test_forfeits_are_zero_sum_and_a_seat_that_never_moved_carries_no_decision(t
     assert never_moved > 0  # a random model forfeits its first move: the path is exercised
 
 
-def test_a_seat_out_of_context_answers_nothing_and_the_game_still_ends(tiny):
+def test_a_seat_out_of_context_ends_the_game_as_a_truncation_that_nobody_is_scored_on(tiny):
     _, tokenizer = tiny
     row = game_row(0, "tic_tac_toe", policy=FALLBACK)
     env = envs.make(row.env, **row.env_args)
@@ -163,8 +160,46 @@ def test_a_seat_out_of_context_answers_nothing_and_the_game_still_ends(tiny):
     for response in responses:
         assert len(response["observation_tokens"]) <= max_length
         assert response["extra_logs"]["turns"] == 1
-        assert response["extra_logs"]["invalid"] >= 1  # the turns it had no room for
+        assert response["extra_logs"]["context_truncated"] == 1
+        assert response["reward"] == 0.0  # not a forfeit: the context, not a move, ended the game
     assert sorted(r["extra_logs"]["role"] for r in responses) == [0, 1]
+    baselines = RoleBaselines(0.95)
+    batch = Experience.concat_experiences([to_experience(r, MAX_LEN) for r in responses], pad_token_id=0)
+    rae_advantages_and_returns([batch], baselines)
+    assert baselines.counts == {} and torch.all(batch.advantages == 0)
+
+
+class RecordingEngine(LocalEngine):
+    """LocalEngine that keeps the sampling params of every request."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests = []
+
+    async def generate(self, prompt_token_ids, sampling_params, multi_modal_data=None):
+        self.requests.append(sampling_params)
+        return await super().generate(prompt_token_ids, sampling_params, multi_modal_data)
+
+
+def test_every_turn_stops_at_the_chat_end_of_turn_even_when_eos_is_another_token(tiny):
+    model, tokenizer = tiny
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.eos_token = "<|endoftext|>" if "<|endoftext|>" in tokenizer.get_vocab() else tokenizer.convert_ids_to_tokens(0)
+    assert tokenizer.eos_token_id != end_of_turn  # a base model's layout: eos is not the end of a chat turn
+    engine = RecordingEngine(model, tokenizer, seed=0)
+    row = game_row(0, "kuhn_poker", policy=FALLBACK)
+    sat = Row("task", "sat", 1, 16, level=(3, 4, 3), formula="A!B & !AC & BD")
+
+    async def run():
+        executor = AgentExecutor()
+        params = SamplingParams(temperature=1.0, max_tokens=999)
+        return await asyncio.gather(*[executor.execute(r.describe(), r.to_label(), params, MAX_LEN, tokenizer, engine) for r in (row, row, sat)])
+
+    asyncio.run(run())
+    assert len(engine.requests) >= 3
+    for params in engine.requests:
+        assert end_of_turn in params.stop_token_ids and params.max_tokens in (1, 12, 16)  # the turn's budget, not OpenRLHF's
 
 
 def test_sat_rows_are_answered_n_times_and_scored_by_the_task_scorer(tiny):
@@ -179,7 +214,7 @@ def test_sat_rows_are_answered_n_times_and_scored_by_the_task_scorer(tiny):
         (text,) = answers(response, tokenizer)
         reward, info = score_answer(instance, text)
         assert response["reward"] == reward
-        assert response["extra_logs"] == {"role": 0, "copy": 0, "turns": 1, "invalid": int(info["answer"] is None), "game": 0}
+        assert response["extra_logs"] == {"role": 0, "copy": 0, "turns": 1, "invalid": int(info["answer"] is None), "game": 0, "context_truncated": 0}
         assert response["observation_tokens"][:response["action_ranges"][0][0]] == first_prompt_ids(tokenizer, prompt_messages(instance))
 
 

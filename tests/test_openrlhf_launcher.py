@@ -10,10 +10,10 @@ through OpenRLHF's own post-parse checks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import shlex
-import socket
 from pathlib import Path
 
 import pytest
@@ -22,13 +22,17 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 agent_base = pytest.importorskip("openrlhf.utils.agent")
 
-from trainers.config import parse_overrides
+from trainers.config import TrainConfig, parse_overrides
 from trainers.distributed.worker import game_env_kwargs
 from trainers.openrlhf.cli import RAE_ALPHA_FLAG, openrlhf_parser, run
-from trainers.openrlhf.launcher import ENTRY_MODULE, PACKAGES, shell_command, write_launch
-from trainers.openrlhf.local_engine import LocalEngine, SamplingParams
+from trainers.openrlhf.launcher import ENTRY_MODULE, MAPPED_KEYS, PACKAGES, REFUSED_KEYS, plan_run, shell_command, write_launch
+from trainers.openrlhf.train_ppo_ray import OPENRLHF_ENV_DEFAULTS, driver_env_vars
+from trainers.models import load_model
+from trainers.openrlhf.agent import AgentExecutor
 from trainers.openrlhf.tasks import Row
 from trainers.selfplay import Trainer, main
+
+from cluster_standins.local_engine import LocalEngine, SamplingParams  # noqa: E402  (tests/ is on sys.path)
 
 BASE = ["model=tiny-random", "tensorboard=false", "progress=false", "threads=1"]
 
@@ -178,6 +182,9 @@ def test_main_writes_the_job_and_prints_its_command(tmp_path, capsys):
         (["env=kuhn_poker,sat", "group_size=3"], "multiple of the players"),
         (["env=kuhn_poker", "games_per_step=4", "num_workers=3"], "num_workers=3"),
         (["env=kuhn_poker", "advantage=prompt_norm"], "RAE"),
+        (["env=kuhn_poker", "lora_rank=8"], "issue 1081"),
+        (["env=kuhn_poker", "lr_schedule=linear"], "decays to 0"),
+        (["env=kuhn_poker", "games_per_step=4", "num_workers=2", "vllm_tensor_parallel=4"], "multiple of vllm_tensor_parallel"),
     ],
 )
 def test_what_openrlhf_cannot_run_is_a_clear_error(tmp_path, capsys, overrides, message):
@@ -187,31 +194,81 @@ def test_what_openrlhf_cannot_run_is_a_clear_error(tmp_path, capsys, overrides, 
     assert not out.exists()
 
 
-@pytest.mark.slow
-def test_submit_true_sends_the_job_to_a_ray_job_server(tmp_path):
-    """A real local Ray with its job server: the job ships our packages and its working dir, runs
-    the entry module on the cluster, passes OpenRLHF's parser and checks, and stops where
-    OpenRLHF's `train()` needs the GPU stack (vLLM) that this machine does not have."""
-    ray = pytest.importorskip("ray")
-    from ray.job_submission import JobSubmissionClient
+def test_every_training_key_is_mapped_to_openrlhf_or_refused_by_name():
+    keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(MAPPED_KEYS) | set(REFUSED_KEYS) == keys
+    assert not set(MAPPED_KEYS) & set(REFUSED_KEYS)
 
-    from trainers.openrlhf.launcher import launch
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False)
-    try:
-        address = f"http://{context.dashboard_url}"
-        config = parse_overrides([*BASE, "env=kuhn_poker", "backend=openrlhf", "steps=1", "games_per_step=2",
-                                  "submit=true", f"ray_address={address}", f"out={tmp_path / 'run'}"])
-        assert launch(config) != 0  # the job fails, as it must without vLLM
-        client = JobSubmissionClient(address)
-        (job,) = [job for job in client.list_jobs() if job.submission_id]  # not this test's own driver
-        assert job.entrypoint.startswith(f"python -m {ENTRY_MODULE} --actor.model_name_or_path ./model")
-        assert job.runtime_env["working_dir"].startswith("gcs://")  # uploaded with the job
-        logs = client.get_job_logs(job.submission_id)
-        assert "No module named 'vllm'" in logs
-        assert "trainers/openrlhf/train_ppo_ray.py" in logs and "in train" in logs  # parsed, checked, then train()
-    finally:
-        ray.shutdown()
+def test_keys_openrlhf_cannot_honour_are_refused_together_by_name(tmp_path, capsys):
+    out = tmp_path / "never"
+    keys = ["thinking=markovian", "lr_schedule=cosine", "magnet_every=5", "kl_coef=0.1", "format_phase=on", "entropy_coef=0.5", "mode=think"]
+    assert main([*BASE, "backend=openrlhf", "env=kuhn_poker", *keys, f"out={out}"]) == 2
+    error = capsys.readouterr().err
+    for refused in ("thinking=", "magnet_every=5", "format_phase=", "entropy_coef=0.5"):
+        assert refused in error
+    for mapped in ("lr_schedule", "kl_coef"):
+        assert f"{mapped}=" not in error
+    assert not out.exists()
+
+
+def test_schedule_loss_aggregation_placement_and_vllm_memory_reach_their_flags(tmp_path):
+    _, _, launch = written(tmp_path, "env=kuhn_poker", "steps=2", "games_per_step=8", "num_workers=4", "num_nodes=2",
+                           "vllm_tensor_parallel=2", "vllm_gpu_memory=0.35", "lr_schedule=cosine", "lr_final_ratio=0.2",
+                           "length_norm=token_mean", "kl_coef=0.1", "tensorboard=false")
+    parsed = vars(openrlhf_parser().parse_args(_plain(openrlhf_flags(launch["argv"]))))
+    assert {k: parsed[k] for k in ("actor.num_nodes", "actor.num_gpus_per_node", "ref.num_nodes", "vllm.num_engines",
+                                   "vllm.tensor_parallel_size", "vllm.gpu_memory_utilization", "actor.lr_scheduler",
+                                   "actor.min_lr_ratio", "actor.lr_warmup_ratio", "actor.loss_agg_mode", "logger.tensorboard_dir")} == {
+        "actor.num_nodes": 2, "actor.num_gpus_per_node": 4, "ref.num_nodes": 2, "vllm.num_engines": 4,
+        "vllm.tensor_parallel_size": 2, "vllm.gpu_memory_utilization": 0.35, "actor.lr_scheduler": "cosine_with_min_lr",
+        "actor.min_lr_ratio": 0.2, "actor.lr_warmup_ratio": 0.0, "actor.loss_agg_mode": "seq-mean-token-mean",
+        "logger.tensorboard_dir": None,
+    }
+
+
+def _plain(flags: list[str]) -> list[str]:
+    """`flags` without this suite's two additions, for OpenRLHF's unmodified parser."""
+    at = flags.index(RAE_ALPHA_FLAG)
+    plain = flags[:at] + flags[at + 2:]
+    plain[plain.index("--algo.advantage.estimator") + 1] = "reinforce"
+    return plain
+
+
+@pytest.mark.parametrize("key", ["num_nodes=2", "vllm_tensor_parallel=2"])
+def test_placement_keys_of_the_openrlhf_job_are_refused_on_other_backends(key):
+    with pytest.raises(ValueError, match=key.split("=")[0]):
+        parse_overrides([*BASE, key])
+
+
+def test_max_len_holds_the_longest_game_so_no_seat_runs_out_of_context(tmp_path):
+    """`--data.max_len` from `plan_run`: every seat of fallback tic-tac-toe games (9 turns at most) fits."""
+    model, tokenizer = load_model("tiny-random", seed=0)
+    config = parse_overrides([*BASE, "backend=openrlhf", "env=tic_tac_toe", "mode=direct", "steps=1", "games_per_step=3", "max_new_tokens=12"])
+    plan = plan_run(config)
+    fallback = {**dict(plan.rows[0].env_args), "invalid_action_policy": "spiral"}
+    rows = [dataclasses.replace(row, env_args=fallback) for row in plan.rows]
+    engine = LocalEngine(model, tokenizer, seed=1)
+    executor = AgentExecutor()
+
+    async def play():
+        params = SamplingParams(temperature=1.0)
+        return await asyncio.gather(*[executor.execute(r.describe(), r.to_label(), params, plan.max_len, tokenizer, engine)
+                                      for r in rows for _ in range(2)])
+
+    responses = asyncio.run(play())
+    assert all(r["extra_logs"]["context_truncated"] == 0 for r in responses)
+    assert max(len(r["observation_tokens"]) for r in responses) <= plan.max_len
+
+
+def test_the_job_driver_adds_only_the_env_vars_the_job_did_not_set():
+    job = json.dumps({"runtime_env": {"env_vars": {"NCCL_DEBUG": "INFO", "TOKENIZERS_PARALLELISM": "false"}}})
+    assert driver_env_vars({"RAY_JOB_CONFIG_JSON_ENV_VAR": job}) == {"RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+    assert driver_env_vars({}) == OPENRLHF_ENV_DEFAULTS  # outside a job: OpenRLHF's own defaults
+    assert driver_env_vars({"NCCL_DEBUG": "INFO"})["NCCL_DEBUG"] == "INFO"
+
+
+def test_docs_list_every_key_with_what_the_launcher_does_with_it():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "openrlhf.md").read_text(encoding="utf-8")
+    for key, text in {**MAPPED_KEYS, **REFUSED_KEYS}.items():
+        assert f"| `{key}` | {text} |" in docs

@@ -18,9 +18,9 @@ pytest.importorskip("openrlhf.trainer.ppo_utils")
 from openrlhf.trainer.ppo_utils import Experience
 
 from trainers.advantages import RoleBaselines
-from trainers.openrlhf.local_engine import to_experience
 from trainers.openrlhf.rae import rae_advantages_and_returns, role_conditioned_advantages
 from trainers.openrlhf.tasks import Row
+from cluster_standins.local_engine import to_experience  # tests/ is on sys.path
 
 KUHN = {"mode": "direct", "invalid_action_policy": "forfeit", "turn_limit": 50}
 
@@ -35,7 +35,7 @@ def sample(label: str, reward: float, *, role=0, copy=0, turns=1, length=10, ran
         "prompt": "p", "label": label, "reward": reward, "scores": reward,
         "observation_tokens": list(range(100, 100 + length)), "action_ranges": list(ranges),
         "rollout_log_probs": None, "truncated": False,
-        "extra_logs": {"role": role, "copy": copy, "turns": turns, "invalid": 0, "game": int("game" in label)},
+        "extra_logs": {"role": role, "copy": copy, "turns": turns, "invalid": 0, "game": int("game" in label), "context_truncated": 0},
     }
     experience = to_experience(response, max_len=4096)
     if kl is not None:

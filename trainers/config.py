@@ -153,7 +153,10 @@ class TrainConfig:
     progress: bool = _help("show a progress bar", default=True)
     # -- backends (docs/openrlhf.md) ----------------------------------------------------
     backend: str = _help("where rollouts run: local (this process) | ray (Ray actor rollout workers) | openrlhf (write the OpenRLHF-on-Ray job; docs/openrlhf.md)", default="local")
-    num_workers: int = _help("backend=ray: rollout worker actors; backend=openrlhf: GPUs (one vLLM engine each)", default=1)
+    num_workers: int = _help("backend=ray: rollout worker actors; backend=openrlhf: GPUs per node", default=1)
+    num_nodes: int = _help("backend=openrlhf: nodes of the Ray cluster the job trains on", default=1)
+    vllm_tensor_parallel: int = _help("backend=openrlhf: GPUs per vLLM engine (tensor parallel); engines = num_nodes x num_workers / this", default=1)
+    vllm_gpu_memory: float = _help("share of a GPU's memory vLLM may take (generation=vllm on CUDA, backend=openrlhf): the learner needs the rest", default=0.5)
     ray_address: str = _help("backend=ray: '' starts a local Ray, an address joins a cluster; backend=openrlhf: the Ray job server to submit to (default http://127.0.0.1:8265)", default="")
     submit: bool = _help("backend=openrlhf: also run the written `ray job submit` command", default=False)
     device: str = _help("torch device of the model: cpu | cuda | cuda:N", default="cpu")
@@ -181,6 +184,16 @@ class TrainConfig:
             MarkovianConfig(self.chunk, self.carry, self.head, self.max_chunks).validate()
         _one_of("backend", self.backend, BACKENDS)
         _at_least("num_workers", self.num_workers, 1)
+        _at_least("num_nodes", self.num_nodes, 1)
+        _at_least("vllm_tensor_parallel", self.vllm_tensor_parallel, 1)
+        _in_range("vllm_gpu_memory", self.vllm_gpu_memory, 0.0, 1.0, closed_low=False, closed_high=False)
+        if self.num_nodes != 1 and self.backend != "openrlhf":
+            raise ValueError(f"num_nodes places the OpenRLHF job (backend=openrlhf); backend={self.backend} runs on this machine or its Ray workers")
+        vllm_on_gpu = self.backend == "openrlhf" or (self.generation == "vllm" and self.device != "cpu")
+        for key in ("vllm_tensor_parallel", "vllm_gpu_memory"):
+            if getattr(self, key) != getattr(TrainConfig, key) and not vllm_on_gpu:
+                raise ValueError(f"{key} sizes vLLM on GPUs (generation=vllm with device=cuda, or backend=openrlhf); "
+                                 f"this run has generation={self.generation}, device={self.device}, backend={self.backend}")
         if self.device != "cpu" and not (self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ValueError(f"device={self.device!r} is not valid; choose one of: cpu, cuda, cuda:N")
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)

@@ -5,7 +5,7 @@ engine runs in a worker process started with the vLLM environment's python
 (``trainers/generation/vllm_worker.py``, ``vllm.LLM`` in-process there); ``VLLMBackend`` is
 the client in the trainer's process. Only plain data crosses: token ids in, token ids and
 log-probs out (pickles on a pipe), and new weights as a safetensors file (in ``/dev/shm``
-where there is one) whose path is sent.
+when it has room, else on disk: `staging_folder`) whose path is sent.
 
 Agreement with the transformers backend (``trainers.generation.base``): prompts are
 tokenised here with ``encode_prompts`` and sent as ``TokensPrompt`` token ids (vLLM never
@@ -20,8 +20,10 @@ from (s, i)), so the same call gives the same outputs; the numbers are vLLM's, n
 transformers sampler's.
 
 Weights: ``load_weights(model)`` (or a state dict) after every learner update puts the new
-weights into the running engine (``model.load_weights`` through ``LLM.apply_model``, then
-the prefix cache is reset, since cached KV blocks hold the old weights' keys and values).
+weights into the running engine by the path the worker chose for its device and vLLM
+version (``vllm_worker.weight_update_path``: a layer-wise reload on CPU, every
+tensor-parallel rank loading its shards on CUDA), then the prefix cache is reset, since
+cached KV blocks hold the old weights' keys and values.
 A LoRA-wrapped model is merged on the fly (base + scale * B @ A) without touching it.
 
 Setup: ``bash scripts/test-vllm.sh --setup-only`` makes ``.venv-vllm`` (the default
@@ -194,14 +196,17 @@ class VLLMBackend:
         tokenizer,
         *,
         python: str | os.PathLike | None = None,
-        dtype: str = "float32",
+        device: str = "cpu",
+        dtype: str | None = None,
         seed: int = 0,
         stop_token_ids: Sequence[int] | None = None,
         max_model_len: int | None = None,
         kv_cache_gib: int = 2,
+        gpu_memory_utilization: float = 0.5,
+        tensor_parallel_size: int = 1,
         max_num_seqs: int = 256,
         threads: int | None = None,
-        enforce_eager: bool = True,
+        enforce_eager: bool | None = None,
         startup_timeout_s: float = 900.0,
         request_timeout_s: float = 3600.0,
         log_path: str | os.PathLike | None = None,
@@ -211,6 +216,8 @@ class VLLMBackend:
         self.request_timeout_s = request_timeout_s
         self._lock = threading.Lock()
         self._process = None
+        engine = engine_options(device, dtype=dtype, enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
+                                gpu_memory_utilization=gpu_memory_utilization)
         python = find_vllm_python(python)
         folder = Path(model_folder).expanduser()
         if not (folder / "config.json").is_file():
@@ -235,6 +242,8 @@ class VLLMBackend:
             TOKENIZERS_PARALLELISM="false",
         )
         environment.pop("PYTHONPATH", None)
+        if device.startswith("cuda:"):  # the engine's first GPU is the one asked for
+            environment["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
         with open(self.log_path, "ab") as log:
             # Own process group: close() can stop the worker and anything it started, by its id.
             self._process = subprocess.Popen(
@@ -251,11 +260,10 @@ class VLLMBackend:
         )
         options = {
             "model": str(folder),
-            "dtype": dtype,
             "seed": int(seed),
             "max_model_len": max_model_len or _default_max_model_len(folder),
             "max_num_seqs": int(max_num_seqs),
-            "enforce_eager": bool(enforce_eager),
+            **engine,
         }
         started = time.perf_counter()
         try:
@@ -376,7 +384,8 @@ class VLLMBackend:
         from safetensors.torch import save_file
 
         weights = export_weights(source)
-        path = self._weights_dir / f"weights-{os.getpid()}-{time.monotonic_ns()}.safetensors"
+        folder = staging_folder([self._weights_dir, self._scratch], sum(t.numel() * t.element_size() for t in weights.values()))
+        path = folder / f"weights-{os.getpid()}-{time.monotonic_ns()}.safetensors"
         try:
             save_file(weights, str(path))
             del weights
@@ -465,9 +474,9 @@ class VLLMBackend:
 def start_for_run(model, tokenizer, config) -> VLLMBackend:
     """The vLLM backend of a training run (``generation=vllm``), serving `model`'s current weights.
 
-    Reads the run config's ``vllm_python``, ``seed`` and ``threads``. The engine computes
-    in float32 whatever the trainer's dtype (vLLM's CPU bfloat16 output was wrong on the
-    development machine). The trainer calls ``load_weights(model)`` after every update.
+    Reads the run config's ``vllm_python``, ``seed``, ``threads``, ``device``,
+    ``vllm_tensor_parallel`` and ``vllm_gpu_memory`` (`engine_options` picks dtype and
+    CUDA graphs by device). The trainer calls ``load_weights(model)`` after every update.
     """
     return VLLMBackend.from_model(
         model,
@@ -475,7 +484,49 @@ def start_for_run(model, tokenizer, config) -> VLLMBackend:
         python=getattr(config, "vllm_python", None) or None,
         seed=config.seed,
         threads=getattr(config, "threads", 0) or None,
+        device=config.device,
+        tensor_parallel_size=config.vllm_tensor_parallel,
+        gpu_memory_utilization=config.vllm_gpu_memory,
     )
+
+
+def engine_options(device: str, *, dtype: str | None = None, enforce_eager: bool | None = None,
+                   tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5) -> dict:
+    """The engine settings that depend on where it runs.
+
+    CPU: float32 (vLLM's CPU bfloat16 output was wrong on the development machine), eager
+    execution (CUDA graphs do not exist there), tensor parallel 1, and the KV cache sized
+    by ``kv_cache_gib`` instead of a share of GPU memory. CUDA: bfloat16, CUDA graphs, and
+    ``gpu_memory_utilization`` of each GPU for weights and KV cache, leaving the rest to
+    the learner that shares the GPU.
+    """
+    if device == "cpu":
+        if tensor_parallel_size != 1:
+            raise ValueError(f"vLLM on CPU runs with tensor parallel 1; got {tensor_parallel_size} (device=cpu)")
+        return {"dtype": dtype or "float32", "enforce_eager": True if enforce_eager is None else enforce_eager,
+                "tensor_parallel_size": 1}
+    if not 0 < gpu_memory_utilization < 1:
+        raise ValueError(f"gpu_memory_utilization must lie in (0, 1); got {gpu_memory_utilization}")
+    return {"dtype": dtype or "bfloat16", "enforce_eager": False if enforce_eager is None else enforce_eager,
+            "tensor_parallel_size": int(tensor_parallel_size), "gpu_memory_utilization": float(gpu_memory_utilization)}
+
+
+STAGING_HEADROOM_BYTES = 64 * 2**20
+"""Free space kept beyond the weights themselves when staging them for the engine."""
+
+
+def staging_folder(candidates: Sequence[Path], size: int) -> Path:
+    """The first folder (``/dev/shm`` first, then disk) with room for `size` bytes of weights.
+
+    /dev/shm is often small in containers (64 MiB by default under Docker); a full one
+    would fail the write halfway, or take memory the learner needs, so its free space is
+    checked first.
+    """
+    for folder in dict.fromkeys(Path(c) for c in candidates):
+        if shutil.disk_usage(folder).free >= size + STAGING_HEADROOM_BYTES:
+            return folder
+    listed = ", ".join(f"{c} ({shutil.disk_usage(c).free / 2**20:.0f} MiB free)" for c in dict.fromkeys(Path(c) for c in candidates))
+    raise OSError(f"no room to stage {size / 2**20:.0f} MiB of weights for the vLLM engine: {listed}")
 
 
 class _GenerationConfigHolder:

@@ -15,9 +15,20 @@ stdout. Everything the process or vLLM prints goes to stderr (the client's log f
     client -> worker: {"op": "generate" | "score" | "load_weights" | "ping" | "shutdown", ...}
     worker -> client: {"ok": True, "result": ...} or {"ok": False, "error": traceback text}
 
-The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so no further
-process is started and new weights are handed to the worker's ``reload_weights`` directly. The worker exits when
-its stdin closes (the client died or closed it).
+The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``); with tensor
+parallel > 1 vLLM starts one process per further GPU. New weights arrive as a safetensors
+file; how they reach the model is chosen once per engine (`weight_update_path`):
+
+* ``iterator`` (CPU): the worker's ``reload_weights(weights_iterator=...)``, vLLM's
+  layer-wise reload, which also redoes the CPU runner's repacking of linear weights (a
+  plain ``load_weights`` into the running CPU model fails). The iterator cannot cross
+  processes, so this path is tensor parallel 1 only.
+* ``file`` (CUDA): every worker process (one per tensor-parallel rank) reads the file,
+  ``model.load_weights`` takes its shard of each tensor, and vLLM's
+  ``process_weights_after_loading`` runs, imported from where the installed version keeps
+  it. Works for any tensor-parallel size.
+
+The worker exits when its stdin closes (the client died or closed it).
 """
 
 from __future__ import annotations
@@ -62,6 +73,48 @@ def _read_exactly(stream, size: int):
     return b"".join(chunks)
 
 
+MIN_VLLM = (0, 8, 5)
+"""Oldest vLLM the worker drives (V1 engine, ``collective_rpc`` with a callable; OpenRLHF's floor too)."""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def weight_update_path(vllm_version: str, tensor_parallel: int, on_cpu: bool) -> str:
+    """How new weights reach the running model: ``iterator`` or ``file`` (module docstring)."""
+    if _version_tuple(vllm_version) < MIN_VLLM:
+        raise RuntimeError(f"vLLM {vllm_version} is older than {'.'.join(map(str, MIN_VLLM))}, the oldest this worker drives")
+    if on_cpu:
+        if tensor_parallel != 1:
+            raise RuntimeError(f"vLLM on CPU runs with tensor parallel 1 (asked for {tensor_parallel})")
+        return "iterator"
+    return "file"
+
+
+def _load_weights_from_file(worker, path: str) -> int:
+    """Run in each vLLM worker process (``collective_rpc``): load every weight of `path`, take
+    this rank's shards, then vLLM's post-processing (repacking, quantisation scales)."""
+    import vllm
+    from safetensors.torch import load_file
+
+    if _version_tuple(vllm.__version__) >= (0, 9, 0):
+        from vllm.model_executor.model_loader.utils import process_weights_after_loading
+    else:
+        from vllm.model_executor.model_loader.loader import _process_weights_after_loading as process_weights_after_loading
+    runner = worker.model_runner
+    model = runner.model
+    weights = load_file(path)
+    model.load_weights(weights=weights.items())
+    device = next(model.parameters()).device
+    process_weights_after_loading(model, runner.model_config, device)
+    return len(weights)
+
+
 def request_seed(seed: int, index: int) -> int:
     """The sampling seed of request `index` of a call seeded with `seed` (distinct per request)."""
     return (seed * 1_000_003 + index * 7_919 + 1) % (2**63 - 1)
@@ -71,8 +124,13 @@ class Engine:
     """A ``vllm.LLM`` and the few operations the client asks of it."""
 
     def __init__(self, options: dict):
+        import torch
+        import vllm
         from vllm import LLM
 
+        tensor_parallel = int(options.get("tensor_parallel_size", 1))
+        self.weight_update = weight_update_path(vllm.__version__, tensor_parallel, on_cpu=not torch.cuda.is_available())
+        on_gpu = {"gpu_memory_utilization": float(options["gpu_memory_utilization"])} if options.get("gpu_memory_utilization") else {}
         self.llm = LLM(
             options["model"],
             dtype=options.get("dtype", "float32"),
@@ -80,6 +138,8 @@ class Engine:
             max_model_len=options.get("max_model_len"),
             max_num_seqs=int(options.get("max_num_seqs", 256)),
             enforce_eager=bool(options.get("enforce_eager", True)),
+            tensor_parallel_size=tensor_parallel,
+            **on_gpu,
             enable_prefix_caching=True,
             # Token ids in, token ids out: the client tokenises and decodes with its own
             # tokenizer, so vLLM never needs (or disagrees about) one.
@@ -99,6 +159,7 @@ class Engine:
             "max_model_len": config.max_model_len,
             "dtype": str(config.dtype),
             "pid": os.getpid(),
+            "weight_update": self.weight_update,
         }
 
     def generate(self, prompt_ids, max_new_tokens, temperature, top_p, seed, stop_token_ids) -> list[dict]:
@@ -162,24 +223,23 @@ class Engine:
         return scores
 
     def load_weights(self, path: str) -> int:
-        """Reload the running model's weights in place from a safetensors file (Hugging Face names).
-
-        vLLM's CPU runner repacks linear weights after loading, so a plain
-        ``model.load_weights`` into the running model fails; the worker's
-        ``reload_weights`` (layer-wise reload, then the same post-processing as at start)
-        is the supported path. The file must hold every weight of the model.
-        """
+        """Reload the running model's weights in place from a safetensors file (Hugging Face
+        names, every weight of the model), by this engine's `weight_update` path."""
         from safetensors.torch import load_file
 
-        weights = load_file(path)
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": iter(weights.items()), "is_checkpoint_format": True}
-        )
-        if getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False):
-            self.llm.apply_model(_retie_output_embeddings)
+        if self.weight_update == "file":
+            (count, *_) = self.llm.collective_rpc(_load_weights_from_file, args=(path,))
+        else:
+            weights = load_file(path)
+            count = len(weights)
+            self.llm.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": iter(weights.items()), "is_checkpoint_format": True}
+            )
+            if getattr(self.llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False):
+                self.llm.apply_model(_retie_output_embeddings)
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
-        return len(weights)
+        return count
 
 
 def _retie_output_embeddings(model) -> None:
@@ -260,6 +320,9 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # collective_rpc sends `_load_weights_from_file` (a function of this script) to vLLM's
+    # tensor-parallel worker processes by value, which vLLM allows only when asked to.
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
     serve(requests, replies)
 
 

@@ -9,9 +9,10 @@
     experience_maker.py  RAE wired into OpenRLHF's experience maker and PPO trainer (cluster only)
     cli.py               OpenRLHF's own train_ppo_ray parser and checks, read from its installed source
     train_ppo_ray.py     python -m trainers.openrlhf.train_ppo_ray: OpenRLHF's entry with `rae` added
-    local_engine.py      a transformers model behind the vLLM engine interface (tests, dry runs)
 
-docs/openrlhf.md has the cluster recipe and how games, roles and RAE map onto OpenRLHF.
+docs/openrlhf.md has the cluster recipe and how games, roles and RAE map onto OpenRLHF;
+tests/test_cluster_rehearsal.py runs the whole job on a local Ray head (CPU stand-ins for
+the GPU packages in tests/cluster_standins/).
 """
 
 OPENRLHF_VERSION = "0.11.2"

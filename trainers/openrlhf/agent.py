@@ -24,9 +24,16 @@ How a self-play game becomes samples (docs/openrlhf.md has the picture):
   OpenRLHF copies into `Experience.info`: the RAE estimator
   (`trainers.openrlhf.rae`) keys its baselines by (env, role) from there and the label.
 
-A seat whose context (`max_length`, OpenRLHF's `--data.max_len`) has no room for another
-turn answers nothing: the env's invalid-action policy scores that like any invalid
-answer, so both seats' samples always describe the same finished game. A seat that never
+Every turn stops at the chat template's end-of-turn token as well as at the model's eos
+(`stop_token_ids`): OpenRLHF's sampling params stop at eos only, and for a model whose
+eos is not its end-of-turn token (a base model's `<|endoftext|>` beside `<|im_end|>`) a
+turn would run on past its answer.
+
+A seat whose context (`max_length`, OpenRLHF's `--data.max_len`, which the launcher sizes
+for the longest game) has no room for another turn's budget ends the game as a context
+truncation, not a forfeit: no seat is scored on it (reward 0, `context_truncated` 1 in
+`extra_logs`, which the RAE estimator reads as "no decision": advantage 0, baselines
+untouched), so the context limit never decides a game. A seat that never
 moved (the other seat forfeited first) still owes OpenRLHF a sample: it answers a closing
 message ("the game ended before your first move") with one sampled token, and its
 `turns` is 0, which the RAE estimator reads as "no decision": advantage 0, baseline
@@ -36,8 +43,8 @@ A task row (SAT) is one instance answered once per execution (a GRPO group of `n
 
 Markovian thinking (Delethink) does not fit this interface: its chunks reset the
 context, so they cannot be one token sequence of one sample, and one execute() returns
-exactly one sample. `envs/markovian.py` is not in this tree yet either; see
-docs/openrlhf.md for what it would take.
+exactly one sample (the launcher refuses thinking=markovian; docs/openrlhf.md says what
+it would take).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from openrlhf.utils.agent import AgentExecutorBase
 
 import envs
 from envs.game_env import agent_name
+from trainers.generation import default_stop_token_ids
 from trainers.openrlhf.tasks import Row
 
 SEAT_WAIT_S = 1800.0
@@ -81,6 +89,14 @@ class Trajectory:
             self.logprobs += [entry[token].logprob for entry, token in zip(output.logprobs, ids)]
         self.turns += 1
         self.truncated = output.finish_reason == "length"
+
+
+def turn_params(sampling_params, tokenizer, max_tokens: int):
+    """OpenRLHF's sampling params for one turn: `max_tokens` of budget, stopping at the end of turn."""
+    params = deepcopy(sampling_params)
+    params.max_tokens = max_tokens
+    params.stop_token_ids = sorted(set(getattr(params, "stop_token_ids", None) or ()) | set(default_stop_token_ids(None, tokenizer)))
+    return params
 
 
 def first_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
@@ -120,9 +136,19 @@ class SharedGame:
         self.env.reset(seed=row.copy_seed(copy))
         self.changed = asyncio.Condition()
         self.seats_done = 0
+        self.context_truncated = False
+
+    def is_over(self) -> bool:
+        return self.context_truncated or self.env.is_over()
+
+    def returns(self) -> list[float]:
+        """The env's returns; nobody's when the context cut the game."""
+        if self.context_truncated:
+            return [0.0] * self.row.players
+        return [float(r) for r in self.env.episode_returns()]
 
     def _my_turn_or_over(self, seat: int) -> bool:
-        return self.env.is_over() or self.env.current_player() == seat
+        return self.is_over() or self.env.current_player() == seat
 
     async def play_seat(self, seat: int, *, tokenizer, engine, sampling_params, max_length: int) -> Trajectory:
         with_logprobs = getattr(sampling_params, "logprobs", None) is not None
@@ -138,7 +164,7 @@ class SharedGame:
                         f"for another seat: --rollout.n_samples_per_prompt must be a multiple of {self.row.players}, "
                         f"the number of players, so that every seat of every game is played"
                     ) from None
-            if self.env.is_over():
+            if self.is_over():
                 return trajectory
             messages = self.env.turn_prompt().messages()
             if trajectory.tokens:
@@ -150,16 +176,16 @@ class SharedGame:
                         f"the first prompt of {self.row.env} takes {len(prompt_ids)} tokens; --data.max_len "
                         f"({max_length}) leaves no room to answer"
                     )
-            budget = min(self.row.max_new_tokens, max_length - len(trajectory.tokens) - len(prompt_ids))
-            text = ""  # no room left in this seat's context: an empty (invalid) answer
-            if budget > 0:
-                trajectory.append_observation(prompt_ids)
-                params = deepcopy(sampling_params)
-                params.max_tokens = budget
-                output = (await engine.generate(trajectory.tokens, params)).outputs[0]
-                trajectory.append_action(output)
-                last_action = list(output.token_ids)
-                text = tokenizer.decode(last_action, skip_special_tokens=True)
+            if len(trajectory.tokens) + len(prompt_ids) + self.row.max_new_tokens > max_length:
+                async with self.changed:  # no room for a whole turn: the context, not the game, ends it
+                    self.context_truncated = True
+                    self.changed.notify_all()
+                return trajectory
+            trajectory.append_observation(prompt_ids)
+            output = (await engine.generate(trajectory.tokens, turn_params(sampling_params, tokenizer, self.row.max_new_tokens))).outputs[0]
+            trajectory.append_action(output)
+            last_action = list(output.token_ids)
+            text = tokenizer.decode(last_action, skip_special_tokens=True)
             async with self.changed:
                 self.env.step(text)
                 self.changed.notify_all()
@@ -198,7 +224,8 @@ class AgentExecutor(AgentExecutorBase):
             "rollout_log_probs": trajectory.logprobs,
             "truncated": trajectory.truncated,
             # The same keys for every sample: OpenRLHF batches them into Experience.info.
-            "extra_logs": {"role": logs["role"], "copy": logs["copy"], "turns": trajectory.turns, "invalid": logs["invalid"], "game": logs["game"]},
+            "extra_logs": {"role": logs["role"], "copy": logs["copy"], "turns": trajectory.turns, "invalid": logs["invalid"],
+                           "game": logs["game"], "context_truncated": logs["context_truncated"]},
         }
 
     async def _play_game(self, row: Row, label: str, tokenizer, engine, sampling_params, max_length: int):
@@ -216,9 +243,9 @@ class AgentExecutor(AgentExecutorBase):
                 del state.games[copy]
         if trajectory.turns == 0:
             await _closing_turn(trajectory, tokenizer, engine, sampling_params)
-        env = game.env
-        invalid = env.infos[agent_name(seat)]["invalid_actions"]
-        return trajectory, float(env.episode_returns()[seat]), {"role": seat, "copy": copy, "invalid": invalid, "game": 1}
+        invalid = game.env.infos[agent_name(seat)]["invalid_actions"]
+        logs = {"role": seat, "copy": copy, "invalid": invalid, "game": 1, "context_truncated": int(game.context_truncated)}
+        return trajectory, game.returns()[seat], logs
 
     async def _answer_task(self, row: Row, tokenizer, engine, sampling_params, max_length: int):
         instance, score = _task(row)
@@ -230,20 +257,16 @@ class AgentExecutor(AgentExecutorBase):
         if budget <= 0:
             raise ValueError(f"the {row.env} prompt of row {row.row} takes {len(prompt_ids)} tokens; --data.max_len ({max_length}) leaves no room to answer")
         trajectory.append_observation(prompt_ids)
-        params = deepcopy(sampling_params)
-        params.max_tokens = budget
-        output = (await engine.generate(prompt_ids, params)).outputs[0]
+        output = (await engine.generate(prompt_ids, turn_params(sampling_params, tokenizer, budget))).outputs[0]
         trajectory.append_action(output)
         reward, info = score(instance, tokenizer.decode(list(output.token_ids), skip_special_tokens=True))
-        return trajectory, float(reward), {"role": 0, "copy": 0, "invalid": int(info["answer"] is None), "game": 0}
+        return trajectory, float(reward), {"role": 0, "copy": 0, "invalid": int(info["answer"] is None), "game": 0, "context_truncated": 0}
 
 
 async def _closing_turn(trajectory: Trajectory, tokenizer, engine, sampling_params) -> None:
     """A one-token answer to `NO_TURN_MESSAGE` for a seat that never moved (its `turns` stays 0)."""
     trajectory.append_observation(first_prompt_ids(tokenizer, [{"role": "user", "content": NO_TURN_MESSAGE}]))
-    params = deepcopy(sampling_params)
-    params.max_tokens = 1
-    output = (await engine.generate(trajectory.tokens, params)).outputs[0]
+    output = (await engine.generate(trajectory.tokens, turn_params(sampling_params, tokenizer, 1))).outputs[0]
     trajectory.append_action(output)
     trajectory.turns = 0
 

@@ -19,7 +19,8 @@ here on light `TurnSample`s):
   on the order in which OpenRLHF's engines finished them. A sample is one seat of one
   game, so each (game, role) return updates its baseline once. A seat that never moved
   (`turns == 0`) gets ``A = 0`` and leaves the baseline alone, as a local rollout (which
-  has no sample for it) would.
+  has no sample for it) would. So does every seat of a game that the context cut
+  (`context_truncated == 1`, see `trainers.openrlhf.agent`): its outcome was not played out.
 * task samples: GRPO within the row's group, ``A = (R - mean) / (std + eps)``
   (population std), the local trainer's `grpo`.
 
@@ -60,7 +61,7 @@ def role_conditioned_advantages(experiences: Sequence, baselines: RoleBaselines)
             )
             if row.kind == "task":
                 tasks.append(record)
-            elif int(info["turns"][j]) > 0:
+            elif int(info["turns"][j]) > 0 and not int(info["context_truncated"][j]):
                 games.append(record)
     games.sort(key=lambda s: (s.game_id, s.role))
     compute_rae(games, baselines)

@@ -1,4 +1,4 @@
-"""A transformers model behind the engine interface OpenRLHF's agent executors call.
+"""A transformers model behind the engine interface OpenRLHF's agent executors call (tests only).
 
 OpenRLHF 0.11.2's vLLM engine actor (`openrlhf.trainer.ray.vllm_engine.RolloutRayActor`)
 gives an executor `await llm_engine.generate(prompt_token_ids, sampling_params,
@@ -8,6 +8,10 @@ multi_modal_data=None)` and returns vLLM's `RequestOutput`; executors read
 answers the same call on an in-process transformers model, so the agent file runs end to
 end without vLLM or a GPU (tests, dry runs). `SamplingParams` carries the fields of vLLM's
 class that the executors read or set.
+
+It stops where vLLM stops: at the tokenizer's and the generation config's eos ids and at
+`sampling_params.stop_token_ids`, not at a chat template's end-of-turn token unless the
+caller asks for it (vLLM does not know the chat template either).
 
 Log-probs follow the suite's convention (raw model, temperature 1), as the vLLM engines
 of a run started by the launcher report them ("processed_logprobs" only when OpenRLHF's
@@ -22,7 +26,6 @@ from types import SimpleNamespace
 
 import torch
 
-from trainers.generation import default_stop_token_ids
 
 
 @dataclass
@@ -34,6 +37,9 @@ class SamplingParams:
     max_tokens: int | None = None
     logprobs: int | None = None
     skip_special_tokens: bool = False
+    stop_token_ids: list[int] | None = None
+    min_tokens: int = 0
+    top_k: int = -1
 
 
 @dataclass
@@ -60,7 +66,7 @@ class LocalEngine:
     def __init__(self, model, tokenizer, *, seed: int = 0):
         self.model = model
         self.tokenizer = tokenizer
-        self.stop_ids = set(default_stop_token_ids(model, tokenizer))
+        self.eos_ids = eos_token_ids(model, tokenizer)
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.calls = 0
 
@@ -86,7 +92,7 @@ class LocalEngine:
             token = self._pick(logits, raw, params)
             ids.append(token)
             logprobs.append(float(raw[token]))
-            if token in self.stop_ids:
+            if token in self.eos_ids or token in (params.stop_token_ids or ()):
                 return ids, logprobs, "stop"
             out = self.model(input_ids=torch.tensor([[token]], device=device), use_cache=True, **{cache_key: out[cache_key]})
         return ids, logprobs, "length"
@@ -100,6 +106,15 @@ class LocalEngine:
             ordered[(ordered.cumsum(-1) - ordered) >= params.top_p] = 0
             probs = torch.zeros_like(probs).scatter_(-1, order, ordered)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """What vLLM stops on by itself: the tokenizer's eos and the generation config's eos ids."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if config_eos is not None:
+        ids.update([config_eos] if isinstance(config_eos, int) else config_eos)
+    return ids
 
 
 def to_experience(response: dict, max_len: int):
