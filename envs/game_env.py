@@ -25,7 +25,7 @@ from gymnasium import spaces
 from pettingzoo import AECEnv
 
 import games
-from envs.invalid import InvalidActionPolicy, resolve_policy
+from envs.invalid import InvalidActionPolicy, InvalidAnswerBookkeeping, resolve_policy
 from envs.protocol import PromptTemplate, TurnPrompt, describe_error
 from envs.spaces import text_space
 
@@ -39,7 +39,7 @@ def agent_name(player: int) -> str:
     return f"player_{player}"
 
 
-class GameEnv(AECEnv):
+class GameEnv(InvalidAnswerBookkeeping, AECEnv):
     """PettingZoo AEC text environment over any game of the `games` protocol.
 
     Args:
@@ -238,20 +238,10 @@ class GameEnv(AECEnv):
         return self._invalid(parsed.error, describe_error(parsed, prompt.choices))
 
     def _invalid(self, error: str, feedback: str) -> None:
-        agent = self.agent_selection
-        player = self._player_of[agent]
-        info = self.infos[agent]
-        info["invalid_actions"] += 1
-        if error == "unparseable":
-            info["unparseable_actions"] += 1
-        info["last_error"] = error
-        policy = self.invalid_action_policy
-        if self._retries_used < policy.retries:
-            self._retries_used += 1
-            self._feedback = feedback
-            self._prompt = None
-            self._clear_rewards()
+        if self._count_invalid_and_retry(error, feedback):
             return None
+        player = self._player_of[self.agent_selection]
+        policy = self.invalid_action_policy
         offender, other = policy.penalties(self.game.max_utility(), self.game.num_players())
         if policy.ends_game:
             final = [other] * len(self.possible_agents)

@@ -43,7 +43,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import AECEnv
 
-from envs.invalid import InvalidActionPolicy, resolve_policy
+from envs.invalid import InvalidActionPolicy, InvalidAnswerBookkeeping, resolve_policy
 from envs.parsing import extract_answer
 from envs.protocol import TurnPrompt
 from envs.spaces import text_space
@@ -235,7 +235,7 @@ class TextArenaView:
         return list(self.env.moves_played)
 
 
-class TextArenaEnv(AECEnv):
+class TextArenaEnv(InvalidAnswerBookkeeping, AECEnv):
     """PettingZoo AEC env over one two-player TextArena game (see the module docstring).
 
     Args:
@@ -459,20 +459,10 @@ class TextArenaEnv(AECEnv):
         return answer if "[" in answer else f"[{answer}]"
 
     def _invalid(self, error: str, feedback: str) -> None:
-        agent = self.agent_selection
-        player = self._player_of[agent]
-        info = self.infos[agent]
-        info["invalid_actions"] += 1
-        if error == "unparseable":
-            info["unparseable_actions"] += 1
-        info["last_error"] = error
-        policy = self.invalid_action_policy
-        if self._retries_used < policy.retries:
-            self._retries_used += 1
-            self._feedback = feedback
-            self._prompt = None
-            self._clear_rewards()
+        if self._count_invalid_and_retry(error, feedback):
             return
+        player = self._player_of[self.agent_selection]
+        policy = self.invalid_action_policy
         offender, other = policy.penalties(self.game.max_utility(), 2)
         final = [other, other]
         final[player] = offender
