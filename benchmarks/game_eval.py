@@ -27,6 +27,7 @@ import math
 import sys
 
 from benchmarks.outputs import check_output_path
+from trainers.config import split_list
 
 DEFAULTS = {
     "env": "kuhn_poker",
@@ -68,21 +69,6 @@ def parse(arguments: list[str]) -> dict:
 
 MINIMUMS = {"max_new_tokens": 1, "hands": 1, "threads": 0, "count": 0, "turn_limit": 0}
 """Smallest valid value of each integer option (threads=0: torch's default)."""
-
-
-def split_list(text: str) -> list[str]:
-    """Comma-separated items; commas inside parentheses belong to an item
-    (`openspiel:goofspiel(num_cards=4,points_order=descending)`)."""
-    items, depth, current = [], 0, ""
-    for char in text:
-        depth += (char == "(") - (char == ")")
-        if char == "," and depth == 0:
-            items.append(current.strip())
-            current = ""
-        else:
-            current += char
-    items.append(current.strip())
-    return [item for item in items if item]
 
 
 def opponent_names(options: dict) -> list[str]:

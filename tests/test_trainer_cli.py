@@ -159,7 +159,8 @@ def test_sat_task_run(tmp_path):
         # the random model never boxes an answer: every reward is SAT's no-answer -1
         assert m["reward/sat"] == -1.0 and m["solved/sat"] == 0.0 and m["invalid_rate/sat"] == 1.0
         assert "games" not in m  # no game was played
-    assert set(final) == {"step", "sat"}
+    assert set(final) == {"step", "sat", "transfer"}  # transfer: eval_transfer's default before/after row
+    assert final["transfer"]["basic_arithmetic"]["items"] == 20
     assert final["sat"]["level"] == [3, 5, 5]  # SatEnv's default level
     assert final["sat"]["answers"] == 20 * 4  # 20 held-out formulas, eval_samples answers each
     assert final["sat"]["pass_at_1"] == 0.0 and final["sat"]["no_answer_rate"] == 1.0

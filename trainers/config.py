@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from envs.opponents import ALL_OPPONENTS
 from envs.opponents import OPPONENT_NAMES as FIXED_OPPONENTS
 from envs.protocol import MODES
 from trainers.advantages import METHODS as ADVANTAGE_METHODS
@@ -30,7 +31,7 @@ from trainers.advantages import STATE_WEIGHTINGS
 
 LENGTH_NORMS = ("constant", "token_mean")
 """How a sample's summed token loss is divided (trainers.loss.ppo_clipped_loss)."""
-OPPONENTS = ("none", "league", *FIXED_OPPONENTS)
+OPPONENTS = ("none", "league", *ALL_OPPONENTS)
 INVALID_ACTION_POLICIES = ("forfeit", "spiral", "textarena")
 LEAGUE_SAMPLING = ("uniform", "prioritized")
 FORMAT_PHASE = ("auto", "on", "off")
@@ -50,6 +51,10 @@ RESUMABLE_KEYS = (
     "eval_samples",
     "eval_opponents",
     "eval_temperature",
+    "eval_envs",
+    "eval_envs_games",
+    "eval_envs_mode",
+    "eval_transfer",
     "threads",
     "tensorboard",
     "progress",
@@ -77,7 +82,7 @@ class TrainConfig:
     mode: str = _help("text protocol mode: choice | direct | think", default="choice")
     invalid_action_policy: str = _help("what an invalid answer costs: forfeit | spiral | textarena", default="forfeit")
     turn_limit: int = _help("cut a game after this many turns and score it a draw", default=50)
-    opponent: str = _help("none (pure self-play) | league (past snapshots) | random | rule_based | equilibrium | checkpoint:PATH (a frozen model) on one seat", default="none")
+    opponent: str = _help("none (pure self-play) | league (past snapshots) | random | rule_based | equilibrium | mcts (OpenSpiel games) | checkpoint:PATH (a frozen model) on one seat", default="none")
     opponent_seat: str = _help("seat the fixed opponent (or league snapshot) takes: 0, 1 or alternate (between games); the learner plays the other seats", default="alternate")
     curriculum: str = _help("difficulty curriculum for task envs: none | saturn", default="none")
     benchmark: str = _help("a folder written by benchmarks.generate: its test and held-out formulas are never drawn for training", default="")
@@ -146,8 +151,12 @@ class TrainConfig:
     eval_every: int = _help("evaluate every this many steps (0: only at the start and the end)", default=10)
     eval_games: int = _help("evaluation games per opponent and seat", default=50)
     eval_samples: int = _help("answers per held-out task instance in evaluation (pass@1 is their mean)", default=4)
-    eval_opponents: list[str] = _help("fixed opponents for evaluation (random, rule_based, equilibrium), or auto: every one that can play the game", default_factory=lambda: ["auto"])
+    eval_opponents: list[str] = _help("fixed opponents for evaluation (random, rule_based, equilibrium, mcts), or auto: every one that can play the game", default_factory=lambda: ["auto"])
     eval_temperature: float = _help("sampling temperature in evaluation", default=0.6)
+    eval_envs: list[str] = _help("out-of-domain games played against a random opponent at every evaluation (SPIRAL's protocol): env ids, or the preset spiral_ood; empty: none", default_factory=list)
+    eval_envs_games: int = _help("eval_envs: games per env and seat", default=20)
+    eval_envs_mode: str = _help("eval_envs: text protocol mode of the out-of-domain games: direct | think (TextArena moves cannot be listed for choice)", default="direct")
+    eval_transfer: int = _help("reasoning transfer: this many seeded reasoning-gym basic_arithmetic problems answered greedily at the first and the last evaluation (a before/after row, about half a minute for SmolLM2 on 2 cores); 0: none; needs reasoning-gym (scripts/setup.sh installs it)", default=20)
     threads: int = _help("torch CPU threads (0: torch's default); 1 per run when runs share a machine", default=0)
     tensorboard: bool = _help("write TensorBoard logs", default=True)
     progress: bool = _help("show a progress bar", default=True)
@@ -200,17 +209,18 @@ class TrainConfig:
         _one_of("state_weighting", self.state_weighting, STATE_WEIGHTINGS)
         if self.eval_opponents != ["auto"]:
             for opponent in self.eval_opponents:
-                _one_of("eval_opponents", opponent, FIXED_OPPONENTS)
+                _one_of("eval_opponents", opponent, ALL_OPPONENTS)
+        _one_of("eval_envs_mode", self.eval_envs_mode, MODES)
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name}={value} is not a finite number")
         positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
-                    "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "eval_samples", "league_every",
+                    "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "eval_samples", "eval_envs_games", "league_every",
                     "league_size", "format_epochs")
         for name in positive:
             _at_least(name, getattr(self, name), 1)
-        non_negative = ("threads", "lora_rank", "save_every", "eval_every", "keep_checkpoints", "mini_batch_size",
+        non_negative = ("threads", "eval_transfer", "lora_rank", "save_every", "eval_every", "keep_checkpoints", "mini_batch_size",
                         "magnet_every", "format_steps", "entropy_coef", "kl_coef", "weight_decay", "temperature",
                         "eval_temperature", "lora_dropout", "adam_eps")
         for name in non_negative:
@@ -291,6 +301,21 @@ def resume_conflicts(saved: dict, current: TrainConfig) -> dict[str, tuple[Any, 
     return conflicts
 
 
+def split_list(text: str) -> list[str]:
+    """Comma-separated items; commas inside parentheses belong to an item
+    (`openspiel:goofspiel(num_cards=4,points_order=descending)`)."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+    items.append(current.strip())
+    return [item for item in items if item]
+
+
 def _one_of(name: str, value: str, valid) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
@@ -327,7 +352,7 @@ def _convert(name: str, raw: str, default: Any) -> Any:
             raw = raw.strip()
             if raw.startswith("["):
                 raw = raw[1:-1]
-            return [item.strip().strip("'\"") for item in raw.split(",") if item.strip()]
+            return [item.strip("'\"") for item in split_list(raw)]
         if isinstance(default, dict):
             value = json.loads(raw)
             if not isinstance(value, dict):

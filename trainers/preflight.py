@@ -5,7 +5,7 @@ early is found here, before anything is written (see `preflight`).
 from __future__ import annotations
 
 import envs
-from trainers.config import FIXED_OPPONENTS, TrainConfig
+from trainers.config import TrainConfig
 from trainers.run_dir import check_run_dir
 from trainers.run_setup import CURRICULUM_ENVS, RunSetup, env_arguments
 
@@ -13,8 +13,9 @@ from trainers.run_setup import CURRICULUM_ENVS, RunSetup, env_arguments
 def preflight(config: TrainConfig) -> dict | None:
     """Every check that can fail before the model loads or anything is written; returns the
     saved config of a resumed run. Raises ValueError naming what is wrong."""
-    from envs.opponents import make_opponent
+    from envs.opponents import ALL_OPPONENTS, make_opponent
     from trainers.models import check_model_name
+    from trainers.ood_evaluation import check_ood_envs
 
     kinds = {env_id: envs.spec(env_id).kind for env_id in config.env}
     accepted = {key for env_id in config.env for key in envs.registry.parameters(env_id)}
@@ -36,7 +37,7 @@ def preflight(config: TrainConfig) -> dict | None:
         )
     for env_id in game_envs:
         env = envs.make(env_id, **env_arguments(config, env_id))
-        if config.opponent in FIXED_OPPONENTS:
+        if config.opponent in ALL_OPPONENTS:
             make_opponent(config.opponent, env.game)  # raises if it cannot play this game
         if config.eval_opponents != ["auto"]:
             for name in config.eval_opponents:
@@ -56,6 +57,13 @@ def preflight(config: TrainConfig) -> dict | None:
         from curricula.sat import load_benchmark_formulas
 
         load_benchmark_formulas(config.benchmark)  # raises for a missing or damaged folder
+    if config.eval_envs:
+        check_ood_envs(config.eval_envs, mode=config.eval_envs_mode)  # names the valid ids for a bad one
+    if config.eval_transfer:
+        try:
+            import reasoning_gym  # noqa: F401
+        except ImportError:
+            raise ValueError("eval_transfer needs reasoning-gym: pip install 'selfplay-suite[transfer]' (or eval_transfer=0)") from None
     check_model_name(config.model)
     if config.generation == "vllm":
         if config.backend != "local":

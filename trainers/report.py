@@ -29,7 +29,9 @@ def evaluation_history(eval_dir) -> list[dict]:
 
 
 def series(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    """Plottable numbers per evaluation: exploitability, mean return and invalid rate per opponent, pass@1, rating."""
+    """Plottable numbers per evaluation: exploitability, mean return and invalid rate per opponent, pass@1, rating,
+    the out-of-domain win rate per env (``OOD win rate vs random (<env>)``, and ``(all)`` over them), and
+    the reasoning-transfer accuracy (``transfer accuracy (<family>)``, first and last step only)."""
     out: dict[str, list[tuple[int, float]]] = {}
     for evaluation in history:
         step = evaluation["step"]
@@ -41,6 +43,12 @@ def series(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
                 out.setdefault(f"invalid rate vs {key}", []).append((step, value["invalid_rate"]))
             elif isinstance(value, dict) and "pass_at_1" in value:
                 out.setdefault(f"pass@1 {key}", []).append((step, value["pass_at_1"]))
+        ood = evaluation.get("ood", {})
+        for key, value in sorted(ood.items(), key=lambda item: item[0].startswith("all/")):  # "all" last
+            env_id, _, opponent = key.rpartition("/")
+            out.setdefault(f"OOD win rate vs {opponent} ({env_id})", []).append((step, value["win_rate"]))
+        for family, value in evaluation.get("transfer", {}).items():
+            out.setdefault(f"transfer accuracy ({family})", []).append((step, value["accuracy"]))
         rating = evaluation.get("ratings", {}).get(policy_name(step))
         if rating is not None:
             out.setdefault("rating (Elo)", []).append((step, rating))
@@ -70,7 +78,8 @@ def print_before_after(eval_dir) -> None:
 
 def write_summary_plot(eval_dir, path) -> Path | None:
     """Four panels per evaluated step: exploitability (or pass@1), mean return per opponent,
-    invalid rate, and the policy's rating (Elo)."""
+    invalid rate, and the policy's rating (Elo); a fifth with the out-of-domain win rate per
+    env when the run has ``eval_envs``."""
     history = evaluation_history(eval_dir)
     if not history:
         return None
@@ -86,6 +95,9 @@ def write_summary_plot(eval_dir, path) -> Path | None:
         ("invalid rate", [k for k in data if k.startswith("invalid rate")]),
         ("rating (Elo)", [k for k in data if k.startswith("rating")]),
     ]
+    ood = [k for k in data if k.startswith("OOD win rate")]
+    if ood:
+        panels.append(("out-of-domain win rate", ood))
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     for axis, (title, keys) in zip(axes, panels):
         for key in keys:
@@ -118,6 +130,11 @@ def headline(evaluation: dict) -> dict:
             out[f"eval/{key}"] = value
         elif isinstance(value, dict) and "pass_at_1" in value:
             out[f"eval/{key}/pass_at_1"] = value["pass_at_1"]
+    for key, value in evaluation.get("ood", {}).items():
+        env_id, _, opponent = key.rpartition("/")
+        out[f"ood/{env_id}/win_rate" if opponent == "random" else f"ood/{key}/win_rate"] = value["win_rate"]
+    for family, value in evaluation.get("transfer", {}).items():
+        out[f"transfer/{family}/accuracy"] = value["accuracy"]
     player = policy_name(evaluation["step"])
     if player in evaluation.get("ratings", {}):
         out["eval/rating"] = evaluation["ratings"][player]

@@ -77,6 +77,8 @@ class Trainer:
             backend = TransformersBackend(self.learner.model, self.tokenizer)
         self.policy = setup.make_policy(backend, self.tokenizer)
         self.task_policy = setup.make_policy(backend, self.tokenizer, mode=setup.task_mode)
+        # out-of-domain games (eval_envs) answer in their own mode: TextArena's moves cannot be listed
+        self.ood_policy = setup.make_policy(backend, self.tokenizer, mode=config.eval_envs_mode)
         self.thinking = setup.thinking
         self.game_envs, self.task_envs = setup.game_envs, setup.task_envs
         self.num_players = {e: self.make_game_env(e).game.num_players() for e in self.game_envs}
@@ -330,6 +332,10 @@ class Trainer:
                 results[f"{env_id}/{key}"] = value
         for env_id in self.task_envs:
             results[env_id] = self._evaluate_task(env_id, step)
+        if config.eval_envs:
+            results["ood"] = self._evaluate_ood(step)
+        if config.eval_transfer and step in (0, config.steps):
+            results["transfer"] = self._evaluate_transfer()
         if self.game_envs:
             results["ratings"] = self.ratings.fit()
             self.run_dir.write_json("eval/ratings.json", results["ratings"])
@@ -345,6 +351,30 @@ class Trainer:
         if path.exists():
             return json.loads(path.read_text())
         return self.evaluate(step)
+
+    def _evaluate_ood(self, step: int) -> dict:
+        """SPIRAL's out-of-domain evaluation (``trainers.ood_evaluation``): `eval_envs` against a
+        random opponent in both seats, in `eval_envs_mode`, at the evaluation temperature."""
+        from trainers.ood_evaluation import OOD_EVALUATION, OOD_OPPONENTS, evaluate_ood, expand_env_ids
+
+        config = self.config
+        return evaluate_ood(
+            self.ood_policy,
+            expand_env_ids(config.eval_envs),
+            games=config.eval_envs_games,
+            seed=derive_seed(config.seed, OOD_EVALUATION, step),
+            opponents=OOD_OPPONENTS,
+            temperature=config.eval_temperature,
+        )
+
+    def _evaluate_transfer(self) -> dict:
+        """Reasoning transfer at the first and the last step: the same seeded arithmetic problems,
+        answered greedily in free text (``trainers.ood_evaluation.transfer_accuracy``)."""
+        from trainers.ood_evaluation import TRANSFER_FAMILY, transfer_accuracy
+
+        prompt = "think" if self.task_policy.mode == "think" else "direct"
+        seed = derive_seed(self.config.seed, "transfer")  # not the step: both ends meet the same problems
+        return {TRANSFER_FAMILY: transfer_accuracy(self.task_policy, count=self.config.eval_transfer, seed=seed, prompt=prompt)}
 
     def _evaluate_task(self, env_id: str, step: int) -> dict:
         """Held-out pass@1 at the current level (``envs.tasks``); feeds the curriculum when there is one."""

@@ -155,6 +155,10 @@ REFUSED_KEYS = {
     "eval_samples": "the OpenRLHF job does not evaluate (see eval_every)",
     "eval_opponents": "the OpenRLHF job does not evaluate (see eval_every)",
     "eval_temperature": "the OpenRLHF job does not evaluate (see eval_every)",
+    "eval_envs": "the OpenRLHF job does not evaluate (see eval_every)",
+    "eval_envs_games": "the OpenRLHF job does not evaluate (see eval_every)",
+    "eval_envs_mode": "the OpenRLHF job does not evaluate (see eval_every)",
+    "eval_transfer": "the OpenRLHF job does not evaluate (see eval_every)",
     "device": "OpenRLHF places its models on the GPUs Ray gives it",
     "resume": "resubmit the job's launch.sh: OpenRLHF resumes from <out>/openrlhf/ckpt (--ckpt.load_enable)",
 }
