@@ -27,7 +27,7 @@ import math
 import sys
 
 from benchmarks.outputs import check_output_path
-from trainers.config import split_list
+from trainers.run.config import split_list
 
 DEFAULTS = {
     "env": "kuhn_poker",
@@ -81,7 +81,7 @@ def model_names(options: dict) -> list[str]:
 
 def games_per_seat(options: dict) -> int:
     """Games per env, opponent and seat; ValueError naming `games` or `count` if invalid."""
-    from trainers.ood_evaluation import PRESETS
+    from trainers.evaluation.out_of_domain import PRESETS
 
     games = options["games"]
     if games in PRESETS:
@@ -99,7 +99,7 @@ def games_per_seat(options: dict) -> int:
 
 def mode_of(options: dict) -> str:
     """The text protocol mode: as given, or for `auto` choice (direct for a preset)."""
-    from trainers.ood_evaluation import PRESETS
+    from trainers.evaluation.out_of_domain import PRESETS
 
     if options["mode"] != "auto":
         return options["mode"]
@@ -107,7 +107,7 @@ def mode_of(options: dict) -> str:
 
 
 def env_ids(options: dict) -> list[str]:
-    from trainers.ood_evaluation import PRESETS, preset_envs
+    from trainers.evaluation.out_of_domain import PRESETS, preset_envs
 
     if options["games"] in PRESETS:
         return list(preset_envs(options["games"]))
@@ -128,7 +128,7 @@ def env_kwargs(options: dict, env_id: str) -> dict:
 
 def env_factory(options: dict, env_id: str | None = None):
     """A function making a fresh env of `env_id` (default: the first env) as the options say."""
-    from trainers.ood_evaluation import env_maker
+    from trainers.evaluation.out_of_domain import env_maker
 
     env_id = env_id or env_ids(options)[0]
     return env_maker(
@@ -195,8 +195,8 @@ def run(options: dict) -> dict:
     check_options(options)
     import torch
 
-    from trainers.evaluation import model_exploitability
-    from trainers.ood_evaluation import ood_outcomes, paired_comparison, summarize_outcomes
+    from trainers.evaluation.evaluate import model_exploitability
+    from trainers.evaluation.out_of_domain import ood_outcomes, paired_comparison, summarize_outcomes
 
     if options["threads"]:
         torch.set_num_threads(options["threads"])
@@ -244,7 +244,7 @@ def model_labels(options: dict) -> dict[str, str]:
 def _policy(model: str, options: dict):
     from trainers.generation import TransformersBackend
     from trainers.models import load_model
-    from trainers.policy import LanguagePolicy
+    from trainers.rollouts.policy import LanguagePolicy
 
     loaded, tokenizer = load_model(model)
     return LanguagePolicy(

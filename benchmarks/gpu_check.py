@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.gpu_check: CUDA is required ({required_by}) but {reason}", file=sys.stderr)
         return 1
 
-    from trainers.config import parse_overrides
+    from trainers.run.config import parse_overrides
     from trainers.selfplay import Trainer
 
     with tempfile.TemporaryDirectory() as out:

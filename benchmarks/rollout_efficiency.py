@@ -2,7 +2,7 @@
 
     python -m benchmarks.rollout_efficiency [--model smollm2-135m] [--games 16] [--max-new-tokens 32] [--vllm auto]
 
-Self-play side: `trainers.rollout.play_games` plays `--games` Kuhn Poker games in
+Self-play side: `trainers.rollouts.play.play_games` plays `--games` Kuhn Poker games in
 ``direct`` mode (the model plays both seats), every pending turn of every game in one
 batched generation call; its time includes prompt rendering, answer parsing and env
 steps. Peer side: the very prompts the self-play rollout saw, sent to Hugging Face
@@ -29,8 +29,8 @@ import time
 import envs
 from trainers.generation import TransformersBackend, default_stop_token_ids
 from trainers.models import load_model
-from trainers.policy import LanguagePolicy
-from trainers.rollout import GameSetup, play_games
+from trainers.rollouts.policy import LanguagePolicy
+from trainers.rollouts.play import GameSetup, play_games
 
 
 def selfplay_round(policy, games: int, seed: int):

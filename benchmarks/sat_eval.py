@@ -130,7 +130,7 @@ def sample_markovian(
     """
     from trainers.generation import TransformersBackend
     from trainers.generation.traces import MARKOVIAN_ROUND, generate_chunks, new_traces, token_codec
-    from trainers.seeds import derive_seed
+    from trainers.run.seeds import derive_seed
 
     prompts = [prompt_messages(instance) for instance in instances for _ in range(samples)]
     traces = new_traces(prompts, token_codec(tokenizer), config)

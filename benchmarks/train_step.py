@@ -39,8 +39,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from trainers import learner as learner_module
-    from trainers.config import TrainConfig
+    from trainers.learning import learner as learner_module
+    from trainers.run.config import TrainConfig
     from trainers.generation import logprobs
     from trainers.selfplay import Trainer
 

@@ -4,7 +4,7 @@ SPIRAL asks whether self-play on games makes a model reason better on problems n
 taught. This benchmark answers that offline: the same problems, seeded, for one model or
 for two (A before training, B after), each answer scored exactly, and for two models the
 paired difference B - A per item with a 95% interval and an exact sign test
-(`trainers.ood_evaluation.paired_scores`, the test the game evaluation uses).
+(`trainers.evaluation.out_of_domain.paired_scores`, the test the game evaluation uses).
 
 Problems come from reasoning-gym's procedural generators (``pip install
 'selfplay-suite[transfer]'``): by default `count` items of an arithmetic family
@@ -31,8 +31,8 @@ import math
 import sys
 
 from benchmarks.outputs import check_output_path
-from trainers.config import split_list
-from trainers.ood_evaluation import (  # noqa: F401  (the problems and their scoring live with the trainer's evaluation)
+from trainers.run.config import split_list
+from trainers.evaluation.out_of_domain import (  # noqa: F401  (the problems and their scoring live with the trainer's evaluation)
     TRANSFER_PROMPTS as PROMPTS,
     Item,
     exact_match,
@@ -107,7 +107,7 @@ def model_labels(options: dict) -> dict[str, str]:
 
 def answer_scores(policy, items: list[Item], *, prompt: str, seed: int, temperature: float) -> dict:
     """``{item key: score}`` of the policy's replies (one per item, sampled with `seed`)."""
-    from trainers.seeds import derive_seed
+    from trainers.run.seeds import derive_seed
 
     decisions = policy.act([transfer_messages(item, prompt) for item in items], seed=derive_seed(seed, SAMPLING_STREAM),
                            temperature=temperature)
@@ -116,7 +116,7 @@ def answer_scores(policy, items: list[Item], *, prompt: str, seed: int, temperat
 
 def accuracy(scores: dict, source: str | None = None) -> dict:
     """Share of correct answers (of one source, or all) with its 95% Wilson interval."""
-    from trainers.evaluation import wilson_interval
+    from trainers.evaluation.evaluate import wilson_interval
 
     values = [v for (s, _), v in scores.items() if source is None or s == source]
     correct = sum(values)
@@ -134,7 +134,7 @@ def evaluate_policy(policy, items: list[Item], options: dict) -> tuple[dict, dic
 def _policy(model: str, options: dict):
     from trainers.generation import TransformersBackend
     from trainers.models import load_model
-    from trainers.policy import LanguagePolicy
+    from trainers.rollouts.policy import LanguagePolicy
 
     loaded, tokenizer = load_model(model)
     return LanguagePolicy(
@@ -146,7 +146,7 @@ def _policy(model: str, options: dict):
 def run(options: dict) -> dict:
     """Every check before a model loads, then each model on the same items; the paired test for two."""
     from trainers.models import check_model_name
-    from trainers.ood_evaluation import paired_scores
+    from trainers.evaluation.out_of_domain import paired_scores
 
     items = load_items(options)
     for model in split_list(options["model"]):

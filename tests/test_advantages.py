@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainers.advantages import (
+from trainers.learning.advantages import (
     METHODS,
     AdvantageState,
     RoleBaselines,
@@ -17,7 +17,7 @@ from trainers.advantages import (
     grpo_advantages,
     prompt_normalized_advantages,
 )
-from trainers.samples import TurnSample
+from trainers.learning.samples import TurnSample
 
 
 def turn(game_id, role, reward, env_id="kuhn_poker", prompt=(1, 2), **info):
@@ -182,7 +182,7 @@ def test_action_centering_removes_what_is_common_to_every_state():
 
 
 def test_uniform_state_weighting_gives_every_state_the_same_total_weight():
-    from trainers.advantages import equalize_state_weights
+    from trainers.learning.advantages import equalize_state_weights
 
     def sample(state, advantage, role=0):
         s = TurnSample([1], [2], [0.0], "kuhn_poker", role, 0, info={"state_key": state})

@@ -33,8 +33,8 @@ pytest.importorskip("openrlhf")
 pytest.importorskip("datasets")
 pytest.importorskip("torchdata")
 
-from trainers.advantages import RoleBaselines  # noqa: E402
-from trainers.openrlhf.tasks import Row  # noqa: E402
+from trainers.learning.advantages import RoleBaselines  # noqa: E402
+from trainers.backends.openrlhf.tasks import Row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDINS = ROOT / "tests" / "cluster_standins"

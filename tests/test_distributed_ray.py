@@ -30,9 +30,9 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 ray = pytest.importorskip("ray")
 
-from trainers.checkpoints import checkpoint_step, latest_intact
-from trainers.config import parse_overrides
-from trainers.distributed import RayRolloutEngine, split_shares
+from trainers.run.checkpoints import checkpoint_step, latest_intact
+from trainers.run.config import parse_overrides
+from trainers.backends.ray import RayRolloutEngine, split_shares
 from trainers.selfplay import Trainer, main
 
 pytestmark = pytest.mark.slow
@@ -60,8 +60,8 @@ def test_workers_run_the_project_shipped_in_the_engines_runtime_env(tmp_path):
     """The engine starts its own Ray (no session yet: this test runs first) and ships the project."""
     script = (
         "import ray\n"
-        "from trainers.config import parse_overrides\n"
-        "from trainers.distributed import RayRolloutEngine\n"
+        "from trainers.run.config import parse_overrides\n"
+        "from trainers.backends.ray import RayRolloutEngine\n"
         f"engine = RayRolloutEngine(parse_overrides({[*PLAY, 'num_workers=1', f'out={tmp_path}']!r}))\n"
         "print('PROJECT', ray.get(engine.workers[0].project_path.remote()))\n"
         "engine.close()\n"

@@ -9,11 +9,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import envs
-from trainers.format_phase import format_samples, reasoning_prefix
+from trainers.learning.format_phase import format_samples, reasoning_prefix
 from trainers.generation import TransformersBackend, candidate_logprobs, encode_choice, encode_prompts
 from trainers.models import load_model
-from trainers.policy import LanguagePolicy, direct_answer
-from trainers.samples import TurnSample
+from trainers.rollouts.policy import LanguagePolicy, direct_answer
+from trainers.learning.samples import TurnSample
 
 
 @pytest.fixture(scope="module")

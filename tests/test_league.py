@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.league import PRIORITY_FLOOR, League
-from trainers.ratings import Ratings, policy_name
+from trainers.rollouts.league import PRIORITY_FLOOR, League
+from trainers.evaluation.ratings import Ratings, policy_name
 
 
 def fake_write(folder: Path) -> None:

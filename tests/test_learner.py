@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.checkpoints import latest_intact as latest_checkpoint
-from trainers.checkpoints import list_checkpoints
-from trainers.config import TrainConfig
+from trainers.run.checkpoints import latest_intact as latest_checkpoint
+from trainers.run.checkpoints import list_checkpoints
+from trainers.run.config import TrainConfig
 from trainers.generation import sequence_logprobs
-from trainers.learner import Learner
+from trainers.learning.learner import Learner
 from trainers.models import load_model
-from trainers.samples import TurnSample
+from trainers.learning.samples import TurnSample
 
 FIRST_BYTE_TOKEN = 3  # tiny-random: ids 0-2 are special tokens, then one id per byte
 
@@ -334,7 +334,7 @@ def captured_gradients(learner, batch):
 
 
 def test_grouped_micro_batches_give_the_gradient_of_scoring_every_sample_alone():
-    from trainers.loss import pad_logprobs, ppo_clipped_loss
+    from trainers.learning.loss import pad_logprobs, ppo_clipped_loss
 
     batch = repeated_choice_batch()
     unclipped = dict(ppo_epochs=1, mini_batch_size=0, entropy_coef=0.1, max_grad_norm=1e9)
@@ -372,7 +372,7 @@ def test_a_step_costs_one_forward_per_distinct_prompt_not_per_sample():
 
 
 def test_a_non_finite_loss_stops_the_update_before_the_weights_change():
-    from trainers.learner import NonFiniteLossError
+    from trainers.learning.learner import NonFiniteLossError
 
     learner = Learner(tiny_model(), config(ppo_epochs=1, recompute_old_logprobs=False))
     batch = make_batch(40)
@@ -447,7 +447,7 @@ def test_imitation_raises_the_likelihood_of_the_cloned_answers():
 
 @pytest.mark.parametrize("damage", ["truncate", "empty", "flip", "meta"])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, damage):
-    from trainers.checkpoints import DamagedCheckpoint
+    from trainers.run.checkpoints import DamagedCheckpoint
 
     learner = Learner(tiny_model(), config())
     older = learner.save_checkpoint(tmp_path, 1, {"step": 1})
@@ -471,7 +471,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
 
 
 def test_micro_batches_respect_the_token_budget():
-    from trainers.learner import micro_batches
+    from trainers.learning.learner import micro_batches
 
     batch = make_batch(50, size=6)  # free text: prompts of 4-8 tokens, responses of 2-5
     settings = config(micro_batch_size=64, micro_batch_tokens=20)

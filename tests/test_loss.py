@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainers.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
+from trainers.learning.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 
 
 def single_token(log_ratio, advantage, **kwargs):

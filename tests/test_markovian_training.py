@@ -12,15 +12,15 @@ pytest.importorskip("transformers")
 import envs
 from envs.markovian import Chunk, MarkovianConfig, MarkovianTrace, char_codec
 from envs.spaces import text_space
-from trainers.advantages import AdvantageState
+from trainers.learning.advantages import AdvantageState
 from trainers.generation import TransformersBackend
-from trainers.advantages import trace_advantages
-from trainers.loss import pad_logprobs, ppo_clipped_loss
+from trainers.learning.advantages import trace_advantages
+from trainers.learning.loss import pad_logprobs, ppo_clipped_loss
 from trainers.models import load_model
-from trainers.policy import LanguagePolicy
-from trainers.rollout import GameSetup, play_games, run_tasks
-from trainers.samples import TRACE_KEY
-from trainers.thinking import MarkovianThinking, chunk_samples, markovian_metrics
+from trainers.rollouts.policy import LanguagePolicy
+from trainers.rollouts.play import GameSetup, play_games, run_tasks
+from trainers.learning.samples import TRACE_KEY
+from trainers.rollouts.thinking import MarkovianThinking, chunk_samples, markovian_metrics
 
 CODEC = char_codec()
 SMALL = MarkovianConfig(chunk=16, carry=8, head=2, max_chunks=3)
@@ -91,7 +91,7 @@ def test_rae_over_traces_updates_each_baseline_once_per_turn():
 
 
 def test_state_weighting_counts_turns_not_chunks():
-    from trainers.advantages import equalize_state_weights
+    from trainers.learning.advantages import equalize_state_weights
 
     samples = []
     for game, (chunks, key) in enumerate([(3, "s1"), (1, "s1"), (1, "s2")]):

@@ -1,4 +1,4 @@
-"""The OpenRLHF agent file (trainers.openrlhf.agent) on the real `openrlhf.utils.agent` base class,
+"""The OpenRLHF agent file (trainers.backends.openrlhf.agent) on the real `openrlhf.utils.agent` base class,
 driven through complete games by a real local engine (tiny-random behind the engine
 interface of OpenRLHF 0.11.2's vLLM actor: `await llm_engine.generate(token_ids, params)`).
 
@@ -22,12 +22,12 @@ from openrlhf.trainer.ppo_utils import Experience
 
 import envs
 from envs.sat import prompt_messages, score_answer
-from trainers.advantages import RoleBaselines
+from trainers.learning.advantages import RoleBaselines
 from trainers.models import load_model
-from trainers.openrlhf.agent import NO_TURN_MESSAGE, AgentExecutor, first_prompt_ids, next_prompt_ids
-from trainers.openrlhf.rae import rae_advantages_and_returns
-from trainers.openrlhf.tasks import Row
-from trainers.seeds import derive_seed
+from trainers.backends.openrlhf.agent import NO_TURN_MESSAGE, AgentExecutor, first_prompt_ids, next_prompt_ids
+from trainers.backends.openrlhf.rae import rae_advantages_and_returns
+from trainers.backends.openrlhf.tasks import Row
+from trainers.run.seeds import derive_seed
 from cluster_standins.local_engine import LocalEngine, SamplingParams, to_experience  # tests/ is on sys.path
 
 # Invalid answers cost 0.5 and a random legal move is played for the offender, so even a

@@ -1,7 +1,7 @@
 """`python -m trainers.selfplay ... backend=openrlhf`: the written job, checked against OpenRLHF 0.11.2.
 
 `openrlhf.cli.train_ppo_ray` cannot be imported without vLLM and DeepSpeed, and it builds
-its parser inside `if __name__ == "__main__":`. `trainers.openrlhf.cli` therefore builds
+its parser inside `if __name__ == "__main__":`. `trainers.backends.openrlhf.cli` therefore builds
 the parser by executing exactly those statements of the installed file (found with
 `ast`); the written flags are parsed back with that unmodified parser, and then run
 through OpenRLHF's own post-parse checks.
@@ -22,14 +22,14 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 agent_base = pytest.importorskip("openrlhf.utils.agent")
 
-from trainers.config import TrainConfig, parse_overrides
-from trainers.distributed.worker import game_env_kwargs
-from trainers.openrlhf.cli import RAE_ALPHA_FLAG, openrlhf_parser, run
-from trainers.openrlhf.launcher import ENTRY_MODULE, MAPPED_KEYS, PACKAGES, REFUSED_KEYS, plan_run, shell_command, write_launch
-from trainers.openrlhf.train_ppo_ray import OPENRLHF_ENV_DEFAULTS, driver_env_vars
+from trainers.run.config import TrainConfig, parse_overrides
+from trainers.backends.ray.worker import game_env_kwargs
+from trainers.backends.openrlhf.cli import RAE_ALPHA_FLAG, openrlhf_parser, run
+from trainers.backends.openrlhf.launcher import ENTRY_MODULE, MAPPED_KEYS, PACKAGES, REFUSED_KEYS, plan_run, shell_command, write_launch
+from trainers.backends.openrlhf.train_ppo_ray import OPENRLHF_ENV_DEFAULTS, driver_env_vars
 from trainers.models import load_model
-from trainers.openrlhf.agent import AgentExecutor
-from trainers.openrlhf.tasks import Row
+from trainers.backends.openrlhf.agent import AgentExecutor
+from trainers.backends.openrlhf.tasks import Row
 from trainers.selfplay import Trainer, main
 
 from cluster_standins.local_engine import LocalEngine, SamplingParams  # noqa: E402  (tests/ is on sys.path)
@@ -121,8 +121,8 @@ def test_the_dataset_holds_the_local_trainers_games_and_sat_instances(tmp_path):
     assert launch["rows_per_step"] == 2 + 3 and len(rows) == 10
     assert [r.row for r in rows] == list(range(10))
 
-    from trainers.rollout import run_tasks
-    from trainers.seeds import TASK, derive_seed
+    from trainers.rollouts.play import run_tasks
+    from trainers.run.seeds import TASK, derive_seed
 
     trainer = Trainer(parse_overrides([*BASE, *overrides, f"out={tmp_path / 'local'}"]))
     for step in range(2):

@@ -17,9 +17,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("openrlhf.trainer.ppo_utils")
 from openrlhf.trainer.ppo_utils import Experience
 
-from trainers.advantages import RoleBaselines
-from trainers.openrlhf.rae import rae_advantages_and_returns, role_conditioned_advantages
-from trainers.openrlhf.tasks import Row
+from trainers.learning.advantages import RoleBaselines
+from trainers.backends.openrlhf.rae import rae_advantages_and_returns, role_conditioned_advantages
+from trainers.backends.openrlhf.tasks import Row
 from cluster_standins.local_engine import to_experience  # tests/ is on sys.path
 
 KUHN = {"mode": "direct", "invalid_action_policy": "forfeit", "turn_limit": 50}

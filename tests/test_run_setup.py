@@ -7,11 +7,11 @@ pytest.importorskip("transformers")
 
 import envs
 from envs.opponents import RuleBasedOpponent
-from trainers.config import parse_overrides
-from trainers.distributed.worker import RolloutWorker, game_env_kwargs
-from trainers.run_setup import RunSetup, env_arguments, policy_options
+from trainers.run.config import parse_overrides
+from trainers.backends.ray.worker import RolloutWorker, game_env_kwargs
+from trainers.run.setup import RunSetup, env_arguments, policy_options
 from trainers.selfplay import Trainer
-from trainers.thinking import MarkovianThinking, PlainThinking
+from trainers.rollouts.thinking import MarkovianThinking, PlainThinking
 
 BASE = ["model=tiny-random", "threads=1", "tensorboard=false", "progress=false"]
 

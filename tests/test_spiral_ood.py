@@ -11,7 +11,7 @@ import pytest
 from benchmarks import game_eval
 from benchmarks.evaluate import main as evaluate_main
 from envs.invalid import InvalidActionPolicy
-from trainers.ood_evaluation import SPIRAL_OOD, Outcome, paired_comparison, sign_test
+from trainers.evaluation.out_of_domain import SPIRAL_OOD, Outcome, paired_comparison, sign_test
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("pyspiel")
 
-from trainers.config import RESUMABLE_KEYS, parse_overrides, resume_conflicts
-from trainers.ood_evaluation import SPIRAL_OOD, expand_env_ids
-from trainers.report import before_after_rows, evaluation_history
+from trainers.run.config import RESUMABLE_KEYS, parse_overrides, resume_conflicts
+from trainers.evaluation.out_of_domain import SPIRAL_OOD, expand_env_ids
+from trainers.run.report import before_after_rows, evaluation_history
 from trainers.selfplay import main
 
 TINY = [
@@ -63,7 +63,7 @@ def test_a_run_without_eval_envs_keeps_four_panels_and_no_ood_metrics(tmp_path):
 @pytest.mark.parametrize(
     "argument, message",
     [
-        ("eval_envs=openspiel:nim,nim", "eval_envs: unknown env 'nim'; registered envs: kuhn_poker"),
+        ("eval_envs=openspiel:nim,no_such_game", "eval_envs: unknown env 'no_such_game'; registered envs: kuhn_poker"),
         ("eval_envs=sat", "eval_envs='sat' is a task"),
         ("eval_envs_mode=guess", "eval_envs_mode='guess' is not valid; choose one of: "),
         ("eval_envs_games=0", "eval_envs_games must be >= 1"),

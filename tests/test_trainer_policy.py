@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import envs
-from trainers.evaluation import decision_states
+from trainers.evaluation.evaluate import decision_states
 from trainers.generation import (
     TransformersBackend,
     candidate_logprobs,
@@ -19,7 +19,7 @@ from trainers.generation import (
     sequence_logprobs,
 )
 from trainers.models import load_model
-from trainers.policy import LanguagePolicy, direct_answer
+from trainers.rollouts.policy import LanguagePolicy, direct_answer
 
 
 @pytest.fixture(scope="module")

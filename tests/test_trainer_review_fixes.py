@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 import envs
 from envs.spaces import text_space
-from trainers.config import parse_overrides
+from trainers.run.config import parse_overrides
 from trainers.selfplay import Trainer, main
 
 SMALL = [
@@ -42,7 +42,7 @@ def test_opponent_seat_is_the_seat_the_fixed_opponent_takes(tmp_path, seat):
 
 
 def test_format_phase_of_a_mixed_run_clones_the_task_and_trains_the_choice_game_by_rl(tmp_path, monkeypatch):
-    from trainers.learner import Learner
+    from trainers.learning.learner import Learner
 
     calls = {"imitate": [], "update": []}
     original_imitate, original_update = Learner.imitate, Learner.update
@@ -93,7 +93,7 @@ def test_exploitability_is_measured_at_the_evaluation_temperature(tmp_path):
 
 
 def test_a_think_mode_policy_that_answers_invalidly_is_not_the_best(tmp_path):
-    from trainers.evaluation import selection_score
+    from trainers.evaluation.evaluate import selection_score
 
     run = trainer(tmp_path, "mode=think", "eval_opponents=random", "format_phase=off")
     results = run.evaluate(0)
@@ -118,7 +118,7 @@ def test_backend_ray_with_only_task_envs_is_a_clear_error(tmp_path, capsys):
 
 
 def _text_batch(size=4, seed=0):
-    from trainers.samples import TurnSample
+    from trainers.learning.samples import TurnSample
 
     rng = random.Random(seed)
     samples = []
@@ -130,8 +130,8 @@ def _text_batch(size=4, seed=0):
 
 
 def _learner(**overrides):
-    from trainers.config import TrainConfig
-    from trainers.learner import Learner
+    from trainers.run.config import TrainConfig
+    from trainers.learning.learner import Learner
     from trainers.models import load_model
 
     settings = dict(mode="direct", max_new_tokens=16, lr=1e-2, ppo_epochs=1, mini_batch_size=0, entropy_coef=0.0,
@@ -205,7 +205,7 @@ def test_a_registered_task_gets_evaluation_and_a_best_checkpoint(tmp_path):
 
 
 def test_only_sat_gets_the_sat_answer_space(tmp_path):
-    from trainers.rollout import run_tasks
+    from trainers.rollouts.play import run_tasks
 
     envs.register("digit_task", entry_point=DigitTask, overwrite=True)
     run = trainer(tmp_path, "env=digit_task")
@@ -219,7 +219,7 @@ def test_only_sat_gets_the_sat_answer_space(tmp_path):
 def test_summary_png_has_a_rating_panel(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from trainers.report import write_summary_plot
+    from trainers.run.report import write_summary_plot
 
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
@@ -241,7 +241,7 @@ def test_summary_png_has_a_rating_panel(tmp_path, monkeypatch):
 def test_tensorboard_true_without_tensorboard_says_so(tmp_path, monkeypatch, capsys):
     import builtins
 
-    from trainers.report import tensorboard_writer
+    from trainers.run.report import tensorboard_writer
 
     real_import = builtins.__import__
 

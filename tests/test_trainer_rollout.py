@@ -9,12 +9,12 @@ pytest.importorskip("transformers")
 import envs
 from games import analysis
 from envs.opponents import RandomOpponent, make_opponent
-from trainers.evaluation import evaluate_against, model_exploitability, policy_table, summarize, wilson_interval
+from trainers.evaluation.evaluate import evaluate_against, model_exploitability, policy_table, summarize, wilson_interval
 from trainers.generation import TransformersBackend
 from trainers.models import load_model
-from trainers.policy import LanguagePolicy
-from trainers.rollout import GameSetup, RolloutTiming, play_games, run_tasks
-from trainers.seeds import derive_seed
+from trainers.rollouts.policy import LanguagePolicy
+from trainers.rollouts.play import GameSetup, RolloutTiming, play_games, run_tasks
+from trainers.run.seeds import derive_seed
 
 KUHN_INFORMATION_STATES = {
     f"{player}|{card}?:{history}"
@@ -253,7 +253,7 @@ def test_derive_seed_is_stable_and_spreads():
 
 def test_rollout_timing_adds_each_block_to_its_kind(monkeypatch):
     clock = iter([10.0, 10.5, 20.0, 22.0, 30.0, 30.25])
-    monkeypatch.setattr("trainers.rollout.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("trainers.rollouts.play.time.perf_counter", lambda: next(clock))
     timing = RolloutTiming()
     with timing.measure("env"):
         pass

@@ -88,7 +88,7 @@ def test_a_failed_metrics_rewrite_on_resume_keeps_every_line(tmp_path, monkeypat
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("trainers.run_dir.os.replace", disk_full)
+    monkeypatch.setattr("trainers.run.run_dir.os.replace", disk_full)
     with pytest.raises(OSError, match="No space"):
         run(out, "steps=4", "resume=true")
     assert (out / "metrics.jsonl").read_text() == before

@@ -23,8 +23,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import envs
-from trainers.config import TrainConfig
-from trainers.evaluation import decision_states
+from trainers.run.config import TrainConfig
+from trainers.evaluation.evaluate import decision_states
 from trainers.generation import TransformersBackend, sequence_logprobs
 from trainers.generation.vllm_backend import (
     SETUP_COMMAND,
@@ -34,10 +34,10 @@ from trainers.generation.vllm_backend import (
     save_model_folder,
     vllm_available,
 )
-from trainers.learner import Learner
+from trainers.learning.learner import Learner
 from trainers.models import load_model
-from trainers.policy import LanguagePolicy
-from trainers.samples import TurnSample
+from trainers.rollouts.policy import LanguagePolicy
+from trainers.learning.samples import TurnSample
 
 TOLERANCE = 1e-3  # nats; measured differences are about 3e-5 (float32 kernels differ)
 

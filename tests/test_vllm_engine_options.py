@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trainers.config import parse_overrides
+from trainers.run.config import parse_overrides
 from trainers.generation import vllm_backend
 from trainers.generation.vllm_backend import engine_options, staging_folder, start_for_run
 from trainers.generation.vllm_worker import weight_update_path

@@ -108,7 +108,7 @@ def load_model(name: str, *, dtype: str = "float32", seed: int = 0, base_model: 
 def _checkpoint_folder(folder: Path) -> Path | None:
     """The policy folder `folder` names: itself (a checkpoint, ``checkpoints/best``, a league
     snapshot), or a run directory's newest intact checkpoint (its final policy)."""
-    from trainers.checkpoints import latest_intact
+    from trainers.run.checkpoints import latest_intact
 
     if (folder / "meta.json").exists() and ((folder / "model").is_dir() or (folder / "adapter").is_dir()):
         return folder

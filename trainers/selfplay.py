@@ -4,23 +4,23 @@ The loop, in plain sequence (CleanRL style):
 
     evaluate(step 0)
     for step in steps:
-        samples = rollout(policy)              # trainers.rollout: games / task groups
+        samples = rollout(policy)              # trainers.rollouts.play: games / task groups
         if the answer format is not learnt yet:
-            learner.imitate(format_samples)    # trainers.format_phase
+            learner.imitate(format_samples)    # trainers.learning.format_phase
         else:
-            samples = advantages(samples)      # trainers.advantages: RAE, GRPO, ...
-            learner.update(samples)            # trainers.learner + trainers.loss: PPO
+            samples = advantages(samples)      # trainers.learning.advantages: RAE, GRPO, ...
+            learner.update(samples)            # trainers.learning.learner + trainers.learning.loss: PPO
         maybe refresh the magnet; maybe snapshot into the league
         log; maybe evaluate; maybe checkpoint
     evaluate(end); before/after table; summary.png
 
 A token's path: the env renders a `TurnPrompt` (envs.protocol) -> `LanguagePolicy.act`
-tokenises and answers it (trainers.policy, trainers.generation) -> the env parses the
+tokenises and answers it (trainers.rollouts.policy, trainers.generation) -> the env parses the
 answer and plays it -> the game's return becomes the `TurnSample.reward`
-(trainers.rollout) -> `compute_advantages` -> `Learner.update` recomputes the response
-tokens' log-probs and applies the clipped surrogate (trainers.loss).
+(trainers.rollouts.play) -> `compute_advantages` -> `Learner.update` recomputes the response
+tokens' log-probs and applies the clipped surrogate (trainers.learning.loss).
 
-The run directory is described in trainers.run_dir. `resume=true` continues from the
+The run directory is described in trainers.run.run_dir. `resume=true` continues from the
 last intact checkpoint and reproduces the metrics an uninterrupted run would have
 written (same seed, CPU).
 """
@@ -34,18 +34,18 @@ import time
 
 import envs
 from envs.tasks import level_of, task_hooks
-from trainers import seeds
-from trainers.advantages import AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, trace_advantages
-from trainers.config import TrainConfig, help_text, parse_overrides
-from trainers.evaluation import match_score, selection_score
-from trainers.league import referenced_snapshot_folders
-from trainers.preflight import preflight
-from trainers.ratings import Ratings, policy_name
-from trainers.report import headline, postfix, progress_bar, scalars, tensorboard_writer
-from trainers.rollout import GameSetup, GameSpec, play_games, run_tasks
-from trainers.run_dir import RunDirectory
-from trainers.run_setup import RunSetup, eval_opponents
-from trainers.seeds import derive_seed
+from trainers.run import seeds
+from trainers.learning.advantages import AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, trace_advantages
+from trainers.run.config import TrainConfig, help_text, parse_overrides
+from trainers.evaluation.evaluate import match_score, selection_score
+from trainers.rollouts.league import referenced_snapshot_folders
+from trainers.run.preflight import preflight
+from trainers.evaluation.ratings import Ratings, policy_name
+from trainers.run.report import headline, postfix, progress_bar, scalars, tensorboard_writer
+from trainers.rollouts.play import GameSetup, GameSpec, play_games, run_tasks
+from trainers.run.run_dir import RunDirectory
+from trainers.run.setup import RunSetup, eval_opponents
+from trainers.run.seeds import derive_seed
 
 
 class Trainer:
@@ -55,9 +55,9 @@ class Trainer:
         import torch
 
         from trainers.generation import TransformersBackend
-        from trainers.learner import Learner
+        from trainers.learning.learner import Learner
         from trainers.models import load_model
-        from trainers.policy import LanguagePolicy
+        from trainers.rollouts.policy import LanguagePolicy
 
         self.config = config
         self.run_dir = RunDirectory(config.out)
@@ -89,7 +89,7 @@ class Trainer:
         self.format_steps_done = 0
         self.league = None
         if config.opponent == "league":
-            from trainers.league import League
+            from trainers.rollouts.league import League
 
             self.league = League(
                 self.run_dir.league,
@@ -101,7 +101,7 @@ class Trainer:
         self.opponent = setup.fixed_opponent()
         self.rollout_engine = None
         if config.backend == "ray" and self.game_envs:  # preflight refuses ray without games
-            from trainers.distributed import RayRolloutEngine
+            from trainers.backends.ray import RayRolloutEngine
 
             self.rollout_engine = RayRolloutEngine(config)  # plays the games instead of self.play
 
@@ -216,7 +216,7 @@ class Trainer:
         return samples, results, timing
 
     def format_phase_envs(self, samples) -> list[str]:
-        """The envs whose update this step is behaviour cloning of the answer format (trainers.format_phase).
+        """The envs whose update this step is behaviour cloning of the answer format (trainers.learning.format_phase).
 
         Only envs answered in free text have a format to learn (tasks always; games unless
         mode=choice). With ``format_phase=auto`` an env is cloned while its own invalid rate
@@ -237,7 +237,7 @@ class Trainer:
         return cloned
 
     def advantages(self, samples):
-        """Advantages once per answer: a Markovian trace's chunks share their trace's (trainers.thinking)."""
+        """Advantages once per answer: a Markovian trace's chunks share their trace's (trainers.rollouts.thinking)."""
         games = [s for s in samples if s.env_id in self.game_envs]
         tasks = [s for s in samples if s.env_id not in self.game_envs]
         if games:
@@ -249,7 +249,7 @@ class Trainer:
         return drop_zero_advantage(samples), metrics
 
     def train_step(self, step: int) -> dict:
-        from trainers.format_phase import format_samples
+        from trainers.learning.format_phase import format_samples
 
         config = self.config
         start = time.perf_counter()
@@ -296,7 +296,7 @@ class Trainer:
     def evaluate(self, step: int) -> dict:
         """Matches against fixed opponents (and league snapshots), exact exploitability of small
         games, task pass@1, ratings; writes eval/step_XXXXXXXX.json and keeps the best policy."""
-        from trainers.evaluation import evaluate_against, exploitability_report
+        from trainers.evaluation.evaluate import evaluate_against, exploitability_report
 
         config = self.config
         results: dict = {"step": step}
@@ -353,9 +353,9 @@ class Trainer:
         return self.evaluate(step)
 
     def _evaluate_ood(self, step: int) -> dict:
-        """SPIRAL's out-of-domain evaluation (``trainers.ood_evaluation``): `eval_envs` against a
+        """SPIRAL's out-of-domain evaluation (``trainers.evaluation.out_of_domain``): `eval_envs` against a
         random opponent in both seats, in `eval_envs_mode`, at the evaluation temperature."""
-        from trainers.ood_evaluation import OOD_EVALUATION, OOD_OPPONENTS, evaluate_ood, expand_env_ids
+        from trainers.evaluation.out_of_domain import OOD_EVALUATION, OOD_OPPONENTS, evaluate_ood, expand_env_ids
 
         config = self.config
         return evaluate_ood(
@@ -369,8 +369,8 @@ class Trainer:
 
     def _evaluate_transfer(self) -> dict:
         """Reasoning transfer at the first and the last step: the same seeded arithmetic problems,
-        answered greedily in free text (``trainers.ood_evaluation.transfer_accuracy``)."""
-        from trainers.ood_evaluation import TRANSFER_FAMILY, transfer_accuracy
+        answered greedily in free text (``trainers.evaluation.out_of_domain.transfer_accuracy``)."""
+        from trainers.evaluation.out_of_domain import TRANSFER_FAMILY, transfer_accuracy
 
         prompt = "think" if self.task_policy.mode == "think" else "direct"
         seed = derive_seed(self.config.seed, "transfer")  # not the step: both ends meet the same problems
@@ -445,7 +445,7 @@ class Trainer:
             self.league.remove_unreferenced(referenced_snapshot_folders(directory))
 
     def restore(self) -> int:
-        from trainers.checkpoints import latest_intact
+        from trainers.run.checkpoints import latest_intact
 
         path = latest_intact(self.run_dir.checkpoints)
         if path is None:
@@ -484,8 +484,8 @@ def _game_stats(samples, results) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainers.learner import NonFiniteLossError
-    from trainers.report import print_before_after, write_summary_plot
+    from trainers.learning.learner import NonFiniteLossError
+    from trainers.run.report import print_before_after, write_summary_plot
 
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_overrides(argv)
         if config.backend == "openrlhf":
-            from trainers.openrlhf.launcher import launch
+            from trainers.backends.openrlhf.launcher import launch
 
             return launch(config)
         preflight(config)

@@ -10,7 +10,7 @@ distinct budget (at most two: C and C - carry). ``run_traces`` repeats rounds un
 trace is over.
 
 Each chunk is kept with its prompt ids, token ids, raw log-probs and finish reason, which is
-what training needs (``trainers.thinking`` turns every chunk into a ``TurnSample``).
+what training needs (``trainers.rollouts.thinking`` turns every chunk into a ``TurnSample``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from envs.markovian import Chunk, Codec, MarkovianConfig, MarkovianTrace
 from trainers.generation.base import GenerationBackend, PromptIds, encode_prompts
-from trainers.seeds import derive_seed
+from trainers.run.seeds import derive_seed
 
 MARKOVIAN_ROUND = "markovian_round"
 """Seed stream of one round of chunks (mixed into the caller's seed with the round number)."""

@@ -1,0 +1,1 @@
+"""Backends that move rollouts or training elsewhere: Ray workers (ray/) and OpenRLHF on Ray (openrlhf/)."""

@@ -1,0 +1,1 @@
+"""Evaluation: matches, exact exploitability, held-out tasks, ratings, out-of-domain games."""

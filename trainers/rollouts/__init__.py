@@ -1,0 +1,1 @@
+"""Rollouts: games and tasks played by a language policy, the league, the thinking strategy."""
