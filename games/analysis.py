@@ -1,4 +1,4 @@
-"""Exact analysis of small games: expected returns, best response, NashConv, CFR.
+"""Exact analysis of small games: expected returns, action values, best response, NashConv, CFR.
 
 Everything here works on any game that follows the protocol of `games.base` (explicit
 chance nodes, `information_state_string`), by enumerating its tree once.
@@ -371,6 +371,48 @@ def expected_returns(game: Game | GameTree, policy: Policy | None) -> list[float
     tree = _as_tree(game)
     values = _values(tree, _edge_probs(tree, _policy_slots(tree, policy)))
     return [float(v) for v in values[0]]
+
+
+def action_values(game: Game | GameTree, policy: Policy | None) -> dict[str, dict[int, float]]:
+    """`Q(I, a)` at every information set reached with positive probability, everyone playing `policy`.
+
+    `Q(I, a) = sum_{h in I} pi_-p(h) u_p(ha) / sum_{h in I} pi_-p(h)` for the player p who
+    acts at I: the return of playing `a` at I and `policy` afterwards, averaged over the
+    histories of I as p believes them (weighted by chance's and the others' reach). The
+    true advantage of a turn is `Q(I, a) - V(I)` with `V(I) = sum_a policy(a | I) Q(I, a)`
+    (`state_values`); an estimator's advantages can be compared with it turn by turn.
+    Information sets the others and chance never reach are left out.
+    """
+    tree = _as_tree(game)
+    slot_probs = _policy_slots(tree, policy)
+    edge_probs = _edge_probs(tree, slot_probs)
+    reach = _reach(tree, edge_probs)
+    values = _values(tree, edge_probs)
+    chosen = np.flatnonzero(tree.slot >= 0)
+    owners = tree.edge_owner[chosen]
+    parents = tree.parent[chosen]
+    belief = np.empty(len(chosen))
+    for player in range(tree.num_players):
+        mine = owners == player
+        belief[mine] = _counterfactual_reach(reach, player)[parents[mine]]
+    weighted = np.zeros(tree.num_slots)
+    total = np.zeros(tree.num_slots)
+    np.add.at(weighted, tree.slot[chosen], belief * values[chosen, owners])
+    np.add.at(total, tree.slot[chosen], belief)
+    result = {}
+    for index, key in enumerate(tree.infoset_keys):
+        first = tree.infoset_first_slot[index]
+        actions = tree.infoset_actions[index]
+        if total[first] > 0:
+            result[key] = {a: float(weighted[first + k] / total[first + k]) for k, a in enumerate(actions)}
+    return result
+
+
+def state_values(game: Game | GameTree, policy: Policy | None) -> dict[str, float]:
+    """`V(I) = sum_a policy(a | I) Q(I, a)` for every information set `action_values` lists."""
+    tree = _as_tree(game)
+    probs = _slots_to_policy(tree, _policy_slots(tree, policy))
+    return {key: sum(probs[key][a] * q for a, q in qs.items()) for key, qs in action_values(tree, policy).items()}
 
 
 def best_response(
