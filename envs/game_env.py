@@ -22,12 +22,12 @@ from typing import Callable
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import AECEnv
 
 import games
-from envs.invalid import InvalidActionPolicy, InvalidAnswerBookkeeping, resolve_policy
+from envs.invalid import InvalidActionPolicy, resolve_policy
 from envs.protocol import PromptTemplate, TurnPrompt, describe_error
 from envs.spaces import text_space
+from envs.text_aec import TextAECEnv
 
 MAX_PROMPT_CHARS = 16_384
 
@@ -39,7 +39,7 @@ def agent_name(player: int) -> str:
     return f"player_{player}"
 
 
-class GameEnv(InvalidAnswerBookkeeping, AECEnv):
+class GameEnv(TextAECEnv):
     """PettingZoo AEC text environment over any game of the `games` protocol.
 
     Args:
@@ -199,28 +199,11 @@ class GameEnv(InvalidAnswerBookkeeping, AECEnv):
         observation = state.observation_string(state.current_player())
         return self._template.render(observation, action_ids, choices, feedback)
 
-    def current_player(self) -> int:
-        self._require_reset("current_player")
-        return self.state.current_player()
 
-    def is_over(self) -> bool:
-        """True once the game has ended (terminated or cut at the turn limit)."""
-        self._require_reset("is_over")
-        return all(self.terminations[a] or self.truncations[a] for a in self.agents)
 
-    def episode_returns(self) -> list[float]:
-        """Each player's total reward this game so far (its return once the game is over)."""
-        self._require_reset("episode_returns")
-        return list(self._paid)
 
     # -- internals --------------------------------------------------------------------
-    def _require_reset(self, method: str) -> None:
-        if self.state is None:
-            raise RuntimeError(f"{type(self).__name__}.{method}() called before reset(); call reset() first")
 
-    def _check_agent(self, agent: str) -> None:
-        if agent not in self._player_of:
-            raise ValueError(f"unknown agent {agent!r}; agents: {', '.join(self.possible_agents)}")
 
     def _alive(self, agent: str) -> bool:
         return not (self.terminations.get(agent, True) or self.truncations.get(agent, True))

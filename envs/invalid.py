@@ -93,28 +93,3 @@ def resolve_policy(policy: "InvalidActionPolicy | str | dict | None") -> Invalid
         f"({', '.join(PRESETS)}) or a dict, got {type(policy).__name__}"
     )
 
-
-class InvalidAnswerBookkeeping:
-    """What every AEC env of this suite does first with an invalid answer, written once.
-
-    Counts it in the offender's `infos` (`invalid_actions`, `unparseable_actions`,
-    `last_error`) and, while the policy grants retries for this turn, asks again with
-    `feedback`. The env provides `agent_selection`, `infos`, `invalid_action_policy`,
-    `_retries_used`, `_feedback`, `_prompt` and `_clear_rewards()`; what an answer that
-    used up its retries costs stays the env's own (a fallback move, or the end of the game).
-    """
-
-    def _count_invalid_and_retry(self, error: str, feedback: str) -> bool:
-        """Record the invalid answer; True when the same player answers again."""
-        info = self.infos[self.agent_selection]
-        info["invalid_actions"] += 1
-        if error == "unparseable":
-            info["unparseable_actions"] += 1
-        info["last_error"] = error
-        if self._retries_used < self.invalid_action_policy.retries:
-            self._retries_used += 1
-            self._feedback = feedback
-            self._prompt = None
-            self._clear_rewards()
-            return True
-        return False

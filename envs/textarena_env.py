@@ -41,12 +41,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import AECEnv
 
-from envs.invalid import InvalidActionPolicy, InvalidAnswerBookkeeping, resolve_policy
+from envs.invalid import InvalidActionPolicy, resolve_policy
 from envs.parsing import extract_answer
 from envs.protocol import TurnPrompt
 from envs.spaces import text_space
+from envs.text_aec import TextAECEnv
 
 GAME_LIBRARY = "textarena"
 MODES = ("think", "direct")
@@ -235,7 +235,7 @@ class TextArenaView:
         return list(self.env.moves_played)
 
 
-class TextArenaEnv(InvalidAnswerBookkeeping, AECEnv):
+class TextArenaEnv(TextAECEnv):
     """PettingZoo AEC env over one two-player TextArena game (see the module docstring).
 
     Args:
@@ -392,17 +392,8 @@ class TextArenaEnv(InvalidAnswerBookkeeping, AECEnv):
     def player_to_move(self) -> int:
         return int(self.ta_env.state.current_player_id)
 
-    def current_player(self) -> int:
-        self._require_reset("current_player")
-        return self.state.current_player()
 
-    def is_over(self) -> bool:
-        self._require_reset("is_over")
-        return all(self.terminations[a] or self.truncations[a] for a in self.agents)
 
-    def episode_returns(self) -> list[float]:
-        self._require_reset("episode_returns")
-        return list(self._paid)
 
     def transcript(self, player: int) -> str:
         """Everything TextArena has told `player` so far, in order."""
@@ -480,10 +471,4 @@ class TextArenaEnv(InvalidAnswerBookkeeping, AECEnv):
                 self.terminations[agent] = True
         self.agent_selection = self.agents[0]
 
-    def _require_reset(self, method: str) -> None:
-        if self.state is None:
-            raise RuntimeError(f"{type(self).__name__}.{method}() called before reset(); call reset() first")
 
-    def _check_agent(self, agent: str) -> None:
-        if agent not in self._player_of:
-            raise ValueError(f"unknown agent {agent!r}; agents: {', '.join(self.possible_agents)}")
