@@ -27,6 +27,7 @@ written (same seed, CPU).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -36,6 +37,7 @@ import envs
 from envs.tasks import level_of, task_hooks
 from trainers.run import seeds
 from trainers.learning.advantages import AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, trace_advantages
+from trainers.learning.diagnostics import diagnosed_trees, estimator_agreement, set_true_advantages
 from trainers.run.config import TrainConfig, help_text, parse_overrides
 from trainers.evaluation.evaluate import match_score, selection_score
 from trainers.rollouts.league import referenced_snapshot_folders
@@ -84,6 +86,8 @@ class Trainer:
         self.num_players = {e: self.make_game_env(e).game.num_players() for e in self.game_envs}
         self.curriculum = setup.curriculum
         self.advantage_state = AdvantageState.with_alpha(config.rae_alpha)
+        # games whose turns get their true advantage each step (trainers.learning.diagnostics)
+        self.diagnosed = diagnosed_trees(config, {e: self.make_game_env(e) for e in self.game_envs})
         self.ratings = Ratings()
         self.best: dict | None = None
         self.format_steps_done = 0
@@ -236,6 +240,24 @@ class Trainer:
                 cloned.append(env_id)
         return cloned
 
+    def diagnose(self, samples) -> dict:
+        """Set every diagnosed game turn's true advantage and compare each estimator with it.
+
+        The policy table is taken before the update, from the weights that played the
+        step's games, at the rollout temperature (what choice mode sampled from).
+        """
+        from trainers.evaluation.evaluate import policy_table
+
+        metrics = {}
+        for env_id, tree in self.diagnosed.items():
+            mine = [s for s in samples if s.env_id == env_id]
+            if not mine:
+                continue
+            table = policy_table(self.policy, self.make_game_env(env_id), temperature=self.policy.temperature)
+            set_true_advantages(mine, tree, table)
+            metrics.update(estimator_agreement(mine, self.advantage_state, prefix=f"advantage_diagnostics/{env_id}"))
+        return metrics
+
     def advantages(self, samples):
         """Advantages once per answer: a Markovian trace's chunks share their trace's (trainers.rollouts.thinking)."""
         games = [s for s in samples if s.env_id in self.game_envs]
@@ -262,6 +284,8 @@ class Trainer:
         kept = []
         metrics["phase"] = "format" if cloning and not learning else "rl"
         if learning:
+            if self.diagnosed:
+                metrics.update(self.diagnose(learning))
             kept, advantage_stats = self.advantages(learning)
             metrics.update(advantage_stats)
             metrics.update(self.advantage_state.as_metrics())
@@ -279,6 +303,8 @@ class Trainer:
             metrics.update({f"format/{k}": v for k, v in imitation.items()} if learning else {f"train/{k}": v for k, v in imitation.items()})
             metrics["format/envs"] = ",".join(cloning)
             self.format_steps_done += 1
+        if self.learner.average is not None and (cloning or kept):
+            self.learner.update_average()
         if self.vllm is not None and (cloning or kept):
             metrics["time/weight_sync_s"] = self.sync_generation_weights()
         if config.magnet_every and (step + 1) % config.magnet_every == 0:
@@ -295,7 +321,46 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, step: int) -> dict:
         """Matches against fixed opponents (and league snapshots), exact exploitability of small
-        games, task pass@1, ratings; writes eval/step_XXXXXXXX.json and keeps the best policy."""
+        games, task pass@1, ratings; writes eval/step_XXXXXXXX.json and keeps the best policy.
+
+        With ``policy_average=ema`` the averaged weights are what is evaluated and kept; the
+        current weights' exploitability is added as ``<env>/iterate_exploitability``.
+        """
+        iterate = self._iterate_exploitability(step) if self.learner.average is not None else {}
+        with self.serving_average():
+            results = {**self._evaluate_policy(step), **iterate}
+            self.run_dir.write_json(f"eval/step_{step:08d}.json", results)
+            self._keep_best(step, results)
+        return results
+
+    @contextlib.contextmanager
+    def serving_average(self):
+        """The policy average in the model (and in an out-of-process engine) for the block's duration."""
+        if self.learner.average is None:
+            yield
+            return
+        try:
+            with self.learner.serving_average():
+                self.sync_generation_weights()
+                yield
+        finally:
+            self.sync_generation_weights()
+
+    def _iterate_exploitability(self, step: int) -> dict:
+        """The current (not averaged) weights' exploitability in every small game, for comparison."""
+        from trainers.evaluation.evaluate import exploitability_report
+
+        results = {}
+        for env_id in self.game_envs:
+            exact = exploitability_report(
+                self.policy, self.make_game_env(env_id), seed=derive_seed(self.config.seed, seeds.EXPLOITABILITY, step),
+                temperature=self.config.eval_temperature, thinking=self.thinking,
+            )
+            if exact is not None:
+                results[f"{env_id}/iterate_exploitability"] = exact["exploitability"]
+        return results
+
+    def _evaluate_policy(self, step: int) -> dict:
         from trainers.evaluation.evaluate import evaluate_against, exploitability_report
 
         config = self.config
@@ -339,8 +404,6 @@ class Trainer:
         if self.game_envs:
             results["ratings"] = self.ratings.fit()
             self.run_dir.write_json("eval/ratings.json", results["ratings"])
-        self.run_dir.write_json(f"eval/step_{step:08d}.json", results)
-        self._keep_best(step, results)
         return results
 
     def evaluation_at(self, step: int) -> dict:

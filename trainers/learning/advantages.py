@@ -20,6 +20,9 @@ Methods (``compute_advantages(samples, method, state)``):
   (the G answers to one prompt): ``A = (R - mean) / (std + eps)``.
 * ``dr_grpo``: Dr. GRPO's unbiased variant, ``A = R - mean`` (no division by the std).
 * ``none``: ``A = R``, the paper's "no RAE" ablation (plain REINFORCE).
+* ``exact``: the true advantage ``Q(I, a) - V(I)`` under the current policy, from exact
+  analysis of the game tree (``trainers.learning.diagnostics``; small games in self-play,
+  choice mode): an oracle that bounds what better credit assignment could give.
 
 Baseline order (``rae``, ``state_baseline``): we follow SPIRAL's published code, not the
 paper's equation: the advantage uses the baseline as it was BEFORE the current return
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 
 from trainers.learning.samples import TRACE_KEY, TurnSample
 
-METHODS = ("rae", "state_baseline", "prompt_norm", "action_centered", "grpo", "dr_grpo", "none")
+METHODS = ("rae", "state_baseline", "prompt_norm", "action_centered", "grpo", "dr_grpo", "none", "exact")
 DEFAULT_ALPHA = 0.95
 DEFAULT_EPS = 1e-6
 
@@ -208,6 +211,16 @@ def return_as_advantage(samples: list[TurnSample]) -> list[TurnSample]:
     return samples
 
 
+def exact_advantages(samples: list[TurnSample]) -> list[TurnSample]:
+    """``A = Q(I, a) - V(I)``, read from ``info["true_advantage"]`` (``trainers.learning.diagnostics``).
+
+    A sample without one (an invalid answer, whose action has no value in the tree) gets 0.
+    """
+    for sample in samples:
+        sample.advantage = float(sample.info.get("true_advantage", 0.0))
+    return samples
+
+
 def compute_advantages(
     samples: list[TurnSample], method: str, state: AdvantageState | None = None, *, eps: float = DEFAULT_EPS
 ) -> list[TurnSample]:
@@ -232,6 +245,8 @@ def compute_advantages(
         return grpo_advantages(samples, normalize_std=True, eps=eps)
     if method == "dr_grpo":
         return grpo_advantages(samples, normalize_std=False)
+    if method == "exact":
+        return exact_advantages(samples)
     return return_as_advantage(samples)
 
 

@@ -31,12 +31,20 @@ divided by the same per-sample divisor as the PPO term (the width ``max_new_toke
 ``length_norm=constant``, 1 for a choice, a Markovian chunk's trace length), so one
 ``kl_coef`` weighs a decision the same in every mode.
 
+Policy average (``policy_average=ema``): the learner keeps an exponential moving average of
+its trainable tensors, ``avg <- d * avg + (1 - d) * w`` after every update (starting at the
+initial weights), and ``serving_average()`` swaps it in while the policy is evaluated or
+saved. Self-play's last iterate cycles around an equilibrium; the average of the iterates
+is what converges in two-player zero-sum games, and averaging weights is the way to serve
+one model for it.
+
 A non-finite loss or gradient stops the update before the optimizer steps
 (``NonFiniteLossError``), so NaN weights are never written to a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -100,6 +108,9 @@ class Learner:
             weight_decay=config.weight_decay,
         )
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+        self.average: list[torch.Tensor] | None = (
+            [p.detach().clone() for p in self.trainable_parameters] if config.policy_average == "ema" else None
+        )
         self.reference_model = None
         self.reference_adapter: list[torch.Tensor] | None = None
         if config.kl_coef > 0:
@@ -181,6 +192,35 @@ class Learner:
             self.reference_adapter = [p.detach().clone() for p in self.trainable_parameters]
         else:
             raise RuntimeError("this learner has no reference policy (kl_coef is 0)")
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """Move the moving average of the weights towards the current ones (``policy_average=ema``)."""
+        if self.average is None:
+            raise RuntimeError("this learner keeps no policy average (policy_average is none)")
+        decay = self.config.average_decay
+        for average, parameter in zip(self.average, self.trainable_parameters):
+            average.mul_(decay).add_(parameter.detach(), alpha=1.0 - decay)
+
+    @contextlib.contextmanager
+    def serving_average(self):
+        """Within the block the model holds the averaged weights; the current ones come back after it.
+
+        Does nothing without a policy average, so callers need not check.
+        """
+        if self.average is None:
+            yield
+            return
+        current = [p.detach().clone() for p in self.trainable_parameters]
+        try:
+            with torch.no_grad():
+                for parameter, average in zip(self.trainable_parameters, self.average):
+                    parameter.copy_(average)
+            yield
+        finally:
+            with torch.no_grad():
+                for parameter, saved in zip(self.trainable_parameters, current):
+                    parameter.copy_(saved)
 
     def set_lr(self, lr: float) -> None:
         """Set the optimizer's learning rate (the schedule's value for the coming step)."""
@@ -333,9 +373,11 @@ class Learner:
 
         Contents: the weights (``model/``, a Hugging Face folder) or, under LoRA, only the
         adapter (``adapter/``); the optimizer state; every RNG state; the KL reference when
-        it has moved away from the initial policy; ``extra_state`` (RAE baselines,
+        it has moved away from the initial policy; the policy average, if kept; ``extra_state`` (RAE baselines,
         curriculum, league, step, ...: JSON when it round-trips exactly, else pickle).
         """
+        from safetensors.torch import save_file
+
         extra_state = extra_state or {}
 
         def fill(folder: Path) -> dict:
@@ -343,6 +385,8 @@ class Learner:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(_rng_state(self.shuffle_generator), folder / "rng.pt")
             self._write_reference(folder)
+            if self.average is not None:
+                save_file({str(i): t.contiguous() for i, t in enumerate(self.average)}, folder / "average.safetensors")
             if _json_round_trips(extra_state):
                 (folder / "extra_state.json").write_text(json.dumps(extra_state))
             else:
@@ -379,6 +423,8 @@ class Learner:
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         _set_rng_state(torch.load(path / "rng.pt", weights_only=True), self.shuffle_generator)
         self._read_reference(path)
+        if self.average is not None:
+            self._read_average(path)
         if (path / "extra_state.json").exists():
             return json.loads((path / "extra_state.json").read_text())
         return pickle.loads((path / "extra_state.pkl").read_bytes())
@@ -410,6 +456,17 @@ class Learner:
         elif self.reference_model is not None and self.config.magnet_every:
             # a fixed reference is the initial model, rebuilt on resume; a magnet has moved
             save_model(self.reference_model, str(folder / "reference.safetensors"))
+
+    def _read_average(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        file = path / "average.safetensors"
+        if not file.exists():
+            raise ValueError(f"checkpoint {path} holds no policy average; it was saved by a run without policy_average=ema")
+        state = load_file(file)
+        if len(state) != len(self.average):
+            raise ValueError(f"the policy average in {path} has {len(state)} tensors; this learner trains {len(self.average)}")
+        self.average = [state[str(i)] for i in range(len(state))]
 
     def _read_reference(self, path: Path) -> None:
         from safetensors.torch import load_file, load_model

@@ -216,6 +216,7 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
                 answer_info={
                     # the legal action the answer named (None: invalid), whatever its wording
                     "action": None if parsed.action is None else prompt.choices[prompt.action_ids.index(parsed.action)],
+                    "action_id": parsed.action,  # the game's action id (exact-advantage diagnostics)
                     "choices": prompt.choices,
                 },
             )

@@ -39,6 +39,7 @@ THINKING = ("plain", "markovian")
 GENERATION_BACKENDS = ("transformers", "vllm")
 BACKENDS = ("local", "ray", "openrlhf")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+POLICY_AVERAGES = ("none", "ema")
 
 RESUMABLE_KEYS = (
     "steps",
@@ -110,7 +111,8 @@ class TrainConfig:
     generation: str = _help("rollout engine: transformers (in-process) | vllm (vLLM in its own environment, new weights loaded after every update; backend=local)", default="transformers")
     vllm_python: str = _help("generation=vllm: python of the vLLM environment (made by: bash scripts/test-vllm.sh --setup-only)", default=".venv-vllm/bin/python")
     # -- advantages and loss ----------------------------------------------------------
-    advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none; tasks use grpo", default="auto")
+    advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none | exact (the true advantage from exact analysis: an oracle, small games in self-play, choice mode); tasks use grpo", default="auto")
+    advantage_diagnostics: str = _help("auto | on | off: log each estimator's correlation, sign agreement and variance against the true advantage Q(I, a) - V(I) from exact analysis (auto: in every game small enough, played in self-play in choice mode; trainers/learning/diagnostics.py)", default="auto")
     rae_alpha: float = _help("EMA decay of the per-(env, role) baselines, in (0, 1)", default=0.95)
     state_weighting: str = _help("visits (a state weighs as often as it is reached) | uniform (every visited state weighs the same, as in CFR: rarely reached states keep learning)", default="visits")
     lr: float = _help("learning rate (AdamW); the peak of the schedule", default=3e-6)
@@ -127,6 +129,8 @@ class TrainConfig:
     clip: float = _help("PPO clip range", default=0.2)
     kl_coef: float = _help("weight of the KL to the reference policy (0 = none); with magnet_every > 0 this is magnetic mirror descent", default=0.0)
     magnet_every: int = _help("refresh the KL reference (the magnet) to the current policy every this many steps (0: the initial policy stays the reference)", default=0)
+    policy_average: str = _help("none | ema: evaluate, keep as best and export an exponential moving average of the weights (rollouts still play the current weights); in zero-sum self-play the average of the iterates converges where the last iterate cycles", default="none")
+    average_decay: float = _help("policy_average=ema: the average moves by (1 - average_decay) towards the current weights after every update, in [0, 1)", default=0.9)
     entropy_coef: float = _help("entropy bonus on the choice distribution (choice mode)", default=0.05)
     length_norm: str = _help("constant (Dr. GRPO, SPIRAL) | token_mean", default="constant")
     max_grad_norm: float = _help("gradient-norm clipping (> 0)", default=1.0)
@@ -175,6 +179,11 @@ class TrainConfig:
         _one_of("mode", self.mode, MODES)
         _one_of("advantage", self.advantage, ("auto",) + ADVANTAGE_METHODS)
         _one_of("length_norm", self.length_norm, LENGTH_NORMS)
+        _one_of("advantage_diagnostics", self.advantage_diagnostics, ("auto", "on", "off"))
+        _one_of("policy_average", self.policy_average, POLICY_AVERAGES)
+        _in_range("average_decay", self.average_decay, 0.0, 1.0, closed_high=False)
+        if self.average_decay != TrainConfig.average_decay and self.policy_average == "none":
+            raise ValueError("average_decay sets policy_average=ema's moving average; set policy_average=ema as well")
         if not self.opponent.startswith("checkpoint:"):
             _one_of("opponent", self.opponent, OPPONENTS + ("checkpoint:PATH",))
         elif not self.opponent.split(":", 1)[1]:

@@ -42,6 +42,9 @@ def preflight(config: TrainConfig) -> dict | None:
         if config.eval_opponents != ["auto"]:
             for name in config.eval_opponents:
                 make_opponent(name, env.game)
+    from trainers.learning.diagnostics import diagnosed_trees
+
+    diagnosed_trees(config, {env_id: envs.make(env_id, **env_arguments(config, env_id)) for env_id in game_envs})
     if config.thinking == "markovian" and game_envs and config.mode != "think":
         raise ValueError(
             f"thinking=markovian reasons in free text: games need mode=think (mode is {config.mode}); tasks always do"

@@ -89,6 +89,7 @@ MAPPED_KEYS = {
     "top_p": "--rollout.top_p",
     "advantage": "--algo.advantage.estimator rae (auto or rae)",
     "rae_alpha": "--algo.advantage.rae_alpha",
+    "advantage_diagnostics": "auto and off: none (the job computes advantages on the cluster, where exact analysis has no hook); on is refused",
     "lr": "--actor.adam.lr",
     "lr_schedule": "--actor.lr_scheduler (constant, cosine_with_min_lr; linear when lr_final_ratio=0)",
     "lr_final_ratio": "--actor.min_lr_ratio",
@@ -141,6 +142,8 @@ REFUSED_KEYS = {
     "micro_batch_size": "OpenRLHF's micro-batches are --train.micro_batch_size (edit launch.sh)",
     "micro_batch_tokens": "OpenRLHF's micro-batches are --train.micro_batch_size (edit launch.sh)",
     "magnet_every": "OpenRLHF's KL reference is the initial model for the whole run",
+    "policy_average": "OpenRLHF saves the current weights; it keeps no moving average of them",
+    "average_decay": "it applies to policy_average=ema (see policy_average)",
     "entropy_coef": "it is the choice-mode entropy bonus, and OpenRLHF plays free text (direct or think)",
     "league_every": "it applies to opponent=league (see opponent)",
     "league_size": "it applies to opponent=league (see opponent)",
@@ -179,6 +182,8 @@ def refuse_unmapped_keys(config: TrainConfig) -> list[str]:
                if getattr(config, key) != getattr(defaults, key)]
     if config.advantage not in ("auto", "rae"):
         refused.append(f"advantage={config.advantage} (the OpenRLHF job uses RAE for games and GRPO for tasks: advantage=auto or rae)")
+    if config.advantage_diagnostics == "on":
+        refused.append("advantage_diagnostics=on (the job computes advantages on the cluster, where exact analysis has no hook: auto or off)")
     if config.lr_schedule == "linear" and config.lr_final_ratio:
         refused.append(f"lr_schedule=linear with lr_final_ratio={config.lr_final_ratio} (OpenRLHF's linear schedule decays to 0: set lr_final_ratio=0, or use cosine)")
     if refused:
