@@ -35,7 +35,7 @@ from curricula.sat import (
 )
 from envs.parsing import extract_boxed
 from envs.spaces import text_space
-from envs.tasks import GenericTask
+from envs.tasks import AnswerParts, GenericTask
 
 MAX_LISTED_ANSWERS = 64
 """Well-formed answers listed for the format phase: all k-bit strings when 2**k <= 64, else 64."""
@@ -150,6 +150,17 @@ class SatTask(GenericTask):
     def guess_rate(self, items) -> float:
         """pass@1 of a uniformly random k-bit answer: the share of assignments that satisfy."""
         return sum(min(i.num_solutions, 2**i.k) / 2**i.k for i in items) / len(items)
+
+    def answer_parts(self, info: dict) -> AnswerParts:
+        """One 0/1 choice per variable, in alphabetical order, inside ``\\boxed{}``."""
+        return _bit_parts(int(info["level"][1]))
+
+    def item_answer_parts(self, item: SatInstance) -> AnswerParts:
+        return _bit_parts(item.k)
+
+
+def _bit_parts(k: int) -> AnswerParts:
+    return AnswerParts("\\boxed{", (("0", "1"),) * k, "}")
 
 
 class SatEnv(gymnasium.Env):

@@ -12,7 +12,10 @@ raw answer and ends the episode) is trained and evaluated by the generic trainer
 * ``exclusions(levels, size, benchmark)``: what training must never draw (the held-out
   items of every level a run may visit, a benchmark folder's items), passed back to the
   env as its ``exclude`` argument;
-* ``guess_rate(items)``: the pass@1 of guessing a well-formed answer uniformly, when known.
+* ``guess_rate(items)``: the pass@1 of guessing a well-formed answer uniformly, when known;
+* ``answer_parts(info)`` / ``item_answer_parts(item)``: the well-formed answers spelled as a
+  chain of small choices (`AnswerParts`), when the task can, so that choice mode can answer
+  it (``trainers.rollouts.parts``); None otherwise.
 
 A task names its own hooks in a ``task_hooks`` class attribute (``envs.sat.SatEnv``:
 ``SatTask``, k-bit answers, the curriculum's held-out formulas), usually a subclass of
@@ -26,6 +29,7 @@ registered task gets held-out evaluation, curriculum feedback and a best checkpo
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from curricula.sat import HELDOUT_SIZE  # held-out instances per level unless a curriculum says otherwise
@@ -38,6 +42,26 @@ def chat_messages(env, observation: str) -> list[dict[str, str]]:
     if hasattr(env, "messages"):
         return env.messages()
     return [{"role": "user", "content": observation}]
+
+
+@dataclass(frozen=True)
+class AnswerParts:
+    """A well-formed answer as ``prefix + one option per part + suffix``.
+
+    SAT with k variables: ``"\\boxed{"``, k parts of ``("0", "1")``, ``"}"``. Choice mode
+    answers part by part, each a choice among the part's options, so an answer space of
+    2^k strings costs k small choices instead of 2^k candidates.
+    """
+
+    prefix: str
+    options: tuple[tuple[str, ...], ...]
+    suffix: str
+
+    def spell(self, picks: Sequence[int]) -> str:
+        """The answer text of one pick (an option index) per part."""
+        if len(picks) != len(self.options):
+            raise ValueError(f"{len(self.options)} parts need {len(self.options)} picks, got {len(picks)}")
+        return self.prefix + "".join(options[i] for options, i in zip(self.options, picks)) + self.suffix
 
 
 class GenericTask:
@@ -69,6 +93,12 @@ class GenericTask:
         return []
 
     def guess_rate(self, items: Sequence) -> float | None:
+        return None
+
+    def answer_parts(self, info: dict) -> AnswerParts | None:
+        return None
+
+    def item_answer_parts(self, item) -> AnswerParts | None:
         return None
 
 

@@ -44,6 +44,7 @@ from trainers.rollouts.league import referenced_snapshot_folders
 from trainers.run.preflight import preflight
 from trainers.evaluation.ratings import Ratings, policy_name
 from trainers.run.report import headline, postfix, progress_bar, scalars, tensorboard_writer
+from trainers.rollouts.parts import answer_in_parts
 from trainers.rollouts.play import GameSetup, GameSpec, play_games, run_tasks
 from trainers.run.run_dir import RunDirectory
 from trainers.run.setup import RunSetup, eval_opponents
@@ -229,7 +230,8 @@ class Trainer:
         config = self.config
         if config.format_phase == "off" or self.format_steps_done >= config.format_steps:
             return []
-        text_envs = [e for e in config.env if e in self.task_envs or config.mode != "choice"]
+        text_envs = [e for e in config.env if (e in self.task_envs and self.task_policy.mode != "choice")
+                     or (e in self.game_envs and config.mode != "choice")]
         if config.format_phase == "on":
             return text_envs
         answers = _answers(samples)
@@ -437,7 +439,9 @@ class Trainer:
 
         prompt = "think" if self.task_policy.mode == "think" else "direct"
         seed = derive_seed(self.config.seed, "transfer")  # not the step: both ends meet the same problems
-        return {TRANSFER_FAMILY: transfer_accuracy(self.task_policy, count=self.config.eval_transfer, seed=seed, prompt=prompt)}
+        # transfer problems are answered in free text, whatever mode the run's tasks answer in
+        policy = self.task_policy if self.task_policy.mode != "choice" else self.setup.make_policy(self.task_policy.backend, self.tokenizer, mode="direct")
+        return {TRANSFER_FAMILY: transfer_accuracy(policy, count=self.config.eval_transfer, seed=seed, prompt=prompt)}
 
     def _evaluate_task(self, env_id: str, step: int) -> dict:
         """Held-out pass@1 at the current level (``envs.tasks``); feeds the curriculum when there is one."""
@@ -448,7 +452,11 @@ class Trainer:
         repeats = self.config.eval_samples
         prompts = [hooks.item_messages(i) for i in instances for _ in range(repeats)]
         seed = derive_seed(self.config.seed, seeds.TASK_EVALUATION, step)
-        replies = self.thinking.answer_all(self.task_policy, prompts, seed=seed, temperature=self.config.eval_temperature)
+        if self.task_policy.mode == "choice":  # part by part, as in training (trainers.rollouts.parts)
+            parts = [hooks.item_answer_parts(i) for i in instances for _ in range(repeats)]
+            replies = answer_in_parts(self.task_policy, prompts, parts, seed=seed, temperature=self.config.eval_temperature)
+        else:
+            replies = self.thinking.answer_all(self.task_policy, prompts, seed=seed, temperature=self.config.eval_temperature)
         scored = [hooks.score(instances[n // repeats], reply.text) for n, reply in enumerate(replies)]
         # per instance: the fraction of its answers that are correct (its pass@1 estimate)
         successes = [sum(reward > 0 for reward, _ in scored[i * repeats:(i + 1) * repeats]) / repeats for i in range(len(instances))]

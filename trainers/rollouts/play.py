@@ -31,6 +31,7 @@ from envs.game_env import GameEnv, agent_name
 from envs.opponents import Opponent
 from envs.tasks import task_hooks
 from trainers.run import seeds
+from trainers.rollouts.parts import answer_in_parts
 from trainers.rollouts.policy import LanguagePolicy
 from trainers.learning.samples import TurnSample
 from trainers.run.seeds import derive_seed
@@ -268,8 +269,9 @@ def run_tasks(
     temperature: float | None = None,
     thinking: ThinkingStrategy = PLAIN,
 ) -> tuple[list[TurnSample], list[TaskResult], RolloutTiming]:
-    """`prompts` task instances, `group_size` answers each, all in one policy call (plain) or
-    one batch of traces advancing together (Markovian). The instances depend only on `seed`,
+    """`prompts` task instances, `group_size` answers each, all in one policy call (plain),
+    one batch of traces advancing together (Markovian), or part by part (a choice-mode
+    policy: ``trainers.rollouts.parts``). The instances depend only on `seed`,
     not on the thinking strategy. Every sample's ``game_id`` is its GRPO group (the prompt);
     a sample that can list the task's well-formed answers carries them in ``info["choices"]``
     (``envs.tasks``: the format phase clones one of them)."""
@@ -282,7 +284,11 @@ def run_tasks(
             drawn.append((copy.deepcopy(env), hooks.messages(env, observation), info))
         requests = [messages for _, messages, _ in drawn for _ in range(group_size)]
     with timing.measure("generation"):
-        replies = thinking.answer_all(policy, requests, seed=derive_seed(seed, thinking.task_stream), temperature=temperature)
+        if policy.mode == "choice":  # part by part (trainers.rollouts.parts)
+            parts = [hooks.answer_parts(info) for _, _, info in drawn for _ in range(group_size)]
+            replies = answer_in_parts(policy, requests, parts, seed=derive_seed(seed, thinking.task_stream), temperature=temperature)
+        else:
+            replies = thinking.answer_all(policy, requests, seed=derive_seed(seed, thinking.task_stream), temperature=temperature)
     with timing.measure("env"):
         samples, results = [], []
         for group, (task_env, messages, info) in enumerate(drawn):

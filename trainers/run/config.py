@@ -81,6 +81,7 @@ class TrainConfig:
     env: list[str] = _help("env id, or a comma-separated list for multi-game training", default_factory=lambda: ["kuhn_poker"])
     env_kwargs: dict = _help("JSON object of env arguments, e.g. {\"hands\": 5}; each key must be accepted by at least one selected env", default_factory=dict)
     mode: str = _help("text protocol mode: choice | direct | think", default="choice")
+    task_mode: str = _help("how tasks answer: auto (choice when mode=choice and every task spells its answers in parts, as SAT's bits; else the games' free-text mode) | choice (part by part: one choice per variable; trainers/rollouts/parts.py) | direct | think", default="auto")
     invalid_action_policy: str = _help("what an invalid answer costs: forfeit | spiral | textarena", default="forfeit")
     turn_limit: int = _help("cut a game after this many turns and score it a draw", default=50)
     opponent: str = _help("none (pure self-play) | league (past snapshots) | random | rule_based | equilibrium | mcts (OpenSpiel games) | checkpoint:PATH (a frozen model) on one seat", default="none")
@@ -177,6 +178,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the key and its valid range for any bad value."""
         _one_of("mode", self.mode, MODES)
+        _one_of("task_mode", self.task_mode, ("auto",) + MODES)
         _one_of("advantage", self.advantage, ("auto",) + ADVANTAGE_METHODS)
         _one_of("length_norm", self.length_norm, LENGTH_NORMS)
         _one_of("advantage_diagnostics", self.advantage_diagnostics, ("auto", "on", "off"))

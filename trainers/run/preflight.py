@@ -28,8 +28,10 @@ def preflight(config: TrainConfig) -> dict | None:
     game_envs = [env_id for env_id, kind in kinds.items() if kind == "game"]
     if config.opponent != "none" and not game_envs:
         raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
-    if config.mode == "choice" and config.format_phase == "on" and not [k for k in kinds.values() if k == "task"]:
-        raise ValueError("format_phase=on teaches the free-text answer format; choice mode has none (use mode=direct or think)")
+    free_text_tasks = [k for k in kinds.values() if k == "task"] and RunSetup(config).task_mode != "choice"
+    if config.mode == "choice" and config.format_phase == "on" and not free_text_tasks:
+        raise ValueError("format_phase=on teaches the free-text answer format; choice mode has none "
+                         "(use mode=direct or think, and task_mode=direct or think for tasks)")
     if config.backend == "ray" and not game_envs:
         raise ValueError(
             f"backend=ray plays game rollouts in Ray workers; {', '.join(config.env)} "
@@ -49,6 +51,16 @@ def preflight(config: TrainConfig) -> dict | None:
         raise ValueError(
             f"thinking=markovian reasons in free text: games need mode=think (mode is {config.mode}); tasks always do"
         )
+    task_kinds = [k for k in kinds.values() if k == "task"]
+    if config.task_mode != "auto" and not task_kinds:
+        raise ValueError(f"task_mode sets how tasks answer; {', '.join(config.env)} has no task env")
+    if config.task_mode == "choice":
+        missing = RunSetup(config).tasks_without_parts()
+        if missing:
+            raise ValueError(f"task_mode=choice answers part by part; {', '.join(missing)} cannot spell its answers in parts "
+                             f"(envs.tasks.AnswerParts): use task_mode=direct or think")
+        if config.thinking == "markovian":
+            raise ValueError("thinking=markovian reasons in free text; task_mode=choice picks answers part by part (use task_mode=direct or think)")
     if config.thinking == "markovian" and config.backend != "local":
         raise ValueError(f"thinking=markovian runs with backend=local for now (backend is {config.backend})")
     scheduled = CURRICULUM_ENVS.get(config.curriculum)

@@ -98,8 +98,26 @@ class RunSetup:
     # -- policies ------------------------------------------------------------------------
     @property
     def task_mode(self) -> str:
-        """Tasks answer in free text even when games use choice mode."""
-        return "direct" if self.config.mode == "choice" else self.config.mode
+        """How tasks answer (``task_mode``): ``auto`` is choice mode (part by part,
+        ``trainers.rollouts.parts``) when games use choice mode, thinking is plain and every
+        task can spell its answers in parts, else the games' free-text mode (direct for
+        choice games)."""
+        mode = self.config.task_mode
+        if mode != "auto":
+            return mode
+        if self.config.mode != "choice" or self.config.thinking == "markovian":  # Markovian traces are free text
+            return "direct" if self.config.mode == "choice" else self.config.mode
+        return "choice" if self.task_envs and not self.tasks_without_parts() else "direct"
+
+    def tasks_without_parts(self) -> list[str]:
+        """The task envs that cannot spell their answers as `envs.tasks.AnswerParts` (no choice mode for them)."""
+        missing = []
+        for env_id in self.task_envs:
+            env = self.make_task_env(env_id)
+            _, info = env.reset(seed=0)
+            if task_hooks(env).answer_parts(info) is None:
+                missing.append(env_id)
+        return missing
 
     def make_policy(self, backend, tokenizer, *, mode: str | None = None):
         from trainers.rollouts.policy import LanguagePolicy
