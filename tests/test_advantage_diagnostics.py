@@ -158,3 +158,14 @@ def test_openrlhf_refuses_diagnostics_on():
     refuse_unmapped_keys(TrainConfig(backend="openrlhf"))  # auto: the job has no hook, and says so in the key table
     with pytest.raises(ValueError, match="advantage_diagnostics=on"):
         refuse_unmapped_keys(TrainConfig(backend="openrlhf", advantage_diagnostics="on"))
+
+
+def test_batch_q_gives_each_state_action_cell_its_mean_return():
+    # state s: bet returned 1 and 3 (Q = 2), check returned 0 twice (Q = 0); V = 1, std = sqrt(1.5)
+    samples = [TurnSample([1], [2], [0.0], "kuhn_poker", 0, i, reward=r, info={"state_key": "s", "action": a})
+               for i, (a, r) in enumerate([("bet", 1.0), ("bet", 3.0), ("check", 0.0), ("check", 0.0)])]
+    samples.append(TurnSample([1], [2], [0.0], "kuhn_poker", 0, 9, reward=5.0, info={"state_key": "t", "action": "bet"}))
+    compute_advantages(samples, "batch_q")
+    expected = 1.0 / 1.5**0.5
+    assert [s.advantage for s in samples[:4]] == pytest.approx([expected, expected, -expected, -expected], rel=1e-5)
+    assert samples[4].advantage == 0.0  # a state seen once has nothing to compare with

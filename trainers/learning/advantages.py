@@ -16,6 +16,13 @@ Methods (``compute_advantages(samples, method, state)``):
   by ``(env, role, state)`` and ``A = (R - mean) / (std + eps)`` within each group (GRPO's
   normalisation applied per prompt instead of per task group). Needs several samples of
   each state per batch, which self-play on a small game has (12 information states in Kuhn).
+* ``batch_q``: ``A = (Q(s, a) - V(s)) / (std_s + eps)`` with ``Q(s, a)`` the batch's mean
+  return of the samples that played action ``a`` at state ``s`` and ``V(s)``, ``std_s`` the
+  mean and std of all returns at ``s``. Every turn of a (state, action) cell gets the
+  cell's advantage, so the noise of single games (a King that bets and then loses to
+  a lucky call) averages out within the batch, where ``prompt_norm`` keeps each game's
+  own return. Needs revisited states (small games, many games a step); a state visited
+  once gets 0, as under ``prompt_norm``.
 * ``grpo``: group normalisation for single-agent tasks, the group being ``(env, game_id)``
   (the G answers to one prompt): ``A = (R - mean) / (std + eps)``.
 * ``dr_grpo``: Dr. GRPO's unbiased variant, ``A = R - mean`` (no division by the std).
@@ -51,7 +58,7 @@ from dataclasses import dataclass, field
 
 from trainers.learning.samples import TRACE_KEY, TurnSample
 
-METHODS = ("rae", "state_baseline", "prompt_norm", "action_centered", "grpo", "dr_grpo", "none", "exact")
+METHODS = ("rae", "state_baseline", "prompt_norm", "action_centered", "batch_q", "grpo", "dr_grpo", "none", "exact")
 DEFAULT_ALPHA = 0.95
 DEFAULT_EPS = 1e-6
 
@@ -188,13 +195,43 @@ def action_centered_advantages(samples: list[TurnSample], *, eps: float = DEFAUL
     prompt_normalized_advantages(samples, eps=eps)
     groups: dict[tuple, list[TurnSample]] = {}
     for sample in samples:
-        action = sample.info.get("action") or sample.info.get("text", tuple(sample.response_ids))
-        groups.setdefault((sample.env_id, sample.role, action), []).append(sample)
+        groups.setdefault((sample.env_id, sample.role, _action_of(sample)), []).append(sample)
     for group in groups.values():
         mean = sum(s.advantage for s in group) / len(group)
         for sample in group:
             sample.advantage -= mean
     return samples
+
+
+def batch_q_advantages(samples: list[TurnSample], *, eps: float = DEFAULT_EPS) -> list[TurnSample]:
+    """Per (env, role, state): each action's mean return minus the state's, over the state's std.
+
+    The action is ``info["action"]`` (the legal action played, whatever its wording), else
+    the response text; a state whose returns are all equal gets exactly 0.
+    """
+    states: dict[tuple, list[TurnSample]] = {}
+    for sample in samples:
+        states.setdefault((sample.env_id, sample.role, state_key(sample)), []).append(sample)
+    for group in states.values():
+        rewards = [float(s.reward) for s in group]
+        if min(rewards) == max(rewards):
+            for sample in group:
+                sample.advantage = 0.0
+            continue
+        mean = sum(rewards) / len(rewards)
+        std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
+        cells: dict = {}
+        for sample in group:
+            cells.setdefault(_action_of(sample), []).append(float(sample.reward))
+        q = {action: sum(values) / len(values) for action, values in cells.items()}
+        for sample in group:
+            sample.advantage = (q[_action_of(sample)] - mean) / (std + eps)
+    return samples
+
+
+def _action_of(sample: TurnSample) -> Hashable:
+    """The action a sample played: the legal action it named, else its response."""
+    return sample.info.get("action") or sample.info.get("text", tuple(sample.response_ids))
 
 
 def grpo_advantages(
@@ -241,6 +278,8 @@ def compute_advantages(
         return prompt_normalized_advantages(samples, eps=eps)
     if method == "action_centered":
         return action_centered_advantages(samples, eps=eps)
+    if method == "batch_q":
+        return batch_q_advantages(samples, eps=eps)
     if method == "grpo":
         return grpo_advantages(samples, normalize_std=True, eps=eps)
     if method == "dr_grpo":

@@ -112,7 +112,7 @@ class TrainConfig:
     generation: str = _help("rollout engine: transformers (in-process) | vllm (vLLM in its own environment, new weights loaded after every update; backend=local)", default="transformers")
     vllm_python: str = _help("generation=vllm: python of the vLLM environment (made by: bash scripts/test-vllm.sh --setup-only)", default=".venv-vllm/bin/python")
     # -- advantages and loss ----------------------------------------------------------
-    advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | grpo | dr_grpo | none | exact (the true advantage from exact analysis: an oracle, small games in self-play, choice mode); tasks use grpo", default="auto")
+    advantage: str = _help("auto (action_centered in choice mode, else rae) | rae | state_baseline | prompt_norm | action_centered | batch_q | grpo | dr_grpo | none | exact (the true advantage from exact analysis: an oracle, small games in self-play, choice mode); tasks use grpo", default="auto")
     advantage_diagnostics: str = _help("auto | on | off: log each estimator's correlation, sign agreement and variance against the true advantage Q(I, a) - V(I) from exact analysis (auto: in every game small enough, played in self-play in choice mode; trainers/learning/diagnostics.py)", default="auto")
     rae_alpha: float = _help("EMA decay of the per-(env, role) baselines, in (0, 1)", default=0.95)
     state_weighting: str = _help("visits (a state weighs as often as it is reached) | uniform (every visited state weighs the same, as in CFR: rarely reached states keep learning)", default="visits")
