@@ -47,6 +47,10 @@ from trainers.run.run_dir import RunDirectory
 from trainers.run.setup import RunSetup, eval_opponents
 from trainers.run.seeds import derive_seed
 
+INLINE_POLICY_STATES = 256
+"""Largest policy table kept in an evaluation file (Kuhn Poker's 12 states are); larger ones
+go beside it, in eval/policies/."""
+
 
 class Trainer:
     """Everything a run holds: model, learner, policies, envs, baselines, curriculum, league, ratings."""
@@ -295,12 +299,16 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, step: int) -> dict:
         """Matches against fixed opponents (and league snapshots), exact exploitability of small
-        games, task pass@1, ratings; writes eval/step_XXXXXXXX.json and keeps the best policy."""
+        games, task pass@1, ratings; writes eval/step_XXXXXXXX.json and keeps the best policy.
+        A policy table of more than `INLINE_POLICY_STATES` states (TicTacToe's 4,520 positions,
+        about 1 MB) goes to eval/policies/step_XXXXXXXX.json, keyed by env, so the evaluation
+        files stay small enough to read at every step."""
         from trainers.evaluation.evaluate import evaluate_against, exploitability_report
 
         config = self.config
         results: dict = {"step": step}
         player = policy_name(step)
+        tables = {}
         for env_id in self.game_envs:
             make_env = functools.partial(self.make_game_env, env_id)
             probe = make_env()
@@ -327,7 +335,10 @@ class Trainer:
             exact = exploitability_report(
                 self.policy, probe, seed=derive_seed(config.seed, seeds.EXPLOITABILITY, step),
                 temperature=config.eval_temperature, thinking=self.thinking,
+                max_decision_positions=config.eval_positions,
             )
+            if exact is not None and len(exact["policy"]) > INLINE_POLICY_STATES:
+                tables[env_id] = exact.pop("policy")
             for key, value in (exact or {}).items():
                 results[f"{env_id}/{key}"] = value
         for env_id in self.task_envs:
@@ -339,6 +350,8 @@ class Trainer:
         if self.game_envs:
             results["ratings"] = self.ratings.fit()
             self.run_dir.write_json("eval/ratings.json", results["ratings"])
+        if tables:
+            self.run_dir.write_json(f"eval/policies/step_{step:08d}.json", tables)
         self.run_dir.write_json(f"eval/step_{step:08d}.json", results)
         self._keep_best(step, results)
         return results
