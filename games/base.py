@@ -143,6 +143,16 @@ class State(abc.ABC):
     def information_state_string(self, player: int) -> str:
         """A unique key of `player`'s information set (equal iff indistinguishable)."""
 
+    def position_key(self) -> str | None:
+        """A key of the position, when the path to it does not matter; None by default.
+
+        A game may return one only if two states with equal keys have the same player to
+        move, legal actions, observation for every player and returns at the end of every
+        continuation (perfect information, no chance). Exact analysis then works on the few
+        positions instead of the many histories (`games.positions`).
+        """
+        return None
+
     def clone(self) -> "State":
         return copy.deepcopy(self)
 

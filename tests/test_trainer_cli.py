@@ -93,7 +93,9 @@ def check_match_report(report: dict, eval_games: int = 2) -> None:
 # simple_negotiation's default (max_quantity=10) has 200 legal offers per turn and a 6k-token
 # prompt under the byte-level tiny tokenizer: scoring every candidate in choice mode takes
 # minutes on a CPU, so the test plays the max_quantity=1 variant (2-4 legal actions).
-GAME_KWARGS = {"simple_negotiation": ['env_kwargs={"max_quantity": 1}']}
+# TicTacToe's exact exploitability reads the model at 4,520 positions (about 90 s per
+# evaluation for the tiny model's byte-level prompts): its own test below checks it.
+GAME_KWARGS = {"simple_negotiation": ['env_kwargs={"max_quantity": 1}'], "tic_tac_toe": ["eval_positions=0"]}
 
 
 @pytest.mark.parametrize("env_id", ["kuhn_poker", "tic_tac_toe", "simple_negotiation"])
@@ -150,6 +152,33 @@ def check_exploitability(final: dict) -> None:
     assert final["kuhn_poker/exploitability"] == pytest.approx(analysis.exploitability(games.load("kuhn_poker"), table), abs=1e-12)
 
 
+@pytest.mark.slow
+def test_tic_tac_toe_run_reports_its_exact_exploitability_at_every_evaluation(tmp_path):
+    import games
+    from games import positions
+    from trainers.run.report import before_after_rows, evaluation_history
+
+    out = tmp_path / "run"
+    metrics = run(out, "env=tic_tac_toe", "mode=choice", "steps=1", "games_per_step=2", "eval_games=1",
+                  "eval_opponents=random", "eval_positions=10000")
+    check_layout(out, metrics, steps=1)
+    graph = positions.position_graph(games.load("tic_tac_toe"))
+    for step in (0, 1):
+        evaluation = json.loads((out / "eval" / f"step_{step:08d}.json").read_text())
+        assert "tic_tac_toe/policy" not in evaluation  # 4,520 positions: kept beside the evaluation
+        tables = json.loads((out / "eval" / "policies" / f"step_{step:08d}.json").read_text())
+        table = {key: {int(a): p for a, p in dist.items()} for key, dist in tables["tic_tac_toe"].items()}
+        assert len(table) == 4520
+        value = evaluation["tic_tac_toe/exploitability"]
+        assert value == pytest.approx(positions.exploitability(graph, table), abs=1e-12)
+        best_responses = evaluation["tic_tac_toe/best_response_values"]
+        assert sum(best_responses) / 2 == pytest.approx(value, abs=1e-12)  # zero-sum: their mean
+        assert 0.5 < value < 1.0  # near the uniform policy's 0.960, far from perfect play's 0
+    rows = {name: (before, after) for name, before, after in before_after_rows(evaluation_history(out / "eval"))}
+    assert rows["exploitability tic_tac_toe"][0] == json.loads((out / "eval" / "step_00000000.json").read_text())[
+        "tic_tac_toe/exploitability"]
+
+
 def test_sat_task_run(tmp_path):
     out = tmp_path / "run"
     metrics = run(out, "env=sat", "prompts_per_step=2", "group_size=2")
@@ -171,7 +200,7 @@ def test_sat_task_run(tmp_path):
 
 def test_multi_env_run(tmp_path):
     out = tmp_path / "run"
-    metrics = run(out, "env=kuhn_poker,tic_tac_toe", "eval_opponents=random", "advantage=rae")
+    metrics = run(out, "env=kuhn_poker,tic_tac_toe", "eval_opponents=random", "advantage=rae", "eval_positions=0")
     final = check_layout(out, metrics)
     assert json.loads((out / "config.json").read_text())["env"] == ["kuhn_poker", "tic_tac_toe"]
     for m in metrics:

@@ -9,7 +9,15 @@ pytest.importorskip("transformers")
 import envs
 from games import analysis
 from envs.opponents import RandomOpponent, make_opponent
-from trainers.evaluation.evaluate import evaluate_against, model_exploitability, policy_table, summarize, wilson_interval
+from trainers.evaluation.evaluate import (
+    evaluate_against,
+    exploitability_report,
+    model_exploitability,
+    policy_table,
+    position_exploitability_report,
+    summarize,
+    wilson_interval,
+)
 from trainers.generation import TransformersBackend
 from trainers.models import load_model
 from trainers.rollouts.policy import LanguagePolicy
@@ -229,8 +237,10 @@ def test_policy_table_covers_the_kuhn_information_states(tiny):
     assert same_table == table
     assert value == analysis.exploitability(env.game, table)
     assert value > 0.01  # a random model is not an equilibrium
-    # exact analysis is chosen by the tree's size: TicTacToe's is too large
-    assert model_exploitability(make_policy(tiny, "choice"), envs.make("tic_tac_toe", mode="choice")) is None
+    # exact analysis over histories is chosen by the tree's size: TicTacToe's is too large, so
+    # it is scored over its 4,520 positions, when the bound allows that many model calls
+    ttt = envs.make("tic_tac_toe", mode="choice")
+    assert exploitability_report(policy, ttt, max_decision_positions=4519) is None
     # think mode estimates by sampling; a random model's answers are never legal, so the
     # estimate falls back to uniform at every state
     think_env = envs.make("kuhn_poker", mode="think")
@@ -238,6 +248,15 @@ def test_policy_table_covers_the_kuhn_information_states(tiny):
     estimated = policy_table(think, think_env, samples=2, seed=0)
     assert set(estimated) == KUHN_INFORMATION_STATES
     assert all(list(d.values()) == [0.5, 0.5] for d in estimated.values())
+
+
+def test_positions_are_not_scored_where_the_table_would_not_be_exact_or_affordable(tiny):
+    # think mode would sample answers at 4,520 positions; an env cut short plays another game
+    assert exploitability_report(make_policy(tiny, "think"), envs.make("tic_tac_toe", mode="think")) is None
+    short = envs.make("tic_tac_toe", mode="choice", turn_limit=5)
+    assert position_exploitability_report(make_policy(tiny, "choice"), short) is None
+    kuhn = envs.make("kuhn_poker", mode="choice")  # no position key: imperfect information
+    assert position_exploitability_report(make_policy(tiny, "choice"), kuhn) is None
 
 
 def test_derive_seed_is_stable_and_spreads():

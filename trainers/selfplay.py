@@ -50,6 +50,10 @@ from trainers.run.run_dir import RunDirectory
 from trainers.run.setup import RunSetup, eval_opponents
 from trainers.run.seeds import derive_seed
 
+INLINE_POLICY_STATES = 256
+"""Largest policy table kept in an evaluation file (Kuhn Poker's 12 states are); larger ones
+go beside it, in eval/policies/."""
+
 
 class Trainer:
     """Everything a run holds: model, learner, policies, envs, baselines, curriculum, league, ratings."""
@@ -327,6 +331,10 @@ class Trainer:
 
         With ``policy_average=ema`` the averaged weights are what is evaluated and kept; the
         current weights' exploitability is added as ``<env>/iterate_exploitability``.
+
+        A policy table of more than `INLINE_POLICY_STATES` states (TicTacToe's 4,520 positions,
+        about 1 MB) goes to eval/policies/step_XXXXXXXX.json, keyed by env, so the evaluation
+        files stay small enough to read at every step.
         """
         iterate = self._iterate_exploitability(step) if self.learner.average is not None else {}
         with self.serving_average():
@@ -357,6 +365,7 @@ class Trainer:
             exact = exploitability_report(
                 self.policy, self.make_game_env(env_id), seed=derive_seed(self.config.seed, seeds.EXPLOITABILITY, step),
                 temperature=self.config.eval_temperature, thinking=self.thinking,
+                max_decision_positions=self.config.eval_positions,
             )
             if exact is not None:
                 results[f"{env_id}/iterate_exploitability"] = exact["exploitability"]
@@ -368,6 +377,7 @@ class Trainer:
         config = self.config
         results: dict = {"step": step}
         player = policy_name(step)
+        tables = {}
         for env_id in self.game_envs:
             make_env = functools.partial(self.make_game_env, env_id)
             probe = make_env()
@@ -394,7 +404,10 @@ class Trainer:
             exact = exploitability_report(
                 self.policy, probe, seed=derive_seed(config.seed, seeds.EXPLOITABILITY, step),
                 temperature=config.eval_temperature, thinking=self.thinking,
+                max_decision_positions=config.eval_positions,
             )
+            if exact is not None and len(exact["policy"]) > INLINE_POLICY_STATES:
+                tables[env_id] = exact.pop("policy")
             for key, value in (exact or {}).items():
                 results[f"{env_id}/{key}"] = value
         for env_id in self.task_envs:
@@ -406,6 +419,8 @@ class Trainer:
         if self.game_envs:
             results["ratings"] = self.ratings.fit()
             self.run_dir.write_json("eval/ratings.json", results["ratings"])
+        if tables:
+            self.run_dir.write_json(f"eval/policies/step_{step:08d}.json", tables)
         return results
 
     def evaluation_at(self, step: int) -> dict:

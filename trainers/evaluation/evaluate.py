@@ -6,7 +6,10 @@
   of a small game (exact from log-probs in ``choice`` and ``direct`` modes, estimated by
   sampling in ``think`` mode); `model_exploitability` scores that table with
   `games.analysis.exploitability`. Which games are small enough is decided by the size of
-  their tree (`games.analysis.small_game_tree`), not by their name.
+  their tree (`games.analysis.small_game_tree`), not by their name. A perfect-information
+  game with too many histories but few positions (TicTacToe: 549,946 and 4,520) is scored
+  over its positions instead (`games.positions`), one model call per position with a
+  choice to make.
 
 Both measure one policy: the one sampled at the evaluation temperature and thinking the
 run's way (``trainers.rollouts.thinking``), so the matches, the exploitability and
@@ -21,7 +24,7 @@ from typing import Iterable
 
 from envs.game_env import GameEnv
 from envs.opponents import Opponent, make_opponent
-from games import analysis
+from games import analysis, positions
 from trainers.rollouts.policy import LanguagePolicy
 from trainers.rollouts.play import GameSetup, ThinkingStrategy, play_games
 from trainers.run.seeds import derive_seed
@@ -180,9 +183,17 @@ def model_exploitability(policy: LanguagePolicy, env: GameEnv, **kwargs) -> tupl
     return None if report is None else (report["exploitability"], report["policy"])
 
 
-def exploitability_report(policy: LanguagePolicy, env: GameEnv, **kwargs) -> dict | None:
+def exploitability_report(
+    policy: LanguagePolicy,
+    env: GameEnv,
+    *,
+    max_decision_positions: int = positions.DEFAULT_MAX_DECISION_POSITIONS,
+    **kwargs,
+) -> dict | None:
     """``{"exploitability", "policy"}`` of the model in `env`'s game (None when the game is too
-    large), and in think mode ``policy_invalid_rate`` and ``invalid_cost``.
+    large), and in think mode ``policy_invalid_rate`` and ``invalid_cost``. A game whose
+    history tree is too large but that has at most `max_decision_positions` positions is
+    scored over them instead (`position_exploitability_report`).
 
     ``invalid_cost = invalid_rate * (2 * max_utility)``: an invalid answer forfeits (the
     offender's worst outcome, where the worst legal play still gets at least that), and the
@@ -191,15 +202,53 @@ def exploitability_report(policy: LanguagePolicy, env: GameEnv, **kwargs) -> dic
     exploitable when they answer legally, the one that answers legally more often is kept.
     """
     tree = analysis.small_game_tree(env.game)
-    if tree is None:
-        return None
     options = {"samples": 16, "seed": 0, "temperature": 1.0, "thinking": PLAIN, **kwargs}
+    if tree is None:
+        return position_exploitability_report(
+            policy, env, temperature=options["temperature"], max_decision_positions=max_decision_positions
+        )
     table, invalid_rate = _policy_table(policy, env, **options)
     report = {"exploitability": analysis.exploitability(tree, table), "policy": table}
     if invalid_rate is not None:
         report["policy_invalid_rate"] = invalid_rate
         report["invalid_cost"] = invalid_rate * 2 * env.game.max_utility()
     return report
+
+
+def position_exploitability_report(
+    policy: LanguagePolicy,
+    env: GameEnv,
+    *,
+    temperature: float = 1.0,
+    max_decision_positions: int = positions.DEFAULT_MAX_DECISION_POSITIONS,
+) -> dict | None:
+    """``{"exploitability", "best_response_values", "policy"}`` over the positions of `env`'s game
+    (`games.positions`), or None when the game has no position graph with at most
+    `max_decision_positions` decision positions, the env cuts games short (`turn_limit`: it
+    plays another game) or the policy thinks.
+
+    The prompt shows the player to move its observation and the legal actions, both fixed by
+    the position, so the model's policy is a function of the position and the table
+    ``{position_key: distribution}`` is exact. ``best_response_values[p]`` is what player p
+    gets by best-responding to the model in every other seat (TicTacToe: +1 a sure win, 0 a
+    draw). Think mode would need sampled answers at thousands of positions, beyond an
+    evaluation's budget: None.
+    """
+    if policy.mode == "think":
+        return None
+    graph = positions.small_position_graph(env.game, max_decision_positions=max_decision_positions)
+    if graph is None or (env.turn_limit or math.inf) < env.game.max_game_length():
+        return None
+    # A forced move needs no model call (TicTacToe: X's last move, 222 of the 4,520 positions).
+    table = {graph.keys[i]: {graph.actions[i][0]: 1.0} for i in graph.decision_positions if len(graph.actions[i]) == 1}
+    asked = [i for i in graph.decision_positions if len(graph.actions[i]) > 1]
+    distributions = policy.action_distributions([env.prompt_for(graph.states[i]) for i in asked], temperature=temperature)
+    table.update({graph.keys[i]: dist for i, dist in zip(asked, distributions)})
+    return {
+        "exploitability": positions.exploitability(graph, table),
+        "best_response_values": [positions.best_response(graph, table, p)[0] for p in range(graph.num_players)],
+        "policy": table,
+    }
 
 
 def selection_score(results: dict, player: str) -> tuple[str, float] | None:

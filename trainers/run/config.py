@@ -52,6 +52,7 @@ RESUMABLE_KEYS = (
     "eval_samples",
     "eval_opponents",
     "eval_temperature",
+    "eval_positions",
     "eval_envs",
     "eval_envs_games",
     "eval_envs_mode",
@@ -158,6 +159,7 @@ class TrainConfig:
     eval_samples: int = _help("answers per held-out task instance in evaluation (pass@1 is their mean)", default=4)
     eval_opponents: list[str] = _help("fixed opponents for evaluation (random, rule_based, equilibrium, mcts), or auto: every one that can play the game", default_factory=lambda: ["auto"])
     eval_temperature: float = _help("sampling temperature in evaluation", default=0.6)
+    eval_positions: int = _help("exact exploitability of a perfect-information game over its positions (games/positions.py) when it has at most this many positions to move from, one model call each (TicTacToe: 4,520; seconds on a GPU, 10-40 minutes per evaluation on a 2-core CPU, so set it there deliberately, e.g. eval_positions=10000); 0: only games whose history tree is small (Kuhn Poker)", default=0)
     eval_envs: list[str] = _help("out-of-domain games played against a random opponent at every evaluation (SPIRAL's protocol): env ids, or the preset spiral_ood; empty: none", default_factory=list)
     eval_envs_games: int = _help("eval_envs: games per env and seat", default=20)
     eval_envs_mode: str = _help("eval_envs: text protocol mode of the out-of-domain games: direct | think (TextArena moves cannot be listed for choice)", default="direct")
@@ -231,7 +233,7 @@ class TrainConfig:
                     "league_size", "format_epochs")
         for name in positive:
             _at_least(name, getattr(self, name), 1)
-        non_negative = ("threads", "eval_transfer", "lora_rank", "save_every", "eval_every", "keep_checkpoints", "mini_batch_size",
+        non_negative = ("threads", "eval_transfer", "eval_positions", "lora_rank", "save_every", "eval_every", "keep_checkpoints", "mini_batch_size",
                         "magnet_every", "format_steps", "entropy_coef", "kl_coef", "weight_decay", "temperature",
                         "eval_temperature", "lora_dropout", "adam_eps")
         for name in non_negative:

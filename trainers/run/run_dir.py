@@ -3,7 +3,8 @@
     <out>/config.json        the resolved config
     <out>/metrics.jsonl      one JSON object per step (with at least "step")
     <out>/checkpoints/       step_XXXXXXXX/ (atomic, checksummed) and best/
-    <out>/eval/              step_XXXXXXXX.json per evaluation, final.json, ratings.json
+    <out>/eval/              step_XXXXXXXX.json per evaluation, final.json, ratings.json;
+                             policies/step_XXXXXXXX.json: the large policy tables (TicTacToe's)
     <out>/league/            frozen snapshots (opponent=league)
     <out>/summary.png        the before/after plot
 

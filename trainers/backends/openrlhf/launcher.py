@@ -159,6 +159,7 @@ REFUSED_KEYS = {
     "eval_samples": "the OpenRLHF job does not evaluate (see eval_every)",
     "eval_opponents": "the OpenRLHF job does not evaluate (see eval_every)",
     "eval_temperature": "the OpenRLHF job does not evaluate (see eval_every)",
+    "eval_positions": "the OpenRLHF job does not evaluate (see eval_every)",
     "eval_envs": "the OpenRLHF job does not evaluate (see eval_every)",
     "eval_envs_games": "the OpenRLHF job does not evaluate (see eval_every)",
     "eval_envs_mode": "the OpenRLHF job does not evaluate (see eval_every)",
