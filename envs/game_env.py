@@ -47,6 +47,8 @@ class GameEnv(TextAECEnv):
         title: how the prompt names the game.
         rules: the rules text, or a function of the game that returns it.
         mode: "think", "direct" or "choice" (see `envs.protocol`).
+        choice_chain: "auto" (choice mode asks a turn with many legal actions as a chain of
+            small choices, `envs.action_chain`) or "off".
         invalid_action_policy: an `InvalidActionPolicy`, a preset name or a dict.
         turn_limit: cut the game after this many player actions and score it a draw
             (None: only the game's own end).
@@ -63,6 +65,7 @@ class GameEnv(TextAECEnv):
         title: str = "",
         rules: Rules = "",
         mode: str = "think",
+        choice_chain: str = "auto",
         invalid_action_policy: "InvalidActionPolicy | str | dict | None" = None,
         turn_limit: int | None = None,
         seed: int | None = 0,
@@ -76,7 +79,7 @@ class GameEnv(TextAECEnv):
         self.title = title or self.game.name.replace("_", " ").title()
         self.rules = resolve_rules(rules, self.game)
         self.mode = mode
-        self._template = PromptTemplate(title=self.title, rules=self.rules, mode=mode)
+        self._template = PromptTemplate(title=self.title, rules=self.rules, mode=mode, choice_chain=choice_chain)
         self.invalid_action_policy = resolve_policy(invalid_action_policy)
         if turn_limit is not None and (not isinstance(turn_limit, int) or turn_limit < 1):
             raise ValueError(f"turn_limit must be a positive integer or None, got {turn_limit!r}")

@@ -8,6 +8,10 @@ One place decides what a model reads and how its answer is understood:
   (answer only) and ``choice`` (the model's output is one of the legal action strings:
   the env hands out the candidates in `TurnPrompt.choices`, a policy scores them, and
   the chosen string is accepted like any other answer; vLLM calls this a guided choice).
+  A choice turn with more than `CHAIN_ABOVE` legal actions is *chained*
+  (``choice_chain="auto"``): the policy answers it as a chain of small choices over the
+  actions' segments and the prompt describes the actions in patterns instead of listing
+  them (``envs.action_chain``); ``TurnPrompt.chained`` says so.
 * `TurnPrompt.parse` (and `parse_action`) turns raw model output into a legal action id or a reason why not. It
   never raises: unparseable output is an invalid action with a defined consequence (see
   `envs.invalid`). `describe_error` writes the retry feedback, quoting at most
@@ -18,9 +22,12 @@ from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Sequence
 
+from envs.action_chain import CHAIN_ABOVE, describe_actions
 from envs.parsing import extract_answer, legal_action_index, normalize_action_text
 
 MODES = ("think", "direct", "choice")
+CHOICE_CHAIN = ("auto", "off")
+"""``auto``: chain the choice turns with more than `CHAIN_ABOVE` legal actions; ``off``: never."""
 MAX_QUOTED_ANSWER_CHARS = 200
 """Feedback quotes at most this much of a rejected answer, so a retry prompt stays short
 however long the answer was."""
@@ -51,14 +58,17 @@ class TurnPrompt:
         text: the full prompt, sent as a single user message.
         choices: the legal actions as canonical strings (the candidates in ``choice`` mode).
         action_ids: ``action_ids[i]`` is the action id of ``choices[i]``.
+        chained: choice mode answers this turn as a chain of small choices
+            (``envs.action_chain``), and the text describes the actions rather than lists them.
     """
 
-    __slots__ = ("text", "choices", "action_ids", "_exact", "_normalized")
+    __slots__ = ("text", "choices", "action_ids", "chained", "_exact", "_normalized")
 
-    def __init__(self, text: str, choices: tuple[str, ...], action_ids: tuple[int, ...]):
+    def __init__(self, text: str, choices: tuple[str, ...], action_ids: tuple[int, ...], chained: bool = False):
         self.text = text
         self.choices = choices
         self.action_ids = action_ids
+        self.chained = chained
         self._exact = dict(zip(choices, action_ids))
         self._normalized: dict[str, int] | None = None
 
@@ -89,13 +99,21 @@ class TurnPrompt:
         return f"TurnPrompt(choices={self.choices!r})"
 
 
+def check_choice_chain(choice_chain: str) -> str:
+    if choice_chain not in CHOICE_CHAIN:
+        raise ValueError(f"unknown choice_chain {choice_chain!r}; valid: {', '.join(CHOICE_CHAIN)}")
+    return choice_chain
+
+
 class PromptTemplate:
     """A game's prompt with its fixed parts (title, rules, mode) assembled once."""
 
-    __slots__ = ("mode", "_header", "_answer_format", "_formatted")
+    __slots__ = ("mode", "chain_above", "_header", "_answer_format", "_formatted")
 
-    def __init__(self, *, title: str, rules: str, mode: str):
+    def __init__(self, *, title: str, rules: str, mode: str, choice_chain: str = "auto"):
         self.mode = check_mode(mode)
+        chains = mode == "choice" and check_choice_chain(choice_chain) == "auto"
+        self.chain_above = CHAIN_ABOVE if chains else None  # None: no turn is chained
         self._header = f"You are playing {title}.\n{rules}\n\n" if rules else f"You are playing {title}.\n\n"
         self._answer_format = _ANSWER_FORMAT[mode]
         self._formatted: dict[str, str] = {}  # answer format per example action
@@ -112,15 +130,17 @@ class PromptTemplate:
         `feedback` (e.g. why the previous answer was rejected) goes just before the
         answer format, where a model is most likely to read it.
         """
+        chained = self.chain_above is not None and len(choices) > self.chain_above
+        listed = describe_actions(choices) if chained else ", ".join(choices)
         example = choices[0] if choices else ""
         answer_format = self._formatted.get(example)
         if answer_format is None:
             answer_format = self._formatted[example] = self._answer_format.format(example=example)
         text = (
-            f"{self._header}{observation}\n\nLegal actions: {', '.join(choices)}\n"
+            f"{self._header}{observation}\n\nLegal actions: {listed}\n"
             f"{feedback + chr(10) if feedback else ''}{answer_format}"
         )
-        return TurnPrompt(text, choices, action_ids)
+        return TurnPrompt(text, choices, action_ids, chained)
 
 
 def render_prompt(

@@ -57,6 +57,13 @@ class AnswerParts:
     options: tuple[tuple[str, ...], ...]
     suffix: str
 
+    def next_options(self, picks: Sequence[int]) -> tuple[str, tuple[str, ...]] | None:
+        """``(text so far, options of the next part)`` after `picks`, or None once every part is
+        chosen (the chain protocol of ``LanguagePolicy.choose_in_parts``)."""
+        if len(picks) >= len(self.options):
+            return None
+        return self.prefix + "".join(o[i] for o, i in zip(self.options, picks)), self.options[len(picks)]
+
     def spell(self, picks: Sequence[int]) -> str:
         """The answer text of one pick (an option index) per part."""
         if len(picks) != len(self.options):

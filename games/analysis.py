@@ -195,6 +195,9 @@ def game_tree(game: Game, *, max_nodes: int | None = None) -> GameTree:
                 infoset_nodes[index].append(node)
                 children = [(a, to_move, 1.0) for a in actions]
             num_children.append(len(children))
+            if max_nodes is not None and next_start + len(next_frontier) + len(children) > max_nodes:
+                # stop before the level is built: the next one of a 200-action game is millions
+                raise TreeTooLarge(f"{game!r} has more than {max_nodes} histories")
             for a, who, p in children:
                 child = state.clone()
                 child.apply_action(a)

@@ -91,7 +91,7 @@ def test_a_run_trains_one_trace_per_answer(choice_policy):
     for parts in traces.values():
         assert [s.info["chunk_index"] for s in parts] == list(range(5))
         assert len({s.reward for s in parts}) == 1
-        assert "answer_text" in parts[-1].info
+        assert "answer_text" in parts[0].info
     assert [r for result in results for r in result.rewards] == [parts[0].reward for parts in traces.values()]
     trace_advantages(samples, "grpo")
     for parts in traces.values():

@@ -10,69 +10,48 @@ turn whose candidates are the answer so far followed by each option of part r
 so the softmax over them is the model's probability of the next part given the formula
 and the parts already chosen: the answer's probability is the product over its parts.
 
-Each part becomes one choice-mode `TurnSample`. The parts of an answer are one trace
-(``info[TRACE_KEY]``, ``info["chunk_index"]``, as Markovian chunks are): the advantage is
-computed once per answer, counts count answers, and ``loss_tokens`` = the number of parts,
-so an answer weighs as one decision in the loss, whatever its length.
+The rounds are `LanguagePolicy.choose_in_parts`, which game turns with many legal actions
+use too (``envs.action_chain``). Each part becomes one choice-mode `TurnSample`; the parts
+of an answer are one trace (`Decision.samples`): the advantage is computed once per
+answer, counts count answers, and ``loss_tokens`` = the number of parts, so an answer
+weighs as one decision in the loss, whatever its length.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from envs.protocol import TurnPrompt
 from envs.tasks import AnswerParts
-from trainers.learning.samples import TRACE_KEY, TurnSample
+from trainers.learning.samples import TurnSample
 from trainers.rollouts.policy import Decision, LanguagePolicy
-from trainers.run.seeds import derive_seed
-
-PARTS_STREAM = "answer_parts"
-"""Seed stream of the part-by-part sampling (one seed per round)."""
-
-
-class _PartPrompt(TurnPrompt):
-    """A choice turn asked with the task's own chat messages (which may hold a system turn)."""
-
-    __slots__ = ("_messages",)
-
-    def __init__(self, messages: list[dict[str, str]], choices: tuple[str, ...]):
-        super().__init__("\n".join(f"{m['role']}: {m['content']}" for m in messages), choices, tuple(range(len(choices))))
-        self._messages = messages
-
-    def messages(self) -> list[dict[str, str]]:
-        return self._messages
 
 
 @dataclass
 class PartsReply:
-    """One answer chosen part by part; ``text`` is the whole answer once every part is chosen."""
+    """One answer chosen part by part; ``decision.parts`` holds each part's choice."""
 
     parts: AnswerParts
-    prompt: Any = None
-    decisions: list[Decision] = field(default_factory=list)
+    prompt: Any
+    decision: Decision
     cap_hit = None
 
     @property
+    def decisions(self) -> list[Decision]:
+        return self.decision.parts
+
+    @property
     def rounds(self) -> int:
-        return len(self.decisions)
+        return len(self.decision.parts)
 
     @property
     def text(self) -> str:
-        return self.parts.spell([d.choice_index for d in self.decisions])
+        return self.decision.text
 
-    def samples(self, env_id: str, role: int, game_id: int, *, name: str, info=None, answer_info=None, **fields) -> list[TurnSample]:
-        """One choice sample per part; `answer_info` (and the answer's text) go on the last part."""
-        count = len(self.decisions)
-        samples = []
-        for index, decision in enumerate(self.decisions):
-            extra = {TRACE_KEY: name, "chunk_index": index, **(info or {})}
-            if index == count - 1:
-                extra.update({"answer_text": self.text, **(answer_info or {})})
-            sample = decision.to_sample(env_id, role, game_id, info=extra, loss_tokens=count, **fields)
-            samples.append(sample)
-        return samples
+    def samples(self, env_id: str, role: int, game_id: int, **fields) -> list[TurnSample]:
+        """One choice sample per part, one trace (`Decision.samples`)."""
+        return self.decision.samples(env_id, role, game_id, **fields)
 
 
 def answer_in_parts(
@@ -84,21 +63,7 @@ def answer_in_parts(
     temperature: float | None = None,
 ) -> list[PartsReply]:
     """One answer per request, chosen part by part by a choice-mode `policy` (all requests advance together)."""
-    if policy.mode != "choice":
-        raise ValueError(f"answering in parts needs a choice-mode policy; this one is in {policy.mode} mode")
     if len(requests) != len(parts):
         raise ValueError("every request needs its AnswerParts")
-    replies = [PartsReply(p, messages) for messages, p in zip(requests, parts)]
-    for round_ in range(max((len(p.options) for p in parts), default=0)):
-        open_replies = [r for r in replies if round_ < len(r.parts.options)]
-        prompts = []
-        for reply in open_replies:
-            so_far = reply.parts.prefix + "".join(
-                options[d.choice_index] for options, d in zip(reply.parts.options, reply.decisions)
-            )
-            candidates = tuple(so_far + option for option in reply.parts.options[round_])
-            prompts.append(_PartPrompt(reply.prompt, candidates))
-        decisions = policy.act(prompts, seed=derive_seed(seed, PARTS_STREAM, round_), temperature=temperature)
-        for reply, decision in zip(open_replies, decisions):
-            reply.decisions.append(decision)
-    return replies
+    decisions = policy.choose_in_parts(requests, parts, seed=seed, temperature=temperature)
+    return [PartsReply(p, messages, d) for messages, p, d in zip(requests, parts, decisions)]

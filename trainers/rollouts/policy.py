@@ -10,10 +10,20 @@
   string's log-probability under the raw (temperature 1) normalised distribution,
   which is exactly what the learner recomputes.
 
+Chains (`choose_in_parts`): an answer spelled as a chain of small choices, each a
+choice-mode turn whose candidates are the answer so far followed by each option of the
+next part (``envs.action_chain.ActionChain``: a game turn's legal action strings cut into
+segments, for prompts marked ``chained``; ``envs.tasks.AnswerParts``: a task's answer,
+``trainers.rollouts.parts``). The shared text scores the same in every candidate, so the
+softmax is the model's probability of the next part given the prompt and the parts
+already chosen, and the answer's probability is the product over its parts. A chained
+`Decision` keeps each part's decision in ``parts``; its samples form one trace.
+
 `action_distributions` gives the model's exact distribution over the legal actions of
-each prompt (choice mode: the choice softmax; direct mode: the softmax over the
-sequence log-probs of the canonical direct answers ``\\boxed{[action]}``, i.e. the
-policy conditioned on answering legally), which exploitability needs.
+each prompt (choice mode: the choice softmax, or the product over a chained turn's parts;
+direct mode: the softmax over the sequence log-probs of the canonical direct answers
+``\\boxed{[action]}``, i.e. the policy conditioned on answering legally), which
+exploitability needs.
 """
 
 from __future__ import annotations
@@ -24,9 +34,14 @@ from typing import Sequence
 
 import numpy as np
 
+from envs.action_chain import ActionChain
 from envs.protocol import MODES, TurnPrompt
 from trainers.generation import GenerationBackend, encode_choice, encode_prompts
-from trainers.learning.samples import TurnSample
+from trainers.learning.samples import TRACE_KEY, TurnSample
+from trainers.run.seeds import derive_seed
+
+PARTS_STREAM = "answer_parts"
+"""Seed stream of the part-by-part sampling (one seed per round)."""
 
 @dataclass
 class Decision:
@@ -38,6 +53,28 @@ class Decision:
     old_logprobs: list[float]
     choice_ids: list[list[int]] | None = None
     choice_index: int | None = None
+    parts: list["Decision"] | None = None
+    """A chained answer: the decision of each of its parts (see the module docstring)."""
+
+    def samples(self, env_id: str, role: int, game_id: int, *, name: str = "", info=None, answer_info=None, **fields) -> list[TurnSample]:
+        """The training samples of this answer: one, or one choice sample per part of a chain.
+
+        A chain's parts are one trace (``info[TRACE_KEY]`` = `name`, ``info["chunk_index"]``,
+        as Markovian chunks are): the advantage is computed once per answer and
+        ``loss_tokens`` = the number of parts, so an answer weighs as one decision in the
+        loss, whatever its length. `answer_info` (and the answer's text) go on the first
+        part, the sample that stands for the answer in advantages and statistics.
+        """
+        if self.parts is None:
+            return [self.to_sample(env_id, role, game_id, info={**(info or {}), **(answer_info or {})}, **fields)]
+        count = len(self.parts)
+        samples = []
+        for index, part in enumerate(self.parts):
+            extra = {TRACE_KEY: name, "chunk_index": index, **(info or {})}
+            if index == 0:
+                extra.update({"answer_text": self.text, **(answer_info or {})})
+            samples.append(part.to_sample(env_id, role, game_id, info=extra, loss_tokens=count, **fields))
+        return samples
 
     def to_sample(self, env_id: str, role: int, game_id: int, **fields) -> TurnSample:
         """The training sample of this decision (reward and advantage are set later)."""
@@ -63,6 +100,19 @@ def direct_answer(choice: str) -> str:
 
 def _messages(prompt) -> list[dict]:
     return prompt.messages() if isinstance(prompt, TurnPrompt) else list(prompt)
+
+
+class _PartPrompt(TurnPrompt):
+    """One part of a chain: a choice turn asked with the request's own chat messages."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self, messages: list[dict[str, str]], choices: tuple[str, ...]):
+        super().__init__("\n".join(f"{m['role']}: {m['content']}" for m in messages), choices, tuple(range(len(choices))))
+        self._messages = messages
+
+    def messages(self) -> list[dict[str, str]]:
+        return self._messages
 
 
 def _softmax(scores: Sequence[float], temperature: float = 1.0) -> np.ndarray:
@@ -121,8 +171,60 @@ class LanguagePolicy:
         return ids
 
     def _choose(self, prompts: Sequence[TurnPrompt], *, seed: int, temperature: float) -> list[Decision]:
+        """One choice per prompt; a ``chained`` prompt is answered part by part (`choose_in_parts`)."""
         if not all(isinstance(p, TurnPrompt) and p.choices for p in prompts):
             raise ValueError("choice mode needs TurnPrompts with legal action strings")
+        chained = [i for i, p in enumerate(prompts) if p.chained]
+        if not chained:
+            return self._choose_among(prompts, seed=seed, temperature=temperature)
+        decisions: list[Decision | None] = [None] * len(prompts)
+        flat = [i for i, p in enumerate(prompts) if not p.chained]
+        for i, decision in zip(flat, self._choose_among([prompts[i] for i in flat], seed=seed, temperature=temperature)):
+            decisions[i] = decision
+        chains = [ActionChain(prompts[i].choices) for i in chained]
+        answers = self.choose_in_parts([prompts[i].messages() for i in chained], chains, seed=seed, temperature=temperature)
+        for i, chain, decision in zip(chained, chains, answers):
+            decision.choice_index = chain.action_index([part.choice_index for part in decision.parts])
+            decisions[i] = decision
+        return decisions
+
+    def choose_in_parts(self, requests: Sequence[list[dict]], chains: Sequence, *, seed: int, temperature: float | None = None) -> list[Decision]:
+        """One answer per request (chat messages), chosen part by part along its chain.
+
+        A chain (``envs.action_chain.ActionChain``, ``envs.tasks.AnswerParts``) gives
+        ``next_options(picks)``: the text so far and the next part's options (None once the
+        answer is spelled), and ``spell(picks)``. All chains advance together, one scoring
+        call per round; the returned decisions hold their parts' decisions in ``parts``.
+        """
+        if self.mode != "choice":
+            raise ValueError(f"answering in parts needs a choice-mode policy; this one is in {self.mode} mode")
+        if len(requests) != len(chains):
+            raise ValueError("every request needs its chain")
+        temperature = self.temperature if temperature is None else temperature
+        parts: list[list[Decision]] = [[] for _ in chains]
+        round_ = 0
+        while True:
+            picks = [[d.choice_index for d in made] for made in parts]
+            steps = [(i, chain.next_options(picks[i])) for i, chain in enumerate(chains)]
+            asked = [(i, step) for i, step in steps if step is not None]
+            if not asked:
+                break
+            prompts = [_PartPrompt(requests[i], tuple(text + option for option in options)) for i, (text, options) in asked]
+            made = self._choose_among(prompts, seed=derive_seed(seed, PARTS_STREAM, round_), temperature=temperature)
+            for (i, _), decision in zip(asked, made):
+                parts[i].append(decision)
+            round_ += 1
+        answers = []
+        for chain, made in zip(chains, parts):
+            text = chain.spell([d.choice_index for d in made])
+            logprob = sum(d.old_logprobs[0] for d in made)
+            first = made[0] if made else None
+            prompt_ids = first.prompt_ids if first else []
+            answers.append(Decision(text, prompt_ids, self._candidate_ids(text), [logprob], parts=made))
+        return answers
+
+    def _choose_among(self, prompts: Sequence[TurnPrompt], *, seed: int, temperature: float) -> list[Decision]:
+        """One choice per prompt among all its candidates (one scoring call)."""
         scores = self._score_distinct(prompts, [list(p.choices) for p in prompts])
         prompt_ids = self._encode_distinct(prompts)
         rng = np.random.default_rng(seed)
@@ -150,6 +252,8 @@ class LanguagePolicy:
         Many games at once in a small game ask the same question again and again (Kuhn
         Poker has 12 information states), so this is most of the rollout's savings.
         """
+        if not prompts:
+            return []
         first: dict[tuple, int] = {}
         for i, (prompt, candidates) in enumerate(zip(prompts, choices)):
             first.setdefault((prompt.text, tuple(candidates)), i)
@@ -172,15 +276,50 @@ class LanguagePolicy:
     def action_distributions(self, prompts: Sequence[TurnPrompt], *, temperature: float = 1.0) -> list[dict[int, float]]:
         """The model's probability of each legal action id at `temperature`, per prompt (choice/direct modes).
 
-        Choice mode: ``softmax(scores / temperature)``, exactly what `act` samples from.
+        Choice mode: ``softmax(scores / temperature)``, exactly what `act` samples from; for a
+        ``chained`` prompt, the product of those softmaxes along each action's parts.
         """
         if self.mode == "think":
             raise ValueError("think mode has no exact action distribution; estimate it by sampling")
         wrap = (lambda c: c) if self.mode == "choice" else direct_answer
-        scores = self._score_distinct(prompts, [[wrap(c) for c in p.choices] for p in prompts])
-        return [
-            dict(zip(p.action_ids, _softmax(s, temperature).tolist())) for p, s in zip(prompts, scores)
-        ]
+        chained = [p.chained and self.mode == "choice" for p in prompts]
+        flat = [p for p, c in zip(prompts, chained) if not c]
+        scores = iter(self._score_distinct(flat, [[wrap(c) for c in p.choices] for p in flat]))
+        by_chain = iter(self._chain_distributions(
+            [p.messages() for p, c in zip(prompts, chained) if c],
+            [ActionChain(p.choices) for p, c in zip(prompts, chained) if c],
+            temperature,
+        ))
+        distributions = []
+        for prompt, is_chained in zip(prompts, chained):
+            if is_chained:
+                spelled = next(by_chain)
+                distributions.append({a: spelled[c] for a, c in zip(prompt.action_ids, prompt.choices)})
+            else:
+                distributions.append(dict(zip(prompt.action_ids, _softmax(next(scores), temperature).tolist())))
+        return distributions
+
+    def _chain_distributions(self, requests: Sequence[list[dict]], chains: Sequence, temperature: float) -> list[dict[str, float]]:
+        """Each chain's probability of every answer it spells: the product of the softmaxes
+        of the choices along the way, every choice node scored once (one call per depth)."""
+        result: list[dict[str, float]] = [{} for _ in chains]
+        frontier = [(i, (), 1.0) for i in range(len(chains))]
+        while frontier:
+            asked = []
+            for i, picks, probability in frontier:
+                step = chains[i].next_options(picks)
+                if step is None:
+                    result[i][chains[i].spell(picks)] = probability
+                else:
+                    asked.append((i, picks, probability, step))
+            prompts = [_PartPrompt(requests[i], tuple(text + o for o in options)) for i, _, _, (text, options) in asked]
+            scores = self._score_distinct(prompts, [list(p.choices) for p in prompts]) if prompts else []
+            frontier = [
+                (i, picks + (k,), probability * q)
+                for (i, picks, probability, _), s in zip(asked, scores)
+                for k, q in enumerate(_softmax(s, temperature).tolist())
+            ]
+        return result
 
 
 def _logsumexp(values: Sequence[float]) -> float:

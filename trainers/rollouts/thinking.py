@@ -57,14 +57,18 @@ class PlainReply:
     decision: Decision
     prompt: Any = None
     cap_hit = None
-    rounds = 1
 
     @property
     def text(self) -> str:
         return self.decision.text
 
-    def samples(self, env_id: str, role: int, game_id: int, *, name: str = "", info=None, answer_info=None, **fields) -> list[TurnSample]:
-        return [self.decision.to_sample(env_id, role, game_id, info={**(info or {}), **(answer_info or {})}, **fields)]
+    @property
+    def rounds(self) -> int:
+        return 1 if self.decision.parts is None else len(self.decision.parts)
+
+    def samples(self, env_id: str, role: int, game_id: int, **fields) -> list[TurnSample]:
+        """One sample, or one per part of a chained choice (`Decision.samples`)."""
+        return self.decision.samples(env_id, role, game_id, **fields)
 
 
 @dataclass

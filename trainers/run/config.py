@@ -25,7 +25,7 @@ from typing import Any
 
 from envs.opponents import ALL_OPPONENTS
 from envs.opponents import OPPONENT_NAMES as FIXED_OPPONENTS
-from envs.protocol import MODES
+from envs.protocol import CHAIN_ABOVE, CHOICE_CHAIN, MODES
 from trainers.learning.advantages import METHODS as ADVANTAGE_METHODS
 from trainers.learning.advantages import STATE_WEIGHTINGS
 
@@ -82,6 +82,7 @@ class TrainConfig:
     env: list[str] = _help("env id, or a comma-separated list for multi-game training", default_factory=lambda: ["kuhn_poker"])
     env_kwargs: dict = _help("JSON object of env arguments, e.g. {\"hands\": 5}; each key must be accepted by at least one selected env", default_factory=dict)
     mode: str = _help("text protocol mode: choice | direct | think", default="choice")
+    choice_chain: str = _help(f"auto (mode=choice: a game turn with more than {CHAIN_ABOVE} legal actions, as Simple Negotiation's 200 offers, is answered as a chain of small choices over the actions' words, and its prompt describes the actions in patterns instead of listing them; envs/action_chain.py) | off (every legal action is one candidate)", default="auto")
     task_mode: str = _help("how tasks answer: auto (choice when mode=choice and every task spells its answers in parts, as SAT's bits; else the games' free-text mode) | choice (part by part: one choice per variable; trainers/rollouts/parts.py) | direct | think", default="auto")
     invalid_action_policy: str = _help("what an invalid answer costs: forfeit | spiral | textarena", default="forfeit")
     turn_limit: int = _help("cut a game after this many turns and score it a draw", default=50)
@@ -181,6 +182,7 @@ class TrainConfig:
         """Raise ValueError naming the key and its valid range for any bad value."""
         _one_of("mode", self.mode, MODES)
         _one_of("task_mode", self.task_mode, ("auto",) + MODES)
+        _one_of("choice_chain", self.choice_chain, CHOICE_CHAIN)
         _one_of("advantage", self.advantage, ("auto",) + ADVANTAGE_METHODS)
         _one_of("length_norm", self.length_norm, LENGTH_NORMS)
         _one_of("advantage_diagnostics", self.advantage_diagnostics, ("auto", "on", "off"))

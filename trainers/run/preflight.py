@@ -51,6 +51,9 @@ def preflight(config: TrainConfig) -> dict | None:
         raise ValueError(
             f"thinking=markovian reasons in free text: games need mode=think (mode is {config.mode}); tasks always do"
         )
+    if config.choice_chain != "auto" and (config.mode != "choice" or not game_envs):
+        raise ValueError(f"choice_chain={config.choice_chain} sets how choice-mode game turns are asked; "
+                         f"this run has {'no game env' if not game_envs else f'mode={config.mode}'}")
     task_kinds = [k for k in kinds.values() if k == "task"]
     if config.task_mode != "auto" and not task_kinds:
         raise ValueError(f"task_mode sets how tasks answer; {', '.join(config.env)} has no task env")

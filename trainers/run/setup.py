@@ -35,9 +35,13 @@ def env_arguments(config: TrainConfig, env_id: str) -> dict:
 
 
 def game_env_kwargs(config: TrainConfig, env_id: str) -> dict:
-    """The ``envs.make`` arguments of a game env in this run."""
+    """The ``envs.make`` arguments of a game env in this run (``choice_chain`` only when it is
+    not the envs' own default, so that a TextArena env, which takes no such argument, still
+    says why it refuses choice mode)."""
+    chain = {"choice_chain": config.choice_chain} if config.choice_chain != "auto" else {}
     return dict(
         mode=config.mode,
+        **chain,
         invalid_action_policy=config.invalid_action_policy,
         turn_limit=config.turn_limit,
         **env_arguments(config, env_id),

@@ -131,6 +131,7 @@ REFUSED_KEYS = {
     "lora_dropout": "it applies to LoRA, which the OpenRLHF job cannot use (see lora_rank)",
     "lora_targets": "it applies to LoRA, which the OpenRLHF job cannot use (see lora_rank)",
     "generation_batch_size": "OpenRLHF's vLLM engines batch requests themselves",
+    "choice_chain": "the job plays choice mode as direct (free text), where no turn is chained; chained choices run with backend=local or ray",
     "task_mode": "the job's agent answers tasks in the games' free-text mode (direct, or think with mode=think); part-by-part choices run with backend=local or ray",
     "thinking": "Markovian thinking resets the context between chunks, and one OpenRLHF agent execution returns one token sequence",
     "chunk": "it applies to thinking=markovian (see thinking)",

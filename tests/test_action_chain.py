@@ -1,0 +1,193 @@
+"""Large action sets in choice mode: a turn's legal actions asked as a chain of small choices.
+
+Checked: the trie spells every legal action and nothing else, the prompt describes a chained
+turn's actions instead of listing them, the chained distribution is the product of the
+model's own per-round softmaxes (computed here from the logits) and sums to 1, a chained
+answer's samples are one trace, a Simple Negotiation run trains end to end, Kuhn Poker (2
+actions) is untouched, and `choice_chain` is refused by name where it cannot act.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import envs
+from envs.action_chain import ActionChain, describe_actions, segments
+from trainers.run.config import TrainConfig, parse_overrides
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+
+def test_segments_spell_the_action():
+    assert segments("[Offer: 3 Wood -> 10 Gold]") == ["[Offer:", " 3", " Wood", " ->", " 10", " Gold]"]
+    assert "".join(segments("a  b ")) == "a  b "
+
+
+def test_the_chain_reaches_every_legal_action_once_and_nothing_else():
+    actions = ["[Accept]", "[Deny]", "a b", "a b c", "a d"]
+    chain = ActionChain(actions)
+    spelled, frontier = [], [()]
+    while frontier:
+        picks = frontier.pop()
+        step = chain.next_options(picks)
+        if step is None:
+            spelled.append(chain.spell(picks))
+            assert actions[chain.action_index(picks)] == chain.spell(picks)
+        else:
+            frontier += [picks + (k,) for k in range(len(step[1]))]
+    assert sorted(spelled) == sorted(actions)
+    assert chain.next_options([2]) == ("a", (" b", " d"))  # "a" was the only way on: not asked
+    assert chain.next_options([2, 0]) == ("a b", ("", " c"))  # "a b" is an action and a prefix
+
+
+def test_negotiation_first_turn_is_three_small_choices():
+    env = envs.make("simple_negotiation", mode="choice")
+    env.reset(seed=0)
+    chain = ActionChain(env.turn_prompt().choices)
+    assert chain.next_options([]) == ("[Offer:", tuple(f" {n}" for n in range(1, 11)))
+    assert chain.next_options([2]) == ("[Offer: 3", (" Gold", " Wood"))
+    assert chain.next_options([2, 1])[1] == tuple(f" {n}" for n in range(1, 11))
+    assert chain.spell([2, 1, 4]) == "[Offer: 3 Wood -> 5 Gold]"
+
+
+def test_chained_prompt_describes_the_actions():
+    chained = envs.make("simple_negotiation", mode="choice")
+    listed = envs.make("simple_negotiation", mode="choice", choice_chain="off")
+    for env in (chained, listed):
+        env.reset(seed=0)
+    prompt, full = chained.turn_prompt(), listed.turn_prompt()
+    assert prompt.chained and not full.chained
+    assert prompt.choices == full.choices and len(prompt.choices) == 200
+    assert "[Offer: N Wood -> M Gold] (N from 1 to 10; M from 1 to 10)" in prompt.text
+    assert len(prompt.text) < 1000 < 6000 < len(full.text)
+    kuhn = envs.make("kuhn_poker", mode="choice")
+    kuhn.reset(seed=0)
+    assert not kuhn.turn_prompt().chained  # 2 actions: one choice, listed
+    direct = envs.make("simple_negotiation", mode="direct")
+    direct.reset(seed=0)
+    assert not direct.turn_prompt().chained  # chains are a choice-mode answer
+
+
+def test_describe_actions_lists_what_is_not_a_full_product():
+    assert describe_actions(["[x 1 y 2]", "[x 2 y 2]", "[x 1 y 3]"]) == "[x 1 y 2], [x 2 y 2], [x 1 y 3]"
+    assert describe_actions(["[x 1]", "[x 3]", "[stop]"]) == "[x N] (N one of 1, 3), [stop]"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from trainers.generation import TransformersBackend
+    from trainers.models import load_model
+    from trainers.rollouts.policy import LanguagePolicy
+
+    model, tokenizer = load_model("tiny-random", seed=0)
+    return LanguagePolicy(TransformersBackend(model, tokenizer), tokenizer, mode="choice")
+
+
+def _sequence_logprob(model, prompt_ids: list[int], continuation: list[int]) -> float:
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt_ids + continuation])).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)
+    return float(logprobs.gather(1, torch.tensor(continuation)[:, None]).sum())
+
+
+def test_chained_distribution_is_the_product_of_the_models_softmaxes(tiny):
+    from trainers.generation import encode_choice, encode_prompts
+
+    env = envs.make("simple_negotiation", mode="choice", max_quantity=3)
+    env.reset(seed=0)
+    env.step("[Offer: 1 Wood -> 2 Gold]")
+    prompt = env.turn_prompt()  # Accept, Deny and 18 offers
+    assert prompt.chained and len(prompt.choices) == 20
+    distribution = tiny.action_distributions([prompt])[0]
+    assert set(distribution) == set(prompt.action_ids)
+    assert sum(distribution.values()) == pytest.approx(1.0, abs=1e-9)
+
+    model, tokenizer = tiny.backend.model, tiny.tokenizer
+    prompt_ids = encode_prompts(tokenizer, [prompt.messages()])[0]
+    chain = ActionChain(prompt.choices)
+
+    def by_hand(action: str) -> float:
+        probability, picks = 1.0, []
+        while (step := chain.next_options(picks)) is not None:
+            text, options = step
+            scores = [_sequence_logprob(model, prompt_ids, encode_choice(tokenizer, text + o)) for o in options]
+            rest = action[len(text):]
+            pick = options.index(segments(rest)[0] if rest else "")
+            probability *= torch.softmax(torch.tensor(scores, dtype=torch.float64), 0)[pick].item()
+            picks.append(pick)
+        assert chain.spell(picks) == action
+        return probability
+
+    for action_id, action in zip(prompt.action_ids, prompt.choices):
+        assert distribution[action_id] == pytest.approx(by_hand(action), rel=1e-4)
+
+
+def test_a_chained_answer_is_one_trace_with_the_sampled_probability(tiny):
+    from trainers.learning.samples import TRACE_KEY
+
+    env = envs.make("simple_negotiation", mode="choice")
+    env.reset(seed=0)
+    prompt = env.turn_prompt()
+    decision = tiny.act([prompt], seed=3)[0]
+    assert decision.text == prompt.choices[decision.choice_index]
+    assert len(decision.parts) == 3 and [len(p.choice_ids) for p in decision.parts] == [10, 2, 10]
+    distribution = tiny.action_distributions([prompt])[0]
+    assert math.exp(decision.old_logprobs[0]) == pytest.approx(distribution[prompt.action_ids[decision.choice_index]], rel=1e-4)
+    samples = decision.samples("simple_negotiation", 0, 7, name="g/7/0", info={"state_key": "k"}, answer_info={"action": decision.text})
+    assert [s.info["chunk_index"] for s in samples] == [0, 1, 2]
+    assert {s.info[TRACE_KEY] for s in samples} == {"g/7/0"} and {s.loss_tokens for s in samples} == {3}
+    assert samples[0].info["action"] == decision.text and "action" not in samples[1].info
+
+
+def test_a_chained_negotiation_run_trains_end_to_end(tmp_path):
+    from trainers.selfplay import main
+
+    out = tmp_path / "run"
+    assert main(["model=tiny-random", "env=simple_negotiation", "steps=1", "games_per_step=2", "eval_games=2",
+                 "eval_opponents=random", "tensorboard=false", "progress=false", "threads=1", f"out={out}"]) == 0
+    assert (out / "metrics.jsonl").read_text().strip()
+
+
+def test_rollout_turns_are_traces(tiny):
+    from trainers.learning.advantages import trace_advantages
+    from trainers.learning.samples import TRACE_KEY
+    from trainers.rollouts.play import GameSetup, play_games
+
+    env = envs.make("simple_negotiation", mode="choice", max_turns=3)
+    samples, results, _ = play_games([GameSetup("simple_negotiation", env, seed=0, learner_seats=frozenset({0, 1}))], tiny, seed=1)
+    traces: dict = {}
+    for sample in samples:
+        traces.setdefault(sample.info[TRACE_KEY], []).append(sample)
+    assert len(traces) == results[0].turns == 3
+    for parts in traces.values():
+        assert parts[0].info["action"] in parts[0].info["choices"]
+        assert {s.loss_tokens for s in parts} == {len(parts)}
+    trace_advantages(samples, "action_centered")  # choice mode's default: reads the first part's action
+    for parts in traces.values():
+        assert len({s.advantage for s in parts}) == 1
+
+
+def test_kuhn_exploitability_is_the_same_with_chains_on_or_off(tiny):
+    from trainers.evaluation.evaluate import model_exploitability
+
+    on, _ = model_exploitability(tiny, envs.make("kuhn_poker", mode="choice"))
+    off, _ = model_exploitability(tiny, envs.make("kuhn_poker", mode="choice", choice_chain="off"))
+    assert on == off
+
+
+def test_choice_chain_refusals_name_the_key(tmp_path):
+    from trainers.backends.openrlhf.launcher import refuse_unmapped_keys
+    from trainers.run.preflight import preflight
+
+    with pytest.raises(ValueError, match="choice_chain"):
+        parse_overrides(["choice_chain=always"])
+    base = ["model=tiny-random", f"out={tmp_path / 'run'}"]
+    with pytest.raises(ValueError, match="choice_chain=off sets how choice-mode game turns are asked; this run has mode=direct"):
+        preflight(parse_overrides([*base, "env=simple_negotiation", "mode=direct", "choice_chain=off"]))
+    with pytest.raises(ValueError, match="no game env"):
+        preflight(parse_overrides([*base, "env=sat", "choice_chain=off"]))
+    with pytest.raises(ValueError, match="choice_chain='off'"):
+        refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["simple_negotiation"], choice_chain="off"))
