@@ -9,6 +9,7 @@ once. Both follow the log-prob convention of ``trainers.generation.base``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -60,12 +61,15 @@ def candidate_logprobs(
     """Summed raw log-prob of each candidate continuation of each prompt, prompt run once.
 
     Returns one 1-D tensor per prompt (one value per candidate), with gradients unless
-    called under ``torch.inference_mode``. The prompt goes through the model once; its KV
-    cache is then shared by all its candidates, which are short (action strings), so the
-    cost is about one prompt forward instead of one per candidate. The prompts' common
-    prefix (a game's rules, the chat template) is run once for the whole batch (see
-    `_prefill`). Equal, up to float rounding, to summing `sequence_logprobs` over each
-    (prompt, candidate) pair, gradients included.
+    called under ``torch.inference_mode``. A prompt's candidates are packed behind it in its
+    own row (`_packed_rows`): each candidate attends to the prompt and to its own earlier
+    tokens only, and its positions continue the prompt's, so the row costs one prompt
+    forward plus the candidates' tokens. Nothing is copied per candidate: copying the
+    prompt's KV cache for every candidate (as a batch of cache rows would) makes memory and
+    backward time grow with prompts x candidates. The prompts' common prefix (a game's
+    rules, the chat template) is run once for the whole batch (see `shared_prefix`). Equal,
+    up to float rounding, to summing `sequence_logprobs` over each (prompt, candidate)
+    pair, gradients included.
     """
     if len(prompt_ids_batch) != len(candidates_batch):
         raise ValueError("prompt_ids_batch and candidates_batch must have the same length")
@@ -74,39 +78,22 @@ def candidate_logprobs(
     if any(len(c) == 0 for candidates in candidates_batch for c in candidates):
         raise ValueError("every candidate needs at least one token")
     device = model.device
-    out, cache_arg, attention_mask, positions = _prefill(model, prompt_ids_batch)
-    cache = out[cache_arg]
-    first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-    owners = [b for b, candidates in enumerate(candidates_batch) for _ in candidates]
-    rows = [list(c) for candidates in candidates_batch for c in candidates]
-    owner = torch.tensor(owners, dtype=torch.long, device=device)
-    width = max(len(r) for r in rows)
-    candidate = torch.full((len(rows), width), _FILLER_ID, dtype=torch.long, device=device)
-    candidate_mask = torch.zeros_like(candidate)
-    for r, ids in enumerate(rows):
-        candidate[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        candidate_mask[r, : len(ids)] = 1
-    token_logprobs = first_logprobs[owner].gather(1, candidate[:, :1])
-    if width > 1:
-        steps = torch.arange(1, width, device=device)
-        rests = []
-        for start in range(0, len(rows), MAX_CANDIDATE_ROWS):
-            chunk = slice(start, start + MAX_CANDIDATE_ROWS)
-            if len(rows) <= MAX_CANDIDATE_ROWS:
-                cache.batch_select_indices(owner)  # one cache row per candidate
-                chunk_cache = cache
-            else:  # many candidates (e.g. negotiation offers): bounded copies of the cache
-                chunk_cache = _cache_rows(cache, owner[chunk])
-            later = model(
-                input_ids=candidate[chunk, :-1],
-                attention_mask=torch.cat([attention_mask[owner[chunk]], candidate_mask[chunk, :-1]], dim=1),
-                position_ids=positions[owner[chunk], -1:] + steps,
-                use_cache=True,
-                **{cache_arg: chunk_cache},
-            ).logits.float()
-            rests.append(torch.log_softmax(later, dim=-1).gather(-1, candidate[chunk, 1:, None])[..., 0])
-        token_logprobs = torch.cat([token_logprobs, torch.cat(rests)], dim=1)
-    sums = (token_logprobs * candidate_mask).sum(dim=1)
+    shared, past = shared_prefix(model, prompt_ids_batch)
+    rows = _packed_rows([p[shared:] for p in prompt_ids_batch], candidates_batch, shared)
+    mask = torch.zeros(rows.allowed.shape, dtype=model.dtype).masked_fill(~rows.allowed, torch.finfo(model.dtype).min)
+    logits = model(
+        input_ids=rows.input_ids.to(device),
+        attention_mask=mask[:, None].to(device),
+        position_ids=rows.positions.to(device),
+        use_cache=bool(past),
+        logits_to_keep=rows.scored_columns,
+        **past,
+    ).logits
+    kept = logits.reshape(-1, logits.shape[-1])  # (row, kept column) flattened
+    # only the positions that predict a candidate token go through the log-softmax
+    first = _token_logprobs(kept, rows.first_index, rows.first_token, device)
+    later = _token_logprobs(kept, rows.later_index, rows.later_token, device)
+    sums = first.index_add(0, rows.later_owner.to(device), later)
     result, start = [], 0
     for candidates in candidates_batch:
         result.append(sums[start : start + len(candidates)])
@@ -114,8 +101,77 @@ def candidate_logprobs(
     return result
 
 
-MAX_CANDIDATE_ROWS = 32
-"""Candidate rows per forward pass: each holds a copy of its prompt's KV cache."""
+def _token_logprobs(logits: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor, device) -> torch.Tensor:
+    """``log_softmax(logits[index])[token]`` for each (index, token) pair, in float32."""
+    if not len(index):
+        return torch.zeros(0, device=device)
+    chosen = torch.log_softmax(logits[index.to(device)].float(), dim=-1)
+    return chosen.gather(1, tokens.to(device)[:, None])[:, 0]
+
+
+@dataclass
+class _PackedRows:
+    """One row per prompt: [left padding][prompt suffix][candidate 1 minus its last token][candidate 2 ...].
+
+    ``allowed[b, q, k]``: may query column q attend key column k (the shared prefix's
+    columns first). The forward keeps the logits of the last ``scored_columns`` columns of
+    every row; an index below counts (row, kept column) pairs in row-major order. Candidate
+    i (numbered across the batch) has its first token ``first_token[i]`` predicted at
+    ``first_index[i]`` (its prompt's last column); every later token ``later_token[j]`` of
+    candidate ``later_owner[j]`` is predicted at ``later_index[j]``.
+    """
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    allowed: torch.Tensor
+    scored_columns: int
+    first_index: torch.Tensor
+    first_token: torch.Tensor
+    later_index: torch.Tensor
+    later_token: torch.Tensor
+    later_owner: torch.Tensor
+
+
+def _packed_rows(suffixes, candidates_batch, shared: int) -> _PackedRows:
+    """Lay out prompts and their candidates for one forward pass (see `candidate_logprobs`)."""
+    batch = len(suffixes)
+    prompt_width = max(len(s) for s in suffixes)
+    fed = [sum(len(c) - 1 for c in candidates) for candidates in candidates_batch]
+    width = prompt_width + max(fed)
+    scored = 1 + max(fed)  # the prompts' last column, then every fed candidate column
+    input_ids = torch.full((batch, width), _FILLER_ID, dtype=torch.long)
+    positions = torch.zeros((batch, width), dtype=torch.long)
+    allowed = torch.zeros((batch, width, shared + width), dtype=torch.bool)
+    allowed[:, :, :shared] = True
+    diagonal = torch.arange(width)
+    allowed[:, diagonal, shared + diagonal] = True  # padding attends to itself: no empty softmax
+    first_index, first_token, later_index, later_token, later_owner = [], [], [], [], []
+    for b, (suffix, candidates) in enumerate(zip(suffixes, candidates_batch)):
+        start = prompt_width - len(suffix)
+        input_ids[b, start:prompt_width] = torch.tensor(list(suffix), dtype=torch.long)
+        positions[b, start:prompt_width] = shared + torch.arange(len(suffix))
+        allowed[b, start:prompt_width, shared + start:shared + prompt_width] = torch.ones(len(suffix), len(suffix), dtype=torch.bool).tril()
+        column = prompt_width
+        for candidate in candidates:
+            candidate = list(candidate)
+            first_index.append(b * scored)
+            first_token.append(candidate[0])
+            length = len(candidate) - 1  # fed tokens: all but the last, whose logits predict the next
+            if length:
+                fed_columns = slice(column, column + length)
+                input_ids[b, fed_columns] = torch.tensor(candidate[:-1], dtype=torch.long)
+                positions[b, fed_columns] = shared + len(suffix) + torch.arange(length)
+                allowed[b, fed_columns, shared + start:shared + prompt_width] = True
+                allowed[b, fed_columns, shared + column:shared + column + length] = torch.ones(length, length, dtype=torch.bool).tril()
+                kept_start = b * scored + column - (width - scored)
+                later_index += range(kept_start, kept_start + length)
+                later_token += candidate[1:]
+                later_owner += [len(first_token) - 1] * length
+            column += length
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return _PackedRows(input_ids, positions, allowed, scored, as_long(first_index), as_long(first_token),
+                       as_long(later_index), as_long(later_token), as_long(later_owner))
+
 
 MIN_SHARED_PREFIX = 8
 """Shortest common prefix worth a separate forward pass."""
@@ -165,34 +221,6 @@ def _with_prefix(attention_mask: torch.Tensor, shared: int) -> torch.Tensor:
         return attention_mask
     ones = torch.ones(attention_mask.shape[0], shared, dtype=attention_mask.dtype, device=attention_mask.device)
     return torch.cat([ones, attention_mask], dim=1)
-
-
-def _prefill(model, prompt_ids_batch):
-    """Run the prompts (their shared prefix once); return (output with last-token logits,
-    cache key, attention mask over every position, position ids)."""
-    device = model.device
-    shared, past = shared_prefix(model, prompt_ids_batch)
-    suffix_ids, suffix_mask = left_pad([p[shared:] for p in prompt_ids_batch], extra_columns=0, device=device)
-    suffix_positions = shared + (suffix_mask.cumsum(1) - 1).clamp(min=0)
-    attention_mask = _with_prefix(suffix_mask, shared)
-    out = model(
-        input_ids=suffix_ids,
-        attention_mask=attention_mask,
-        position_ids=suffix_positions,
-        use_cache=True,
-        logits_to_keep=1,
-        **past,
-    )
-    prefix_positions = torch.arange(shared, device=device)[None].expand(len(prompt_ids_batch), -1)
-    positions = torch.cat([prefix_positions, suffix_positions], dim=1)
-    return out, ("cache" if "cache" in out else "past_key_values"), attention_mask, positions
-
-
-def _cache_rows(cache, index: torch.Tensor):
-    """A new cache holding rows `index` of `cache` (which is left as it was)."""
-    from transformers import DynamicCache
-
-    return DynamicCache([(layer.keys[index], layer.values[index]) for layer in cache.layers])
 
 
 def left_pad(sequences, *, extra_columns: int, device):

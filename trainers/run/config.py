@@ -94,7 +94,8 @@ class TrainConfig:
     lora_dropout: float = _help("LoRA dropout", default=0.0)
     lora_targets: list[str] = _help("modules that get LoRA adapters", default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # -- rollouts ---------------------------------------------------------------------
-    games_per_step: int = _help("self-play games played per step (all at once)", default=512)
+    samples_per_step: int = _help("learner turn samples a step trains on (SPIRAL: 128): whole games are played in waves until the learner's turns reach it, split evenly over the game envs (trainers.rollouts.step_size); 0: games_per_step sizes the step", default=128)
+    games_per_step: int = _help("self-play games per step, all played at once; 0: samples_per_step sizes the step (set one of the two)", default=0)
     prompts_per_step: int = _help("task prompts per step (single-agent tasks)", default=8)
     group_size: int = _help("samples per task prompt (GRPO group)", default=8)
     max_new_tokens: int = _help("generated tokens per turn (think/direct modes)", default=64)
@@ -215,7 +216,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name}={value} is not a finite number")
-        positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
+        _step_size(self.samples_per_step, self.games_per_step)
+        positive = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
                     "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "eval_samples", "eval_envs_games", "league_every",
                     "league_size", "format_epochs")
         for name in positive:
@@ -314,6 +316,19 @@ def split_list(text: str) -> list[str]:
             current += char
     items.append(current.strip())
     return [item for item in items if item]
+
+
+def _step_size(samples_per_step: int, games_per_step: int) -> None:
+    """Exactly one of the two keys sizes a step: games_per_step=N alone (samples_per_step left
+    at its default, or 0) sizes it by games; otherwise samples_per_step does."""
+    _at_least("samples_per_step", samples_per_step, 0)
+    _at_least("games_per_step", games_per_step, 0)
+    default = TrainConfig.samples_per_step
+    if games_per_step and samples_per_step not in (0, default):
+        raise ValueError(f"samples_per_step={samples_per_step} and games_per_step={games_per_step} both size a step; "
+                         f"set one of them (games_per_step=0 sizes by samples, samples_per_step=0 by games)")
+    if not games_per_step and not samples_per_step:
+        raise ValueError("samples_per_step=0 and games_per_step=0: one of them must size a step")
 
 
 def _one_of(name: str, value: str, valid) -> None:
