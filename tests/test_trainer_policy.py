@@ -232,9 +232,14 @@ def test_greedy_generation_of_repeated_prompts_equals_generating_each_alone(tiny
         assert torch.allclose(torch.tensor(generation.logprobs), values, atol=1e-4)
 
 
-def test_many_candidates_of_uneven_lengths_packed_behind_their_prompt_give_the_same_numbers():
+@pytest.mark.parametrize("packed_tokens, scored_positions", [(256, 1024), (5, 8)], ids=["one-row", "split"])
+def test_many_candidates_of_uneven_lengths_packed_behind_their_prompt_give_the_same_numbers(monkeypatch, packed_tokens, scored_positions):
     from trainers import generation
+    from trainers.generation import logprobs
 
+    # split: a prompt's candidates spread over rows of 5 fed tokens, rows over several forwards
+    monkeypatch.setattr(logprobs, "MAX_PACKED_TOKENS", packed_tokens)
+    monkeypatch.setattr(logprobs, "MAX_SCORED_POSITIONS", scored_positions)
     model, _ = load_model("tiny-random")
     prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
     # one-token candidates (nothing fed), and rows whose packed candidates differ in width

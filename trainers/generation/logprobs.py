@@ -64,12 +64,14 @@ def candidate_logprobs(
     called under ``torch.inference_mode``. A prompt's candidates are packed behind it in its
     own row (`_packed_rows`): each candidate attends to the prompt and to its own earlier
     tokens only, and its positions continue the prompt's, so the row costs one prompt
-    forward plus the candidates' tokens. Nothing is copied per candidate: copying the
-    prompt's KV cache for every candidate (as a batch of cache rows would) makes memory and
-    backward time grow with prompts x candidates. The prompts' common prefix (a game's
-    rules, the chat template) is run once for the whole batch (see `shared_prefix`). Equal,
-    up to float rounding, to summing `sequence_logprobs` over each (prompt, candidate)
-    pair, gradients included.
+    forward plus the candidates' tokens, and nothing is copied per candidate (a batch of
+    one KV-cache copy per candidate makes memory and backward time grow with prompts x
+    candidates). A prompt with many long candidates (negotiation offers) spreads them over
+    rows of at most `MAX_PACKED_TOKENS` candidate tokens, and rows go through the model in
+    forwards of at most `MAX_SCORED_POSITIONS` scored positions, which bounds the logits a
+    forward holds. The rows' common prefix (a game's rules, the chat template) is run once
+    for the whole batch (see `shared_prefix`). Equal, up to float rounding, to summing
+    `sequence_logprobs` over each (prompt, candidate) pair, gradients included.
     """
     if len(prompt_ids_batch) != len(candidates_batch):
         raise ValueError("prompt_ids_batch and candidates_batch must have the same length")
@@ -78,27 +80,71 @@ def candidate_logprobs(
     if any(len(c) == 0 for candidates in candidates_batch for c in candidates):
         raise ValueError("every candidate needs at least one token")
     device = model.device
-    shared, past = shared_prefix(model, prompt_ids_batch)
-    rows = _packed_rows([p[shared:] for p in prompt_ids_batch], candidates_batch, shared)
-    mask = torch.zeros(rows.allowed.shape, dtype=model.dtype).masked_fill(~rows.allowed, torch.finfo(model.dtype).min)
-    logits = model(
-        input_ids=rows.input_ids.to(device),
-        attention_mask=mask[:, None].to(device),
-        position_ids=rows.positions.to(device),
-        use_cache=bool(past),
-        logits_to_keep=rows.scored_columns,
-        **past,
-    ).logits
-    kept = logits.reshape(-1, logits.shape[-1])  # (row, kept column) flattened
-    # only the positions that predict a candidate token go through the log-softmax
-    first = _token_logprobs(kept, rows.first_index, rows.first_token, device)
-    later = _token_logprobs(kept, rows.later_index, rows.later_token, device)
-    sums = first.index_add(0, rows.later_owner.to(device), later)
+    flat = [list(c) for candidates in candidates_batch for c in candidates]
+    rows = _candidate_rows([[len(c) - 1 for c in candidates] for candidates in candidates_batch])
+    shared, prefix = _prefix_layers(model, [prompt_ids_batch[prompt] for prompt, _ in rows])
+    values: list[torch.Tensor | None] = [None] * len(flat)
+    for chunk in _forward_chunks(rows, flat):
+        packed = _packed_rows([prompt_ids_batch[prompt][shared:] for prompt, _ in chunk], [[flat[i] for i in members] for _, members in chunk], shared)
+        mask = torch.zeros(packed.allowed.shape, dtype=model.dtype).masked_fill(~packed.allowed, torch.finfo(model.dtype).min)
+        logits = model(
+            input_ids=packed.input_ids.to(device),
+            attention_mask=mask[:, None].to(device),
+            position_ids=packed.positions.to(device),
+            use_cache=bool(prefix),
+            logits_to_keep=packed.scored_columns,
+            **_expanded(prefix, len(chunk)),
+        ).logits
+        kept = logits.reshape(-1, logits.shape[-1])  # (row, kept column) flattened
+        # only the positions that predict a candidate token go through the log-softmax
+        first = _token_logprobs(kept, packed.first_index, packed.first_token, device)
+        later = _token_logprobs(kept, packed.later_index, packed.later_token, device)
+        sums = first.index_add(0, packed.later_owner.to(device), later)
+        for i, value in zip((i for _, members in chunk for i in members), sums):
+            values[i] = value
     result, start = [], 0
     for candidates in candidates_batch:
-        result.append(sums[start : start + len(candidates)])
+        result.append(torch.stack(values[start : start + len(candidates)]))
         start += len(candidates)
     return result
+
+
+MAX_PACKED_TOKENS = 256
+"""Candidate tokens packed behind one copy of a prompt at most (a longer candidate gets a row alone)."""
+
+MAX_SCORED_POSITIONS = 1024
+"""Rows x scored columns of one candidate forward at most: its logits hold that many vocabulary rows."""
+
+
+def _candidate_rows(fed: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """(prompt, candidates) per packed row: each prompt's candidates in order, a new row
+    whenever `MAX_PACKED_TOKENS` fed tokens would be passed; candidates numbered across prompts."""
+    rows, number = [], 0
+    for prompt, lengths in enumerate(fed):
+        members, tokens = [], 0
+        for length in lengths:
+            if members and tokens + length > MAX_PACKED_TOKENS:
+                rows.append((prompt, members))
+                members, tokens = [], 0
+            members.append(number)
+            tokens += length
+            number += 1
+        rows.append((prompt, members))
+    return rows
+
+
+def _forward_chunks(rows, flat) -> list[list[tuple[int, list[int]]]]:
+    """Consecutive rows per forward, at most `MAX_SCORED_POSITIONS` scored positions each (a row alone may pass it)."""
+    chunks, current, widest = [], [], 0
+    for row in rows:
+        width = 1 + sum(len(flat[i]) - 1 for i in row[1])
+        if current and (len(current) + 1) * max(widest, width) > MAX_SCORED_POSITIONS:
+            chunks.append(current)
+            current, widest = [], 0
+        current.append(row)
+        widest = max(widest, width)
+    chunks.append(current)
+    return chunks
 
 
 def _token_logprobs(logits: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor, device) -> torch.Tensor:
@@ -197,22 +243,31 @@ def shared_prefix(model, prompt_ids_batch) -> tuple[int, dict]:
     the same as running every prompt whole. At least one token of each prompt is left out
     of the prefix, so every row's next-token logits come from its own forward.
     """
+    shared, layers = _prefix_layers(model, prompt_ids_batch)
+    return shared, _expanded(layers, len(prompt_ids_batch))
+
+
+def _prefix_layers(model, prompt_ids_batch) -> tuple[int, list]:
+    """The common prefix's length and its KV cache, one (keys, values) per layer ([] when not worth a forward)."""
     if len(prompt_ids_batch) < 2:
-        return 0, {}
+        return 0, []
     shared = min(common_prefix_length(prompt_ids_batch), min(len(p) for p in prompt_ids_batch) - 1)
     if shared < MIN_SHARED_PREFIX:
-        return 0, {}
-    from transformers import DynamicCache
-
+        return 0, []
     device = model.device
     prefix = torch.tensor([list(prompt_ids_batch[0][:shared])], dtype=torch.long, device=device)
     head = model(input_ids=prefix, position_ids=torch.arange(shared, device=device)[None], use_cache=True, logits_to_keep=1)
-    cache_arg = "cache" if "cache" in head else "past_key_values"
-    rows = len(prompt_ids_batch)
-    expanded = DynamicCache(
-        [(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)) for layer in head[cache_arg].layers]
-    )
-    return shared, {cache_arg: expanded}
+    cache = head["cache" if "cache" in head else "past_key_values"]
+    return shared, [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _expanded(layers: list, rows: int) -> dict:
+    """Model kwargs passing the prefix cache `layers` to `rows` rows (a view: nothing is copied)."""
+    if not layers:
+        return {}
+    from transformers import DynamicCache
+
+    return {"past_key_values": DynamicCache([(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in layers])}
 
 
 def _with_prefix(attention_mask: torch.Tensor, shared: int) -> torch.Tensor:
