@@ -1,17 +1,22 @@
-"""Seconds per learner update at the main job's defaults, before and after grouping by prompt.
+"""A full training step (rollout + learner) at the trainer's defaults, per game, beside Kuhn Poker's.
 
-    python -m benchmarks.train_step [--repeats 3] [--threads 0]
+    python -m benchmarks.train_step [env=tic_tac_toe[,simple_negotiation]] [--repeats 3] [--threads 0]
+    python -m benchmarks.train_step --grouping [--repeats 3]   # the learner before/after prompt grouping
 
-One self-play step of SmolLM2-135M on Kuhn Poker (choice mode, `TrainConfig` defaults)
-produces the batch; the same batch is then trained on, alternately, by
+Kuhn Poker is always measured, then each `env` given, each in its own trainer with every
+other key at its `TrainConfig` default (SmolLM2-135M, choice mode, `samples_per_step`).
+Every repeat is one `Trainer.train_step` (games, advantages, PPO update), so later repeats
+play the updated policy as a run does. Reported per env, as medians over the repeats:
+seconds of generation, of the learner (advantages and update) and of the whole step; the
+peak resident memory of the process during its steps (sampled every 20 ms: model,
+optimizer and step together); the games played, the samples trained on, the distinct
+states (prompts) among them, their mean prompt length in tokens and the learner's forward
+passes. One JSON line.
 
-* ``before``: the learner as it was: micro-batches of `micro_batch_size` samples, every
-  micro-batch scoring its own distinct prompts, each prompt run whole;
-* ``after``: micro-batches of distinct prompts (one forward per distinct prompt and
-  candidate set per pass) whose common prefix (chat template, rules) is run once.
-
-Both start from the same weights and optimizer state (restored between runs). Prints one
-JSON line with the medians and ``ratio`` = before / after.
+``--grouping`` keeps the earlier comparison: one Kuhn Poker step's batch trained on by the
+learner as it was (micro-batches of `micro_batch_size` samples, every prompt run whole)
+and as it is (micro-batches of distinct prompts, shared prefix run once); ``ratio`` =
+before / after.
 """
 
 from __future__ import annotations
@@ -21,7 +26,73 @@ import copy
 import json
 import statistics
 import sys
+import tempfile
+import threading
 import time
+
+import psutil
+
+BASELINE_ENV = "kuhn_poker"
+
+
+class PeakMemory:
+    """The highest resident memory of this process while the block runs, sampled in a thread."""
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s, self.peak, self._stop = interval_s, 0, threading.Event()
+
+    def __enter__(self):
+        process = psutil.Process()
+        self.peak = process.memory_info().rss
+
+        def sample():
+            while not self._stop.wait(self.interval_s):
+                self.peak = max(self.peak, process.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+
+
+def full_steps(env_id: str, *, model: str, repeats: int) -> dict:
+    """`repeats` training steps of a fresh trainer on `env_id` at the defaults; medians and counts."""
+    from trainers.learning.learner import choice_key, text_key
+    from trainers.run.config import TrainConfig
+    from trainers.selfplay import Trainer
+
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(env=[env_id], model=model, out=out, progress=False, tensorboard=False).validate()
+        trainer = Trainer(config)
+        trained: list[list] = []
+        update = trainer.learner.update
+        trainer.learner.update = lambda samples: trained.append(samples) or update(samples)
+        runs, peak = [], 0
+        for step in range(repeats):
+            with PeakMemory() as memory:
+                metrics = trainer.train_step(step)
+            peak = max(peak, memory.peak)
+            runs.append(metrics)
+    batches = trained or [[]]
+    samples = [s for batch in batches for s in batch]
+    key = lambda s: choice_key(s) if s.is_choice else text_key(s)  # noqa: E731
+    median = lambda name: round(statistics.median(m.get(name, 0.0) for m in runs), 2)  # noqa: E731
+    return {
+        "generation_s": median("time/generation_s"),
+        "learner_s": median("time/train_s"),
+        "step_s": median("time/step_s"),
+        "peak_rss_gb": round(peak / 1e9, 2),
+        "games": median("games"),
+        "samples": median("samples_trained"),
+        "distinct_states": round(statistics.median(len({key(s) for s in batch}) for batch in batches), 1),
+        "prompt_tokens": round(statistics.mean(len(s.prompt_ids) for s in samples), 1) if samples else 0,
+        "forward_passes": median("train/forward_passes"),
+        "runs_step_s": [round(m["time/step_s"], 2) for m in runs],
+    }
 
 
 def _by_sample(samples, indices, config):
@@ -30,23 +101,14 @@ def _by_sample(samples, indices, config):
     return [indices[i:i + size] for i in range(0, len(indices), size)]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--model", default="smollm2-135m")
-    args = parser.parse_args(argv)
-
-    import torch
-
+def grouping(*, model: str, repeats: int) -> dict:
+    """One Kuhn Poker step's batch, trained on before and after grouping by prompt (same start each time)."""
+    from trainers.generation import logprobs
     from trainers.learning import learner as learner_module
     from trainers.run.config import TrainConfig
-    from trainers.generation import logprobs
     from trainers.selfplay import Trainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = TrainConfig(model=args.model, out="/tmp/benchmark-train-step", progress=False, tensorboard=False).validate()
+    config = TrainConfig(model=model, out="/tmp/benchmark-train-step", progress=False, tensorboard=False).validate()
     trainer = Trainer(config)
     samples, _ = trainer.rollout(0)
     kept, _ = trainer.advantages(samples)
@@ -71,18 +133,13 @@ def main(argv=None) -> int:
 
     runs = {"before": [], "after": []}
     passes = {}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name in ("before", "after"):
             seconds, forward_passes = timed(name == "before")
             runs[name].append(seconds)
             passes[name] = forward_passes
     before, after = statistics.median(runs["before"]), statistics.median(runs["after"])
-    print(json.dumps({
-        "benchmark": "train_step",
-        "model": args.model,
-        "env": config.env,
-        "mode": config.mode,
-        "games_per_step": config.games_per_step,
+    return {
         "samples": len(kept),
         "distinct_prompts": len({learner_module.choice_key(s) for s in kept if s.is_choice}),
         "micro_batch_size": config.micro_batch_size,
@@ -92,8 +149,37 @@ def main(argv=None) -> int:
         "after_forward_passes": passes["after"],
         "ratio": round(before / after, 2),
         "runs_s": {k: [round(v, 3) for v in vs] for k, vs in runs.items()},
-        "threads": torch.get_num_threads(),
-    }))
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
+    parser.add_argument("envs", nargs="*", metavar="env=ID[,ID]", help="games measured beside kuhn_poker")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--grouping", action="store_true", help="the learner before/after prompt grouping, on Kuhn Poker")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from trainers.run.config import split_list
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    line = {"benchmark": "train_step", "model": args.model, "repeats": args.repeats}
+    if args.grouping:
+        line.update(grouping(model=args.model, repeats=args.repeats))
+    else:
+        env_ids = [BASELINE_ENV]
+        for argument in args.envs:
+            key, _, value = argument.partition("=")
+            if key != "env" or not value:
+                parser.error(f"expected env=ID[,ID], got {argument!r}")
+            env_ids += [e for e in split_list(value) if e not in env_ids]
+        line["envs"] = {env_id: full_steps(env_id, model=args.model, repeats=args.repeats) for env_id in env_ids}
+    line["threads"] = torch.get_num_threads()
+    print(json.dumps(line))
     return 0
 
 

@@ -29,12 +29,11 @@ LINES_THROUGH = tuple(tuple(line for line in LINES if cell in line) for cell in 
 ACTION_TEXT = tuple(f"[{cell}]" for cell in range(NUM_CELLS))
 # Text pieces built once: observation_string runs on every turn of every game.
 CELL_TEXT = tuple({EMPTY: str(cell), 0: SYMBOLS[0], 1: SYMBOLS[1]} for cell in range(NUM_CELLS))
-BOARD_TEMPLATE = "\n---+---+---\n".join([" {} | {} | {}"] * 3)
-SEAT_TEXT = tuple(
-    f"You are Player {p} and play {SYMBOLS[p]}; Player {1 - p} plays {SYMBOLS[1 - p]}. "
-    "X moves first.\nBoard (a number marks a free cell you can take):"
-    for p in range(NUM_PLAYERS)
-)
+# The board comes first and the seat after it: text every prompt shares (the rules, this
+# header) is computed once per batch by the learner, so what varies is kept short.
+BOARD_HEADER = "Board (a number marks a free cell you can take):"
+BOARD_TEMPLATE = "\n".join(["{}|{}|{}"] * 3)
+SEAT_TEXT = tuple(f"You are Player {p} ({SYMBOLS[p]})." for p in range(NUM_PLAYERS))
 
 
 class TicTacToeGame(Game):
@@ -134,9 +133,9 @@ class TicTacToeState(State):
             status = "Game over. The board is full: a draw."
         else:
             to_move = self._moves % NUM_PLAYERS
-            who = "you" if to_move == player else f"Player {to_move}"
-            status = f"Move {self._moves + 1}: {who} ({SYMBOLS[to_move]}) to play."
-        return f"{SEAT_TEXT[player]}\n{self._board_text()}\n{status}"
+            who = "you" if to_move == player else f"Player {to_move} ({SYMBOLS[to_move]})"
+            status = f"Move {self._moves + 1}: {who} to play."
+        return f"{BOARD_HEADER}\n{self._board_text()}\n{SEAT_TEXT[player]} {status}"
 
     def _board_text(self) -> str:
         return BOARD_TEMPLATE.format(*[CELL_TEXT[cell][p] for cell, p in enumerate(self._board)])

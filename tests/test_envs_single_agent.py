@@ -29,10 +29,10 @@ class LowestCellOpponent(Opponent):
 def test_second_seat_sees_the_board_after_each_opponent_move():
     env = envs.make_gym("tic_tac_toe", opponent=LowestCellOpponent(), seat=1)
     observation, _ = env.reset(seed=4)
-    assert " X | 1 | 2\n---+---+---\n 3 | 4 | 5\n---+---+---\n 6 | 7 | 8\nMove 2: you (O) to play." in observation["prompt"]
+    assert "X|1|2\n3|4|5\n6|7|8\nYou are Player 1 (O). Move 2: you to play." in observation["prompt"]
     assert observation["legal_actions"] == ("[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[7]", "[8]")
     observation, reward, terminated, _, _ = env.step("\\boxed{[4]}")
-    assert " X | X | 2\n---+---+---\n 3 | O | 5\n---+---+---\n 6 | 7 | 8\nMove 4: you (O) to play." in observation["prompt"]
+    assert "X|X|2\n3|O|5\n6|7|8\nYou are Player 1 (O). Move 4: you to play." in observation["prompt"]
     assert (reward, terminated) == (0.0, False)
 
 

@@ -83,17 +83,14 @@ def test_observation_shows_free_cell_numbers_and_the_players_symbol():
     state = play([4, 0, 8])
     assert state.observation_string(1) == "\n".join(
         [
-            "You are Player 1 and play O; Player 0 plays X. X moves first.",
             "Board (a number marks a free cell you can take):",
-            " O | 1 | 2",
-            "---+---+---",
-            " 3 | X | 5",
-            "---+---+---",
-            " 6 | 7 | X",
-            "Move 4: you (O) to play.",
+            "O|1|2",
+            "3|X|5",
+            "6|7|X",
+            "You are Player 1 (O). Move 4: you to play.",
         ]
     )
-    assert state.observation_string(0).startswith("You are Player 0 and play X;")
+    assert "You are Player 0 (X)." in state.observation_string(0)
     assert "Move 4: Player 1 (O) to play." in state.observation_string(0)
     assert "Game over. You win" in play([0, 3, 1, 4, 2]).observation_string(0)
     assert "Game over. Player 0 wins" in play([0, 3, 1, 4, 2]).observation_string(1)

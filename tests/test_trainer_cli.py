@@ -181,7 +181,7 @@ def test_tic_tac_toe_run_reports_its_exact_exploitability_at_every_evaluation(tm
 
 def test_sat_task_run(tmp_path):
     out = tmp_path / "run"
-    metrics = run(out, "env=sat", "prompts_per_step=2", "group_size=2")
+    metrics = run(out, "env=sat", "prompts_per_step=2", "group_size=2", "task_mode=direct")  # free text (choice: test_task_parts)
     final = check_layout(out, metrics)
     for m in metrics:
         assert m["samples"] == 4  # prompts_per_step * group_size

@@ -232,13 +232,18 @@ def test_greedy_generation_of_repeated_prompts_equals_generating_each_alone(tiny
         assert torch.allclose(torch.tensor(generation.logprobs), values, atol=1e-4)
 
 
-def test_many_candidates_are_scored_in_bounded_chunks_with_the_same_numbers():
+@pytest.mark.parametrize("packed_tokens, scored_positions", [(256, 1024), (5, 8)], ids=["one-row", "split"])
+def test_many_candidates_of_uneven_lengths_packed_behind_their_prompt_give_the_same_numbers(monkeypatch, packed_tokens, scored_positions):
     from trainers import generation
+    from trainers.generation import logprobs
 
+    # split: a prompt's candidates spread over rows of 5 fed tokens, rows over several forwards
+    monkeypatch.setattr(logprobs, "MAX_PACKED_TOKENS", packed_tokens)
+    monkeypatch.setattr(logprobs, "MAX_SCORED_POSITIONS", scored_positions)
     model, _ = load_model("tiny-random")
     prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
-    candidates = [[[20 + i, 30 + i] for i in range(25)], [[40 + i, 41, 42] for i in range(20)]]
-    assert sum(map(len, candidates)) > generation.MAX_CANDIDATE_ROWS  # exercises the chunked path
+    # one-token candidates (nothing fed), and rows whose packed candidates differ in width
+    candidates = [[[20 + i, 30 + i] for i in range(25)] + [[7]], [[40 + i, 41, 42] for i in range(20)]]
     scores = generation.candidate_logprobs(model, prompts, candidates)
     with torch.no_grad():
         expected = [
@@ -265,7 +270,9 @@ def test_a_shared_prompt_prefix_is_run_once_with_the_same_values_and_gradients()
     shared = generation.candidate_logprobs(model, prompts, candidates)
     hook.remove()
     assert calls[0] == (1, 30)  # the prefix, once, for all three prompts
-    assert calls[1] == (3, 3)  # then only each prompt's own tokens
+    # then, in one pass, each prompt's own tokens (3 at most) and its candidates' tokens but
+    # their last, packed behind it (1, 0 and 3)
+    assert calls[1:] == [(3, 6)]
     torch.stack([v.sum() for v in shared]).sum().backward()
     shared_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()

@@ -23,7 +23,6 @@ BASE = [
     "progress=false",
     "env=kuhn_poker",
     "mode=choice",
-    "games_per_step=4",
     "eval_games=2",
     "eval_opponents=random",
     "save_every=2",
@@ -55,7 +54,11 @@ def weights(checkpoint: Path) -> dict:
     return tensors
 
 
-@pytest.mark.parametrize("lora", [[], ["lora_rank=4"]], ids=["full", "lora"])
+@pytest.mark.parametrize("lora", [
+    ["games_per_step=4"],
+    ["games_per_step=4", "lora_rank=4"],
+    ["samples_per_step=10"],  # waves of whole games: the same games again after the resume
+], ids=["full", "lora", "by-samples"])
 def test_resumed_run_reproduces_the_uninterrupted_run(tmp_path, lora, kill_at_step):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main([*BASE, *lora, "steps=4", f"out={a}"]) == 0
@@ -90,7 +93,7 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tmp_path, lora, kill_at_st
 
     assert not staging.exists()  # the next save clears a crashed save's leftovers
     last_a, last_b = a / "checkpoints" / "step_00000004", checkpoints / "step_00000004"
-    assert json.loads((last_b / "meta.json").read_text())["weights"] == ("adapter" if lora else "model")
+    assert json.loads((last_b / "meta.json").read_text())["weights"] == ("adapter" if "lora_rank=4" in lora else "model")
     tensors_a, tensors_b = weights(last_a), weights(last_b)
     assert tensors_a.keys() == tensors_b.keys()
     for key in tensors_a:

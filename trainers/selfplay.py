@@ -45,7 +45,8 @@ from trainers.run.preflight import preflight
 from trainers.evaluation.ratings import Ratings, policy_name
 from trainers.run.report import headline, postfix, progress_bar, scalars, tensorboard_writer
 from trainers.rollouts.parts import answer_in_parts
-from trainers.rollouts.play import GameSetup, GameSpec, play_games, run_tasks
+from trainers.rollouts.play import GameResult, GameSetup, GameSpec, RolloutTiming, play_games, run_tasks
+from trainers.rollouts.step_size import games_kept, sample_shares, wave_size
 from trainers.run.run_dir import RunDirectory
 from trainers.run.setup import RunSetup, eval_opponents
 from trainers.run.seeds import derive_seed
@@ -132,14 +133,14 @@ class Trainer:
     def make_task_env(self, env_id: str):
         return self.setup.make_task_env(env_id)
 
-    def _learner_seats(self, game_index: int, num_players: int, against_model: bool) -> frozenset[int]:
+    def _learner_seats(self, game_number: int, num_players: int, against_model: bool) -> frozenset[int]:
         """The seats the learner plays: all of them in pure self-play; else all but the
-        opponent's seat, which is `opponent_seat` (0, 1, or alternating between games)."""
+        opponent's seat, which is `opponent_seat` (0, 1, or alternating between an env's games)."""
         if self.opponent is None and not against_model:
             return frozenset(range(num_players))
         option = self.config.opponent_seat
-        # alternate: the learner takes seat (game index mod players), the opponent the next one
-        opponent_seat = (game_index + 1) % num_players if option == "alternate" else int(option)
+        # alternate: the learner takes seat (game number mod players), the opponent the next one
+        opponent_seat = (game_number + 1) % num_players if option == "alternate" else int(option)
         return frozenset(range(num_players)) - {opponent_seat}
 
     # -- one step -----------------------------------------------------------------------
@@ -179,15 +180,23 @@ class Trainer:
         stats["time/env_s"] = env_s
         return samples, stats
 
-    def game_specs(self, step: int) -> list[GameSpec]:
-        """The games of one step: env, seed, learner seats and opponent of each (plain data)."""
-        config = self.config
-        drawn = self.league.draw(config.games_per_step, derive_seed(config.seed, seeds.LEAGUE, step)) if self.league else None
+    def game_specs(self, step: int, games: dict[str, range] | None = None, wave: int = 0) -> list[GameSpec]:
+        """Games of one step as plain data: env, seed, learner seats and opponent of each.
+
+        `games` numbers each env's games in this step (default: the `games_per_step` games,
+        envs in turn). Game n of env k (of E) has index k + E * n, which sets its seed and
+        id; the learner's seat alternates with n, so every env sees every seat alike. The
+        league draws the opponents of each `wave` of games from its own seed.
+        """
+        config, game_envs = self.config, self.game_envs
+        if games is None:
+            games = {env_id: range(len(range(k, config.games_per_step, len(game_envs)))) for k, env_id in enumerate(game_envs)}
+        indexed = sorted((k + len(game_envs) * n, env_id, n) for k, env_id in enumerate(game_envs) for n in games.get(env_id, ()))
+        league_seed = derive_seed(config.seed, seeds.LEAGUE, step, *([wave] if wave else []))
+        drawn = self.league.draw(len(indexed), league_seed) if self.league else [None] * len(indexed)
         specs = []
-        for index in range(config.games_per_step):
-            env_id = self.game_envs[index % len(self.game_envs)]
-            snapshot = drawn[index] if drawn else None
-            seats = self._learner_seats(index, self.num_players[env_id], snapshot is not None)
+        for (index, env_id, number), snapshot in zip(indexed, drawn):
+            seats = self._learner_seats(number, self.num_players[env_id], snapshot is not None)
             specs.append(
                 GameSpec(
                     env_id,
@@ -211,18 +220,54 @@ class Trainer:
         return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.thinking)
 
     def _play_step_games(self, step: int):
-        specs, seed = self.game_specs(step), derive_seed(self.config.seed, seeds.ROLLOUT, step)
-        if self.rollout_engine is not None:
-            self.rollout_engine.broadcast(self.learner.model, version=step)  # weights change only between steps
-            samples, results, timing = self.rollout_engine.play(specs, seed)
+        if self.config.games_per_step:
+            samples, results, timing = self._play_wave(step, self.game_specs(step), 0)
         else:
-            samples, results, timing = self.play(specs, seed)
+            samples, results, timing = self._play_to_samples(step)
         if self.league:
             for result in results:
                 if result.opponent_name:
                     seat = next(iter(result.learner_seats))
                     self.league.record(result.opponent_name, match_score(result.returns[seat]))
         return samples, results, timing
+
+    def _play_wave(self, step: int, specs: list[GameSpec], wave: int):
+        """Play `specs` on the run's rollout engine (this process, or the Ray workers)."""
+        seed = derive_seed(self.config.seed, seeds.ROLLOUT, step, *([wave] if wave else []))
+        if self.rollout_engine is not None:
+            if wave == 0:
+                self.rollout_engine.broadcast(self.learner.model, version=step)  # weights change only between steps
+            return self.rollout_engine.play(specs, seed)
+        return self.play(specs, seed)
+
+    def _play_to_samples(self, step: int):
+        """Waves of whole games until every game env's learner turns reach its share of
+        `samples_per_step`; keep each env's shortest run of games that does (trainers.rollouts.step_size)."""
+        shares = sample_shares(self.config.samples_per_step, self.game_envs)
+        played: dict[str, list[tuple[GameResult, list]]] = {env_id: [] for env_id in self.game_envs}
+        timing = RolloutTiming()
+        wave = 0
+        while True:
+            turns = {env_id: [len(_answers(s)) for _, s in games] for env_id, games in played.items()}
+            sizes = {env_id: wave_size(shares[env_id], turns[env_id]) for env_id in self.game_envs}
+            if not any(sizes.values()):
+                break
+            games = {env_id: range(len(played[env_id]), len(played[env_id]) + n) for env_id, n in sizes.items()}
+            samples, results, wave_timing = self._play_wave(step, self.game_specs(step, games, wave), wave)
+            by_game: dict[int, list] = {}
+            for sample in samples:
+                by_game.setdefault(sample.game_id, []).append(sample)
+            for result in results:
+                played[result.env_id].append((result, by_game.get(result.game_id, [])))
+            _add_timing(timing, wave_timing)
+            wave += 1
+        kept = sorted(
+            (game for env_id, games in played.items()
+             for game in games[:games_kept(shares[env_id], [len(_answers(s)) for _, s in games])]),
+            key=lambda game: game[0].game_id,
+        )
+        timing.extra.update({"waves": wave, "games_played": sum(map(len, played.values()))})
+        return [s for _, samples in kept for s in samples], [result for result, _ in kept], timing
 
     def format_phase_envs(self, samples) -> list[str]:
         """The envs whose update this step is behaviour cloning of the answer format (trainers.learning.format_phase).
@@ -553,6 +598,18 @@ class Trainer:
 def _answers(samples):
     """One sample per answer: a Markovian trace's chunk samples count once (its first chunk)."""
     return [s for s in samples if s.info.get("chunk_index", 0) == 0]
+
+
+_WAVE_TOTALS = ("wall_s", "replayed_games", "worker_restarts")
+"""Rollout-engine figures summed over a step's waves; the others describe the step."""
+
+
+def _add_timing(total: RolloutTiming, wave: RolloutTiming) -> None:
+    total.generation_s += wave.generation_s
+    total.env_s += wave.env_s
+    total.rounds += wave.rounds
+    for key, value in wave.extra.items():
+        total.extra[key] = total.extra.get(key, 0) + value if key in _WAVE_TOTALS else value
 
 
 def _game_stats(samples, results) -> dict:

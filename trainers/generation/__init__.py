@@ -14,11 +14,10 @@ from trainers.generation.base import (
     encode_choice,
     encode_prompts,
 )
-from trainers.generation.logprobs import MAX_CANDIDATE_ROWS, candidate_logprobs, sequence_logprobs
+from trainers.generation.logprobs import candidate_logprobs, sequence_logprobs
 from trainers.generation.transformers_backend import TransformersBackend, generate, score_choices
 
 __all__ = [
-    "MAX_CANDIDATE_ROWS",
     "Generation",
     "GenerationBackend",
     "Prompt",

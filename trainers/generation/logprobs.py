@@ -9,6 +9,7 @@ once. Both follow the log-prob convention of ``trainers.generation.base``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -60,12 +61,17 @@ def candidate_logprobs(
     """Summed raw log-prob of each candidate continuation of each prompt, prompt run once.
 
     Returns one 1-D tensor per prompt (one value per candidate), with gradients unless
-    called under ``torch.inference_mode``. The prompt goes through the model once; its KV
-    cache is then shared by all its candidates, which are short (action strings), so the
-    cost is about one prompt forward instead of one per candidate. The prompts' common
-    prefix (a game's rules, the chat template) is run once for the whole batch (see
-    `_prefill`). Equal, up to float rounding, to summing `sequence_logprobs` over each
-    (prompt, candidate) pair, gradients included.
+    called under ``torch.inference_mode``. A prompt's candidates are packed behind it in its
+    own row (`_packed_rows`): each candidate attends to the prompt and to its own earlier
+    tokens only, and its positions continue the prompt's, so the row costs one prompt
+    forward plus the candidates' tokens, and nothing is copied per candidate (a batch of
+    one KV-cache copy per candidate makes memory and backward time grow with prompts x
+    candidates). A prompt with many long candidates (negotiation offers) spreads them over
+    rows of at most `MAX_PACKED_TOKENS` candidate tokens, and rows go through the model in
+    forwards of at most `MAX_SCORED_POSITIONS` scored positions, which bounds the logits a
+    forward holds. The rows' common prefix (a game's rules, the chat template) is run once
+    for the whole batch (see `shared_prefix`). Equal, up to float rounding, to summing
+    `sequence_logprobs` over each (prompt, candidate) pair, gradients included.
     """
     if len(prompt_ids_batch) != len(candidates_batch):
         raise ValueError("prompt_ids_batch and candidates_batch must have the same length")
@@ -74,48 +80,144 @@ def candidate_logprobs(
     if any(len(c) == 0 for candidates in candidates_batch for c in candidates):
         raise ValueError("every candidate needs at least one token")
     device = model.device
-    out, cache_arg, attention_mask, positions = _prefill(model, prompt_ids_batch)
-    cache = out[cache_arg]
-    first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-    owners = [b for b, candidates in enumerate(candidates_batch) for _ in candidates]
-    rows = [list(c) for candidates in candidates_batch for c in candidates]
-    owner = torch.tensor(owners, dtype=torch.long, device=device)
-    width = max(len(r) for r in rows)
-    candidate = torch.full((len(rows), width), _FILLER_ID, dtype=torch.long, device=device)
-    candidate_mask = torch.zeros_like(candidate)
-    for r, ids in enumerate(rows):
-        candidate[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        candidate_mask[r, : len(ids)] = 1
-    token_logprobs = first_logprobs[owner].gather(1, candidate[:, :1])
-    if width > 1:
-        steps = torch.arange(1, width, device=device)
-        rests = []
-        for start in range(0, len(rows), MAX_CANDIDATE_ROWS):
-            chunk = slice(start, start + MAX_CANDIDATE_ROWS)
-            if len(rows) <= MAX_CANDIDATE_ROWS:
-                cache.batch_select_indices(owner)  # one cache row per candidate
-                chunk_cache = cache
-            else:  # many candidates (e.g. negotiation offers): bounded copies of the cache
-                chunk_cache = _cache_rows(cache, owner[chunk])
-            later = model(
-                input_ids=candidate[chunk, :-1],
-                attention_mask=torch.cat([attention_mask[owner[chunk]], candidate_mask[chunk, :-1]], dim=1),
-                position_ids=positions[owner[chunk], -1:] + steps,
-                use_cache=True,
-                **{cache_arg: chunk_cache},
-            ).logits.float()
-            rests.append(torch.log_softmax(later, dim=-1).gather(-1, candidate[chunk, 1:, None])[..., 0])
-        token_logprobs = torch.cat([token_logprobs, torch.cat(rests)], dim=1)
-    sums = (token_logprobs * candidate_mask).sum(dim=1)
+    flat = [list(c) for candidates in candidates_batch for c in candidates]
+    rows = _candidate_rows([[len(c) - 1 for c in candidates] for candidates in candidates_batch])
+    shared, prefix = _prefix_layers(model, [prompt_ids_batch[prompt] for prompt, _ in rows])
+    values: list[torch.Tensor | None] = [None] * len(flat)
+    for chunk in _forward_chunks(rows, flat):
+        packed = _packed_rows([prompt_ids_batch[prompt][shared:] for prompt, _ in chunk], [[flat[i] for i in members] for _, members in chunk], shared)
+        mask = torch.zeros(packed.allowed.shape, dtype=model.dtype).masked_fill(~packed.allowed, torch.finfo(model.dtype).min)
+        logits = model(
+            input_ids=packed.input_ids.to(device),
+            attention_mask=mask[:, None].to(device),
+            position_ids=packed.positions.to(device),
+            use_cache=bool(prefix),
+            logits_to_keep=packed.scored_columns,
+            **_expanded(prefix, len(chunk)),
+        ).logits
+        kept = logits.reshape(-1, logits.shape[-1])  # (row, kept column) flattened
+        # only the positions that predict a candidate token go through the log-softmax
+        first = _token_logprobs(kept, packed.first_index, packed.first_token, device)
+        later = _token_logprobs(kept, packed.later_index, packed.later_token, device)
+        sums = first.index_add(0, packed.later_owner.to(device), later)
+        for i, value in zip((i for _, members in chunk for i in members), sums):
+            values[i] = value
     result, start = [], 0
     for candidates in candidates_batch:
-        result.append(sums[start : start + len(candidates)])
+        result.append(torch.stack(values[start : start + len(candidates)]))
         start += len(candidates)
     return result
 
 
-MAX_CANDIDATE_ROWS = 32
-"""Candidate rows per forward pass: each holds a copy of its prompt's KV cache."""
+MAX_PACKED_TOKENS = 256
+"""Candidate tokens packed behind one copy of a prompt at most (a longer candidate gets a row alone)."""
+
+MAX_SCORED_POSITIONS = 1024
+"""Rows x scored columns of one candidate forward at most: its logits hold that many vocabulary rows."""
+
+
+def _candidate_rows(fed: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """(prompt, candidates) per packed row: each prompt's candidates in order, a new row
+    whenever `MAX_PACKED_TOKENS` fed tokens would be passed; candidates numbered across prompts."""
+    rows, number = [], 0
+    for prompt, lengths in enumerate(fed):
+        members, tokens = [], 0
+        for length in lengths:
+            if members and tokens + length > MAX_PACKED_TOKENS:
+                rows.append((prompt, members))
+                members, tokens = [], 0
+            members.append(number)
+            tokens += length
+            number += 1
+        rows.append((prompt, members))
+    return rows
+
+
+def _forward_chunks(rows, flat) -> list[list[tuple[int, list[int]]]]:
+    """Consecutive rows per forward, at most `MAX_SCORED_POSITIONS` scored positions each (a row alone may pass it)."""
+    chunks, current, widest = [], [], 0
+    for row in rows:
+        width = 1 + sum(len(flat[i]) - 1 for i in row[1])
+        if current and (len(current) + 1) * max(widest, width) > MAX_SCORED_POSITIONS:
+            chunks.append(current)
+            current, widest = [], 0
+        current.append(row)
+        widest = max(widest, width)
+    chunks.append(current)
+    return chunks
+
+
+def _token_logprobs(logits: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor, device) -> torch.Tensor:
+    """``log_softmax(logits[index])[token]`` for each (index, token) pair, in float32."""
+    if not len(index):
+        return torch.zeros(0, device=device)
+    chosen = torch.log_softmax(logits[index.to(device)].float(), dim=-1)
+    return chosen.gather(1, tokens.to(device)[:, None])[:, 0]
+
+
+@dataclass
+class _PackedRows:
+    """One row per prompt: [left padding][prompt suffix][candidate 1 minus its last token][candidate 2 ...].
+
+    ``allowed[b, q, k]``: may query column q attend key column k (the shared prefix's
+    columns first). The forward keeps the logits of the last ``scored_columns`` columns of
+    every row; an index below counts (row, kept column) pairs in row-major order. Candidate
+    i (numbered across the batch) has its first token ``first_token[i]`` predicted at
+    ``first_index[i]`` (its prompt's last column); every later token ``later_token[j]`` of
+    candidate ``later_owner[j]`` is predicted at ``later_index[j]``.
+    """
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    allowed: torch.Tensor
+    scored_columns: int
+    first_index: torch.Tensor
+    first_token: torch.Tensor
+    later_index: torch.Tensor
+    later_token: torch.Tensor
+    later_owner: torch.Tensor
+
+
+def _packed_rows(suffixes, candidates_batch, shared: int) -> _PackedRows:
+    """Lay out prompts and their candidates for one forward pass (see `candidate_logprobs`)."""
+    batch = len(suffixes)
+    prompt_width = max(len(s) for s in suffixes)
+    fed = [sum(len(c) - 1 for c in candidates) for candidates in candidates_batch]
+    width = prompt_width + max(fed)
+    scored = 1 + max(fed)  # the prompts' last column, then every fed candidate column
+    input_ids = torch.full((batch, width), _FILLER_ID, dtype=torch.long)
+    positions = torch.zeros((batch, width), dtype=torch.long)
+    allowed = torch.zeros((batch, width, shared + width), dtype=torch.bool)
+    allowed[:, :, :shared] = True
+    diagonal = torch.arange(width)
+    allowed[:, diagonal, shared + diagonal] = True  # padding attends to itself: no empty softmax
+    first_index, first_token, later_index, later_token, later_owner = [], [], [], [], []
+    for b, (suffix, candidates) in enumerate(zip(suffixes, candidates_batch)):
+        start = prompt_width - len(suffix)
+        input_ids[b, start:prompt_width] = torch.tensor(list(suffix), dtype=torch.long)
+        positions[b, start:prompt_width] = shared + torch.arange(len(suffix))
+        allowed[b, start:prompt_width, shared + start:shared + prompt_width] = torch.ones(len(suffix), len(suffix), dtype=torch.bool).tril()
+        column = prompt_width
+        for candidate in candidates:
+            candidate = list(candidate)
+            first_index.append(b * scored)
+            first_token.append(candidate[0])
+            length = len(candidate) - 1  # fed tokens: all but the last, whose logits predict the next
+            if length:
+                fed_columns = slice(column, column + length)
+                input_ids[b, fed_columns] = torch.tensor(candidate[:-1], dtype=torch.long)
+                positions[b, fed_columns] = shared + len(suffix) + torch.arange(length)
+                allowed[b, fed_columns, shared + start:shared + prompt_width] = True
+                allowed[b, fed_columns, shared + column:shared + column + length] = torch.ones(length, length, dtype=torch.bool).tril()
+                kept_start = b * scored + column - (width - scored)
+                later_index += range(kept_start, kept_start + length)
+                later_token += candidate[1:]
+                later_owner += [len(first_token) - 1] * length
+            column += length
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return _PackedRows(input_ids, positions, allowed, scored, as_long(first_index), as_long(first_token),
+                       as_long(later_index), as_long(later_token), as_long(later_owner))
+
 
 MIN_SHARED_PREFIX = 8
 """Shortest common prefix worth a separate forward pass."""
@@ -141,22 +243,31 @@ def shared_prefix(model, prompt_ids_batch) -> tuple[int, dict]:
     the same as running every prompt whole. At least one token of each prompt is left out
     of the prefix, so every row's next-token logits come from its own forward.
     """
+    shared, layers = _prefix_layers(model, prompt_ids_batch)
+    return shared, _expanded(layers, len(prompt_ids_batch))
+
+
+def _prefix_layers(model, prompt_ids_batch) -> tuple[int, list]:
+    """The common prefix's length and its KV cache, one (keys, values) per layer ([] when not worth a forward)."""
     if len(prompt_ids_batch) < 2:
-        return 0, {}
+        return 0, []
     shared = min(common_prefix_length(prompt_ids_batch), min(len(p) for p in prompt_ids_batch) - 1)
     if shared < MIN_SHARED_PREFIX:
-        return 0, {}
-    from transformers import DynamicCache
-
+        return 0, []
     device = model.device
     prefix = torch.tensor([list(prompt_ids_batch[0][:shared])], dtype=torch.long, device=device)
     head = model(input_ids=prefix, position_ids=torch.arange(shared, device=device)[None], use_cache=True, logits_to_keep=1)
-    cache_arg = "cache" if "cache" in head else "past_key_values"
-    rows = len(prompt_ids_batch)
-    expanded = DynamicCache(
-        [(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)) for layer in head[cache_arg].layers]
-    )
-    return shared, {cache_arg: expanded}
+    cache = head["cache" if "cache" in head else "past_key_values"]
+    return shared, [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _expanded(layers: list, rows: int) -> dict:
+    """Model kwargs passing the prefix cache `layers` to `rows` rows (a view: nothing is copied)."""
+    if not layers:
+        return {}
+    from transformers import DynamicCache
+
+    return {"past_key_values": DynamicCache([(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in layers])}
 
 
 def _with_prefix(attention_mask: torch.Tensor, shared: int) -> torch.Tensor:
@@ -165,34 +276,6 @@ def _with_prefix(attention_mask: torch.Tensor, shared: int) -> torch.Tensor:
         return attention_mask
     ones = torch.ones(attention_mask.shape[0], shared, dtype=attention_mask.dtype, device=attention_mask.device)
     return torch.cat([ones, attention_mask], dim=1)
-
-
-def _prefill(model, prompt_ids_batch):
-    """Run the prompts (their shared prefix once); return (output with last-token logits,
-    cache key, attention mask over every position, position ids)."""
-    device = model.device
-    shared, past = shared_prefix(model, prompt_ids_batch)
-    suffix_ids, suffix_mask = left_pad([p[shared:] for p in prompt_ids_batch], extra_columns=0, device=device)
-    suffix_positions = shared + (suffix_mask.cumsum(1) - 1).clamp(min=0)
-    attention_mask = _with_prefix(suffix_mask, shared)
-    out = model(
-        input_ids=suffix_ids,
-        attention_mask=attention_mask,
-        position_ids=suffix_positions,
-        use_cache=True,
-        logits_to_keep=1,
-        **past,
-    )
-    prefix_positions = torch.arange(shared, device=device)[None].expand(len(prompt_ids_batch), -1)
-    positions = torch.cat([prefix_positions, suffix_positions], dim=1)
-    return out, ("cache" if "cache" in out else "past_key_values"), attention_mask, positions
-
-
-def _cache_rows(cache, index: torch.Tensor):
-    """A new cache holding rows `index` of `cache` (which is left as it was)."""
-    from transformers import DynamicCache
-
-    return DynamicCache([(layer.keys[index], layer.values[index]) for layer in cache.layers])
 
 
 def left_pad(sequences, *, extra_columns: int, device):

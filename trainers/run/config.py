@@ -98,7 +98,8 @@ class TrainConfig:
     lora_dropout: float = _help("LoRA dropout", default=0.0)
     lora_targets: list[str] = _help("modules that get LoRA adapters", default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # -- rollouts ---------------------------------------------------------------------
-    games_per_step: int = _help("self-play games played per step (all at once)", default=512)
+    samples_per_step: int = _help("learner turn samples a step trains on (SPIRAL: 128; e.g. samples_per_step=128 for TicTacToe or Simple Negotiation, where a game has many turns); 0: games_per_step sizes the step. Set, it replaces the default games_per_step: whole games are played in waves until the learner's turns reach it, split evenly over the game envs (trainers.rollouts.step_size)", default=0)
+    games_per_step: int = _help("self-play games per step, all played at once (the default 512 is the main job's Kuhn Poker batch, about 1,150 turns); 0: samples_per_step sizes the step", default=512)
     prompts_per_step: int = _help("task prompts per step (single-agent tasks)", default=8)
     group_size: int = _help("samples per task prompt (GRPO group)", default=8)
     max_new_tokens: int = _help("generated tokens per turn (think/direct modes)", default=64)
@@ -230,7 +231,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name}={value} is not a finite number")
-        positive = ("steps", "games_per_step", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
+        _step_size(self)
+        positive = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "ppo_epochs",
                     "micro_batch_size", "micro_batch_tokens", "generation_batch_size", "turn_limit", "eval_games", "eval_samples", "eval_envs_games", "league_every",
                     "league_size", "format_epochs")
         for name in positive:
@@ -329,6 +331,20 @@ def split_list(text: str) -> list[str]:
             current += char
     items.append(current.strip())
     return [item for item in items if item]
+
+
+def _step_size(config: "TrainConfig") -> None:
+    """Exactly one of the two keys sizes a step. samples_per_step=N replaces games_per_step's
+    default (the main job's 512 games); both set away from their defaults is an error."""
+    _at_least("samples_per_step", config.samples_per_step, 0)
+    _at_least("games_per_step", config.games_per_step, 0)
+    if config.samples_per_step and config.games_per_step == TrainConfig.games_per_step:
+        config.games_per_step = 0  # the samples size the step
+    if config.games_per_step and config.samples_per_step:
+        raise ValueError(f"samples_per_step={config.samples_per_step} and games_per_step={config.games_per_step} both size a step; "
+                         f"set one of them (games_per_step=0 sizes by samples, samples_per_step=0 by games)")
+    if not config.games_per_step and not config.samples_per_step:
+        raise ValueError("samples_per_step=0 and games_per_step=0: one of them must size a step")
 
 
 def _one_of(name: str, value: str, valid) -> None:

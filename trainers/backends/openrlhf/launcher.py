@@ -36,6 +36,7 @@ from pathlib import Path
 
 import envs
 from trainers.run import seeds
+from trainers.rollouts.step_size import sample_shares
 from trainers.run.config import TrainConfig
 from trainers.backends.openrlhf import OPENRLHF_VERSION
 from trainers.backends.openrlhf.tasks import Row
@@ -81,6 +82,7 @@ MAPPED_KEYS = {
     "benchmark": "SAT rows never drawn from the benchmark's formulas",
     "model": "--actor.model_name_or_path",
     "dtype": "--ds.param_dtype (bf16; OpenRLHF trains in bf16 or fp16)",
+    "samples_per_step": "--rollout.batch_size (rows per step): each game env's share over the mean turns of seeded random games",
     "games_per_step": "--rollout.batch_size (rows per step)",
     "prompts_per_step": "--rollout.batch_size (rows per step)",
     "group_size": "--rollout.n_samples_per_prompt",
@@ -220,9 +222,10 @@ def plan_run(config: TrainConfig) -> Plan:
 
     setup = RunSetup(config)  # the same envs (arguments, held-out exclusions) as a local run
     task_env_objects = [setup.make_task_env(env_id) for env_id in task_envs]
+    games = games_per_env(config, game_envs, mode)
     rows: list[Row] = []
     for step in range(config.steps):
-        rows += _game_rows(config, game_envs, players, n, step, mode, start=len(rows))
+        rows += _game_rows(config, games, players, n, step, mode, start=len(rows))
         rows += _task_rows(config, task_env_objects, step, start=len(rows))
     rows_per_step = len(rows) // config.steps
     samples_per_step = rows_per_step * n
@@ -265,26 +268,52 @@ def context_length(config: TrainConfig, game_envs: list[str], task_envs: list, m
 
 def _longest_prompt_chars(env, *, seed: int, games: int = 20) -> int:
     """The longest turn prompt (all its messages, in characters) over `games` seeded random games."""
+    return max(max(game) for game in _random_games(env, seed=seed, games=games))
+
+
+def _mean_turns(env, *, seed: int, games: int = 20) -> float:
+    """Turns per game (every seat's) over `games` seeded random games."""
+    return sum(map(len, _random_games(env, seed=seed, games=games))) / games
+
+
+def _random_games(env, *, seed: int, games: int) -> list[list[int]]:
+    """Per seeded game of uniformly random legal moves: each turn prompt's length in characters."""
     import random
 
     rng = random.Random(seed)
-    longest = 0
+    played = []
     for game in range(games):
         env.reset(seed=derive_seed(seed, "game", game))
+        prompts = []
         while not env.is_over():
-            longest = max(longest, sum(len(m["content"]) for m in env.turn_prompt().messages()))
+            prompts.append(sum(len(m["content"]) for m in env.turn_prompt().messages()))
             mask = env.observe(env.agent_selection)["action_mask"]
             env.step(rng.choice([a for a, legal in enumerate(mask) if legal]))
-    return longest
+        played.append(prompts)
+    return played
 
 
-def _game_rows(config, game_envs, players, n, step, mode, start) -> list[Row]:
-    """The step's games as rows of n/players games each, envs taken in turn (as the local trainer does)."""
-    if not game_envs:
-        return []
-    games = {e: 0 for e in game_envs}
-    for index in range(config.games_per_step):
-        games[game_envs[index % len(game_envs)]] += 1
+def games_per_env(config: TrainConfig, game_envs: list[str], mode: str) -> dict[str, int]:
+    """The games each env plays in a step of the job.
+
+    `games_per_step` is dealt to the envs in turn, as the local trainer deals it. Sized by
+    `samples_per_step`, the dataset is written before the run, so the local trainer's waves
+    (trainers.rollouts.step_size) cannot adapt it: each env plays its share of the samples
+    over the mean turns of seeded random games (every seat trains: the job is pure self-play).
+    """
+    if config.games_per_step:
+        return {env_id: len(range(k, config.games_per_step, len(game_envs))) for k, env_id in enumerate(game_envs)}
+    shares = sample_shares(config.samples_per_step, game_envs)
+    seed = derive_seed(config.seed, "games_per_env")
+    return {
+        env_id: math.ceil(shares[env_id] / _mean_turns(envs.make(env_id, **{**game_env_kwargs(config, env_id), "mode": mode}), seed=seed))
+        for env_id in game_envs
+    }
+
+
+def _game_rows(config, games: dict[str, int], players, n, step, mode, start) -> list[Row]:
+    """The step's games (`games` per env) as rows of n/players games each, envs taken in turn (as the local trainer does)."""
+    game_envs = list(games)
     counts = {e: math.ceil(games[e] * players[e] / n) for e in game_envs}
     rows, index = [], 0
     while any(counts.values()):

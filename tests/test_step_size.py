@@ -1,0 +1,83 @@
+"""samples_per_step: a step of whole games whose learner turns reach the sample count."""
+
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from trainers.rollouts.step_size import games_kept, sample_shares, wave_size
+from trainers.run.config import parse_overrides
+from trainers.selfplay import Trainer
+
+BASE = ["model=tiny-random", "tensorboard=false", "progress=false", "threads=1"]
+
+
+def test_the_rule_in_numbers():
+    assert sample_shares(128, ["a", "b", "c"]) == {"a": 43, "b": 43, "c": 42}
+    assert wave_size(128, []) == 16  # first guess: 8 turns a game
+    assert wave_size(128, [2] * 16) == 48 + 1  # 96 short at 2 a game, plus one
+    assert wave_size(128, [8] * 16) == 0
+    assert games_kept(10, [3, 3, 3, 3, 3]) == 4  # 12 turns: the fewest whole games reaching 10
+    with pytest.raises(ValueError, match="no turn"):
+        wave_size(10, [0, 0])
+
+
+def step_of(tmp_path, *overrides, name="run"):
+    trainer = Trainer(parse_overrides([*BASE, f"out={tmp_path / name}", *overrides]))
+    return trainer.rollout(0)
+
+
+def test_a_step_trains_on_the_whole_games_that_reach_the_sample_count(tmp_path):
+    samples, stats = step_of(tmp_path, "env=tic_tac_toe", "samples_per_step=40")
+    turns = Counter(s.game_id for s in samples)
+    assert len(samples) >= 40 and len(samples) - max(turns.values()) < 40  # no game could be left out
+    assert len(turns) == stats["games"] <= stats["rollout/games_played"]
+    # whole games: every turn of every kept game, as many as the game had
+    for game_id, count in turns.items():
+        roles = Counter(s.role for s in samples if s.game_id == game_id)
+        assert abs(roles[0] - roles[1]) <= 1 and sum(roles.values()) == count
+
+
+def test_the_same_seed_gives_the_same_step(tmp_path):
+    record = lambda samples: [(s.game_id, s.role, s.response_ids, s.reward) for s in samples]  # noqa: E731
+    first, _ = step_of(tmp_path, "env=tic_tac_toe", "samples_per_step=30", name="a")
+    second, _ = step_of(tmp_path, "env=tic_tac_toe", "samples_per_step=30", name="b")
+    assert record(first) == record(second)
+
+
+def test_envs_share_the_samples_and_roles_alternate_per_env(tmp_path):
+    samples, _ = step_of(tmp_path, "env=kuhn_poker,tic_tac_toe", "samples_per_step=60", "opponent=random")
+    by_env = Counter(s.env_id for s in samples)
+    assert by_env["kuhn_poker"] >= 30 and by_env["tic_tac_toe"] >= 30
+    assert by_env["kuhn_poker"] < 30 + 3 and by_env["tic_tac_toe"] < 30 + 9
+    for env_id in by_env:
+        seats = Counter(s.role for s in samples if s.env_id == env_id)
+        assert set(seats) == {0, 1}  # the learner plays both seats in every env
+
+
+def test_games_per_step_still_sizes_a_step_by_games(tmp_path):
+    _, stats = step_of(tmp_path, "env=kuhn_poker", "games_per_step=6")
+    assert stats["games"] == 6 and "rollout/waves" not in stats
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["samples_per_step=64", "games_per_step=8"], "samples_per_step=64 and games_per_step=8 both size a step"),
+    (["samples_per_step=0", "games_per_step=0"], "one of them must size a step"),
+    (["samples_per_step=-1"], "samples_per_step must be >= 0"),
+])
+def test_bad_combinations_name_the_keys(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        parse_overrides(overrides)
+
+
+def test_openrlhf_sizes_its_games_from_the_sample_share():
+    from trainers.backends.openrlhf.launcher import games_per_env
+
+    config = parse_overrides([*BASE, "env=kuhn_poker,tic_tac_toe", "samples_per_step=100"])
+    games = games_per_env(config, ["kuhn_poker", "tic_tac_toe"], "direct")
+    assert 50 / 3 <= games["kuhn_poker"] <= 50 / 2  # 2-3 turns a hand
+    assert 50 / 9 <= games["tic_tac_toe"] <= 50 / 5  # 5-9 turns a game
+    fixed = parse_overrides([*BASE, "env=kuhn_poker,tic_tac_toe", "games_per_step=5", "samples_per_step=0"])
+    assert games_per_env(fixed, ["kuhn_poker", "tic_tac_toe"], "direct") == {"kuhn_poker": 3, "tic_tac_toe": 2}
