@@ -206,26 +206,19 @@ def action_centered_advantages(samples: list[TurnSample], *, eps: float = DEFAUL
 def batch_q_advantages(samples: list[TurnSample], *, eps: float = DEFAULT_EPS) -> list[TurnSample]:
     """Per (env, role, state): each action's mean return minus the state's, over the state's std.
 
-    The action is ``info["action"]`` (the legal action played, whatever its wording), else
-    the response text; a state whose returns are all equal gets exactly 0.
+    ``prompt_norm`` first, then every (state, action) cell gets its mean: the normalisation
+    is linear in the return, so that is ``(Q(s, a) - V(s)) / (std_s + eps)``. The action is
+    ``info["action"]`` (the legal action played, whatever its wording), else the response
+    text; a state whose returns are all equal keeps exactly 0.
     """
-    states: dict[tuple, list[TurnSample]] = {}
+    prompt_normalized_advantages(samples, eps=eps)
+    cells: dict[tuple, list[TurnSample]] = {}
     for sample in samples:
-        states.setdefault((sample.env_id, sample.role, state_key(sample)), []).append(sample)
-    for group in states.values():
-        rewards = [float(s.reward) for s in group]
-        if min(rewards) == max(rewards):
-            for sample in group:
-                sample.advantage = 0.0
-            continue
-        mean = sum(rewards) / len(rewards)
-        std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards))
-        cells: dict = {}
-        for sample in group:
-            cells.setdefault(_action_of(sample), []).append(float(sample.reward))
-        q = {action: sum(values) / len(values) for action, values in cells.items()}
-        for sample in group:
-            sample.advantage = (q[_action_of(sample)] - mean) / (std + eps)
+        cells.setdefault((sample.env_id, sample.role, state_key(sample), _action_of(sample)), []).append(sample)
+    for cell in cells.values():
+        mean = sum(s.advantage for s in cell) / len(cell)
+        for sample in cell:
+            sample.advantage = mean
     return samples
 
 
