@@ -1,10 +1,11 @@
 """A full training step (rollout + learner) at the trainer's defaults, per game, beside Kuhn Poker's.
 
-    python -m benchmarks.train_step [env=tic_tac_toe[,simple_negotiation]] [--repeats 3] [--threads 0]
+    python -m benchmarks.train_step [env=tic_tac_toe[,simple_negotiation]] [--samples-per-step 128] [--repeats 3] [--threads 0]
     python -m benchmarks.train_step --grouping [--repeats 3]   # the learner before/after prompt grouping
 
 Kuhn Poker is always measured, then each `env` given, each in its own trainer with every
-other key at its `TrainConfig` default (SmolLM2-135M, choice mode, `samples_per_step`).
+other key at its `TrainConfig` default (SmolLM2-135M, choice mode, 512 games a step), or with
+``--samples-per-step N`` a step of N turn samples.
 Every repeat is one `Trainer.train_step` (games, advantages, PPO update), so later repeats
 play the updated policy as a run does. Reported per env, as medians over the repeats:
 seconds of generation, of the learner (advantages and update) and of the whole step; the
@@ -59,14 +60,16 @@ class PeakMemory:
         self.peak = max(self.peak, psutil.Process().memory_info().rss)
 
 
-def full_steps(env_id: str, *, model: str, repeats: int) -> dict:
-    """`repeats` training steps of a fresh trainer on `env_id` at the defaults; medians and counts."""
+def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int = 0) -> dict:
+    """`repeats` training steps of a fresh trainer on `env_id` at the defaults (a step of
+    `samples_per_step` turn samples when given); medians and counts."""
     from trainers.learning.learner import choice_key, text_key
     from trainers.run.config import TrainConfig
     from trainers.selfplay import Trainer
 
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(env=[env_id], model=model, out=out, progress=False, tensorboard=False).validate()
+        config = TrainConfig(env=[env_id], model=model, out=out, progress=False, tensorboard=False,
+                             samples_per_step=samples_per_step).validate()
         trainer = Trainer(config)
         trained: list[list] = []
         update = trainer.learner.update
@@ -158,6 +161,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--samples-per-step", type=int, default=0,
+                        help="size every env's step by this many turn samples (0: the defaults, 512 games)")
     parser.add_argument("--grouping", action="store_true", help="the learner before/after prompt grouping, on Kuhn Poker")
     args = parser.parse_args(argv)
 
@@ -177,7 +182,9 @@ def main(argv=None) -> int:
             if key != "env" or not value:
                 parser.error(f"expected env=ID[,ID], got {argument!r}")
             env_ids += [e for e in split_list(value) if e not in env_ids]
-        line["envs"] = {env_id: full_steps(env_id, model=args.model, repeats=args.repeats) for env_id in env_ids}
+        line["envs"] = {env_id: full_steps(env_id, model=args.model, repeats=args.repeats,
+                                                 samples_per_step=args.samples_per_step) for env_id in env_ids}
+        line["samples_per_step"] = args.samples_per_step
     line["threads"] = torch.get_num_threads()
     print(json.dumps(line))
     return 0
