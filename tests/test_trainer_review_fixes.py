@@ -49,7 +49,7 @@ def test_format_phase_of_a_mixed_run_clones_the_task_and_trains_the_choice_game_
     monkeypatch.setattr(Learner, "imitate", lambda self, s: calls["imitate"].append(list(s)) or original_imitate(self, s))
     monkeypatch.setattr(Learner, "update", lambda self, s: calls["update"].append(list(s)) or original_update(self, s))
     run = trainer(tmp_path, "env=kuhn_poker,sat", "mode=choice", "prompts_per_step=2", "group_size=2",
-                  "format_epochs=1", "advantage=rae")
+                  "format_epochs=1", "advantage=rae", "task_mode=direct")  # free-text SAT has a format to learn
     metrics = run.train_step(0)
     assert metrics["invalid_rate/sat"] > 0.2  # a random model boxes nothing: SAT is in its format phase
     cloned = [s for batch in calls["imitate"] for s in batch]
