@@ -63,7 +63,5 @@ def answer_in_parts(
     temperature: float | None = None,
 ) -> list[PartsReply]:
     """One answer per request, chosen part by part by a choice-mode `policy` (all requests advance together)."""
-    if len(requests) != len(parts):
-        raise ValueError("every request needs its AnswerParts")
     decisions = policy.choose_in_parts(requests, parts, seed=seed, temperature=temperature)
     return [PartsReply(p, messages, d) for messages, p, d in zip(requests, parts, decisions)]

@@ -28,7 +28,9 @@ def preflight(config: TrainConfig) -> dict | None:
     game_envs = [env_id for env_id, kind in kinds.items() if kind == "game"]
     if config.opponent != "none" and not game_envs:
         raise ValueError(f"opponent={config.opponent} needs a game env; {', '.join(config.env)} are tasks")
-    free_text_tasks = [k for k in kinds.values() if k == "task"] and RunSetup(config).task_mode != "choice"
+    setup = RunSetup(config)
+    task_kinds = [k for k in kinds.values() if k == "task"]
+    free_text_tasks = task_kinds and setup.task_mode != "choice"
     if config.mode == "choice" and config.format_phase == "on" and not free_text_tasks:
         raise ValueError("format_phase=on teaches the free-text answer format; choice mode has none "
                          "(use mode=direct or think, and task_mode=direct or think for tasks)")
@@ -37,8 +39,8 @@ def preflight(config: TrainConfig) -> dict | None:
             f"backend=ray plays game rollouts in Ray workers; {', '.join(config.env)} "
             f"{'is a task' if len(config.env) == 1 else 'are tasks'}, whose rollouts run in the driver: use backend=local"
         )
-    for env_id in game_envs:
-        env = envs.make(env_id, **env_arguments(config, env_id))
+    game_env_objects = {env_id: envs.make(env_id, **env_arguments(config, env_id)) for env_id in game_envs}
+    for env in game_env_objects.values():
         if config.opponent in ALL_OPPONENTS:
             make_opponent(config.opponent, env.game)  # raises if it cannot play this game
         if config.eval_opponents != ["auto"]:
@@ -46,7 +48,7 @@ def preflight(config: TrainConfig) -> dict | None:
                 make_opponent(name, env.game)
     from trainers.learning.diagnostics import diagnosed_trees
 
-    diagnosed_trees(config, {env_id: envs.make(env_id, **env_arguments(config, env_id)) for env_id in game_envs})
+    diagnosed_trees(config, game_env_objects)
     if config.thinking == "markovian" and game_envs and config.mode != "think":
         raise ValueError(
             f"thinking=markovian reasons in free text: games need mode=think (mode is {config.mode}); tasks always do"
@@ -54,11 +56,10 @@ def preflight(config: TrainConfig) -> dict | None:
     if config.choice_chain != "auto" and (config.mode != "choice" or not game_envs):
         raise ValueError(f"choice_chain={config.choice_chain} sets how choice-mode game turns are asked; "
                          f"this run has {'no game env' if not game_envs else f'mode={config.mode}'}")
-    task_kinds = [k for k in kinds.values() if k == "task"]
     if config.task_mode != "auto" and not task_kinds:
         raise ValueError(f"task_mode sets how tasks answer; {', '.join(config.env)} has no task env")
     if config.task_mode == "choice":
-        missing = RunSetup(config).tasks_without_parts()
+        missing = setup.tasks_without_parts()
         if missing:
             raise ValueError(f"task_mode=choice answers part by part; {', '.join(missing)} cannot spell its answers in parts "
                              f"(envs.tasks.AnswerParts): use task_mode=direct or think")

@@ -19,6 +19,8 @@ process that holds no `RunSetup` needs (the OpenRLHF launcher writes them into i
 
 from __future__ import annotations
 
+import functools
+
 import envs
 from envs.tasks import HELDOUT_SIZE, level_of, task_hooks
 from trainers.run.config import FIXED_OPPONENTS, TrainConfig
@@ -100,7 +102,7 @@ class RunSetup:
         self._exclusions: dict[str, list] = {}
 
     # -- policies ------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def task_mode(self) -> str:
         """How tasks answer (``task_mode``): ``auto`` is choice mode (part by part,
         ``trainers.rollouts.parts``) when games use choice mode, thinking is plain and every
