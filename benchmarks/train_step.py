@@ -3,8 +3,10 @@
     python -m benchmarks.train_step [env=tic_tac_toe[,simple_negotiation]] [--samples-per-step 128] [--repeats 3] [--threads 0]
     python -m benchmarks.train_step --grouping [--repeats 3]   # the learner before/after prompt grouping
 
-Kuhn Poker is always measured, then each `env` given, each in its own trainer with every
-other key at its `TrainConfig` default (SmolLM2-135M, choice mode, 512 games a step), or with
+Kuhn Poker is always measured, then each `env` given, each in its own trainer and its own
+process (so one env's freed memory does not count in the next one's peak) with every other
+key at its `TrainConfig` default (SmolLM2-135M, choice mode; the step the game chooses:
+512 games for Kuhn Poker alone, 128 turn samples for the others), or with
 ``--samples-per-step N`` a step of N turn samples.
 Every repeat is one `Trainer.train_step` (games, advantages, PPO update), so later repeats
 play the updated policy as a run does. Reported per env, as medians over the repeats:
@@ -60,13 +62,26 @@ class PeakMemory:
         self.peak = max(self.peak, psutil.Process().memory_info().rss)
 
 
-def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int = 0) -> dict:
+def in_own_process(env_id: str, **kwargs) -> dict:
+    """`full_steps` in a fresh spawned process: its peak memory is that env's alone."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(full_steps, env_id, **kwargs).result()
+
+
+def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int = 0, threads: int = 0) -> dict:
     """`repeats` training steps of a fresh trainer on `env_id` at the defaults (a step of
     `samples_per_step` turn samples when given); medians and counts."""
+    import torch
+
     from trainers.learning.learner import choice_key, text_key
     from trainers.run.config import TrainConfig
     from trainers.selfplay import Trainer
 
+    if threads:
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(env=[env_id], model=model, out=out, progress=False, tensorboard=False,
                              samples_per_step=samples_per_step).validate()
@@ -85,6 +100,9 @@ def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int =
     key = lambda s: choice_key(s) if s.is_choice else text_key(s)  # noqa: E731
     median = lambda name: round(statistics.median(m.get(name, 0.0) for m in runs), 2)  # noqa: E731
     return {
+        "games_per_step": config.games_per_step,
+        "samples_per_step": config.samples_per_step,
+        "threads": torch.get_num_threads(),
         "generation_s": median("time/generation_s"),
         "learner_s": median("time/train_s"),
         "step_s": median("time/step_s"),
@@ -162,7 +180,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--samples-per-step", type=int, default=0,
-                        help="size every env's step by this many turn samples (0: the defaults, 512 games)")
+                        help="size every env's step by this many turn samples (0: the step each game chooses)")
     parser.add_argument("--grouping", action="store_true", help="the learner before/after prompt grouping, on Kuhn Poker")
     args = parser.parse_args(argv)
 
@@ -182,9 +200,9 @@ def main(argv=None) -> int:
             if key != "env" or not value:
                 parser.error(f"expected env=ID[,ID], got {argument!r}")
             env_ids += [e for e in split_list(value) if e not in env_ids]
-        line["envs"] = {env_id: full_steps(env_id, model=args.model, repeats=args.repeats,
-                                                 samples_per_step=args.samples_per_step) for env_id in env_ids}
-        line["samples_per_step"] = args.samples_per_step
+        line["envs"] = {env_id: in_own_process(env_id, model=args.model, repeats=args.repeats,
+                                               samples_per_step=args.samples_per_step, threads=args.threads)
+                        for env_id in env_ids}
     line["threads"] = torch.get_num_threads()
     print(json.dumps(line))
     return 0

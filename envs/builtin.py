@@ -44,6 +44,7 @@ register(
     title="Kuhn Poker",
     rules=KUHN_POKER_RULES,
     description="Kuhn Poker (hands=1 is OpenSpiel's game; hands=N plays N hands, chips decide).",
+    games_per_step=512,
 )
 register(
     "tic_tac_toe",

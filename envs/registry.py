@@ -61,6 +61,9 @@ class EnvSpec:
     text_game: bool = False
     """A multi-agent env whose moves are free text (a TextArena game): made from
     `entry_point` like a task, played like a game."""
+    games_per_step: int = 0
+    """A short game's own step size when it trains alone (Kuhn Poker: 512 hands, about 1,150
+    turns); 0: its steps are sized by turn samples (`trainers.rollouts.step_size`)."""
 
     @property
     def kind(self) -> str:
@@ -78,10 +81,16 @@ def register(
     title: str = "",
     rules: "str | Callable[[games.Game], str]" = "",
     description: str = "",
+    games_per_step: int = 0,
     overwrite: bool = False,
     **kwargs,
 ) -> EnvSpec:
     """Register `env_id`: give `game` (a game env) or `entry_point` (a task env).
+
+    `games_per_step`: for a game whose games are short and few-stated, the games a step
+    plays when it trains alone and neither step key is set; by default a step trains on
+    `trainers.rollouts.step_size.DEFAULT_SAMPLES_PER_STEP` (128) turn samples, however
+    long the games are.
 
     A `game` that is a factory (e.g. a `games.Game` subclass) is also registered in
     `games` under `env_id` unless a game of that name exists, so analysis tools and
@@ -96,7 +105,9 @@ def register(
     if game is not None and not isinstance(game, str) and env_id not in games.list_games():
         games.register_game(env_id, game)
         game = env_id
-    spec = EnvSpec(env_id, game, entry_point, title, rules, dict(kwargs), description)
+    if not isinstance(games_per_step, int) or games_per_step < 0:
+        raise ValueError(f"games_per_step must be an int >= 0, got {games_per_step!r}")
+    spec = EnvSpec(env_id, game, entry_point, title, rules, dict(kwargs), description, games_per_step=games_per_step)
     _SPECS[env_id] = spec
     _register_with_gymnasium(spec)
     return spec

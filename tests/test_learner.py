@@ -471,16 +471,28 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
 
 
 def test_micro_batches_respect_the_token_budget():
-    from trainers.learning.learner import micro_batches
+    from trainers.learning.learner import forward_tokens, micro_batches
 
     batch = make_batch(50, size=6)  # free text: prompts of 4-8 tokens, responses of 2-5
     settings = config(micro_batch_size=64, micro_batch_tokens=20)
     batches = micro_batches(batch, list(range(6)), settings)
     assert sorted(i for b in batches for i in b) == list(range(6))
     for b in batches:
-        cost = sum(len(batch[i].prompt_ids) + len(batch[i].response_ids) for i in b)
+        # no common prefix: every row is padded to the widest prompt plus response
+        cost = len(b) * max(len(batch[i].prompt_ids) + len(batch[i].response_ids) for i in b)
+        assert forward_tokens([batch[i] for i in b]) == cost
         assert cost <= 20 or len(b) == 1
     assert len(micro_batches(batch, list(range(6)), config(micro_batch_size=64, micro_batch_tokens=10**6))) == 1
+
+
+def test_forward_tokens_count_a_shared_prefix_once():
+    from trainers.learning.learner import forward_tokens
+
+    rules = list(range(100, 140))  # 40 tokens every prompt shares (a game's rules)
+    prompts = [TurnSample(rules + [i, i + 1], [7] * (i + 1), [0.0] * (i + 1), "toy", 0, 0) for i in range(3)]
+    assert forward_tokens(prompts) == 40 + 3 * (2 + 3)  # the prefix once, rows padded to the widest
+    short = [TurnSample([1, 2, 3, i], [7], [0.0], "toy", 0, 0) for i in range(3)]
+    assert forward_tokens(short) == 3 * 5  # a prefix too short to run apart is in every row
 
 
 def test_imitation_of_repeated_answers_runs_each_distinct_answer_once():

@@ -64,12 +64,34 @@ def test_games_per_step_still_sizes_a_step_by_games(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["samples_per_step=64", "games_per_step=8"], "samples_per_step=64 and games_per_step=8 both size a step"),
-    (["samples_per_step=0", "games_per_step=0"], "one of them must size a step"),
     (["samples_per_step=-1"], "samples_per_step must be >= 0"),
 ])
 def test_bad_combinations_name_the_keys(overrides, message):
     with pytest.raises(ValueError, match=message):
         parse_overrides(overrides)
+
+
+@pytest.mark.parametrize("env, games, samples", [
+    ("kuhn_poker", 512, 0),  # the main job's batch: Kuhn Poker registers its own step
+    ("tic_tac_toe", 0, 128),  # long games: SPIRAL's 128 turn samples
+    ("simple_negotiation", 0, 128),
+    ("kuhn_poker,tic_tac_toe", 0, 128),  # several games: samples, balanced over them
+    ("openspiel:kuhn_poker", 0, 128),  # a library game registers no step of its own
+])
+def test_the_games_choose_the_step_when_neither_key_is_set(env, games, samples):
+    config = parse_overrides([f"env={env}"])
+    assert (config.games_per_step, config.samples_per_step) == (games, samples)
+    assert parse_overrides([f"env={env}", "games_per_step=7"]).samples_per_step == 0  # a key set wins
+    assert parse_overrides([f"env={env}", "samples_per_step=9"]).games_per_step == 0
+
+
+def test_a_registered_game_can_name_its_own_step():
+    from envs.registry import register
+
+    register("short_kuhn_for_step_test", game="kuhn_poker", games_per_step=64, overwrite=True)
+    assert parse_overrides(["env=short_kuhn_for_step_test"]).games_per_step == 64
+    with pytest.raises(ValueError, match="games_per_step must be an int >= 0"):
+        register("bad_step_for_test", game="kuhn_poker", games_per_step=-1)
 
 
 def test_openrlhf_sizes_its_games_from_the_sample_share():

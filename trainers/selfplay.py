@@ -67,7 +67,7 @@ class Trainer:
         from trainers.models import load_model
         from trainers.rollouts.policy import LanguagePolicy
 
-        self.config = config
+        self.config = config = config.validate()  # resolves the step size when neither key is set
         self.run_dir = RunDirectory(config.out)
         torch.manual_seed(config.seed)
         if config.threads:

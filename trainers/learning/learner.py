@@ -60,7 +60,7 @@ import torch
 
 from trainers.run import checkpoints
 from trainers.run.config import TrainConfig
-from trainers.generation.logprobs import candidate_logprobs, sequence_logprobs
+from trainers.generation.logprobs import MIN_SHARED_PREFIX, candidate_logprobs, common_prefix_length, sequence_logprobs
 from trainers.learning.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 from trainers.learning.samples import TurnSample
 
@@ -490,7 +490,8 @@ def text_key(sample: TurnSample) -> tuple:
 
 def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: TrainConfig) -> list[list[int]]:
     """Cut `indices` into micro-batches of at most `micro_batch_size` distinct prompts and
-    about `micro_batch_tokens` tokens each (a single larger prompt gets a micro-batch alone).
+    at most `micro_batch_tokens` tokens through the model each (`forward_tokens`; a single
+    larger prompt gets a micro-batch alone).
 
     Choice samples with the same prompt and candidates count as one prompt and always go
     into the same micro-batch (they share one forward pass), and so do free-text samples
@@ -504,25 +505,41 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
         groups.setdefault(key, []).append(i)
     batches: list[list[int]] = []
     current: list[int] = []
-    prompts = tokens = 0
+    prompts: list[TurnSample] = []
     for group in groups.values():
-        cost = _forward_tokens(samples[group[0]])
-        if current and (prompts + 1 > config.micro_batch_size or tokens + cost > config.micro_batch_tokens):
+        grown = prompts + [samples[group[0]]]
+        if current and (len(grown) > config.micro_batch_size or forward_tokens(grown) > config.micro_batch_tokens):
             batches.append(current)
-            current, prompts, tokens = [], 0, 0
+            current, grown = [], [samples[group[0]]]
         current.extend(group)
-        prompts += 1
-        tokens += cost
+        prompts = grown
     if current:
         batches.append(current)
     return batches
 
 
-def _forward_tokens(sample: TurnSample) -> int:
-    """Tokens one distinct prompt puts through the model: prompt plus response (or every candidate)."""
+def forward_tokens(prompts: Sequence[TurnSample]) -> int:
+    """Tokens one forward pass over these distinct prompts puts through the model.
+
+    As `trainers.generation.logprobs` lays a pass out: the prompts' common prefix once (when
+    it is long enough to be run apart), then one row per prompt, every row padded to the
+    widest (the prompt's own suffix, then its candidates' fed tokens, or its response). A
+    game's prompts share their rules and differ in a short state, so this is what grows
+    the activations, not the prompts' full lengths.
+    """
+    ids = [sample.prompt_ids for sample in prompts]
+    shared = min(common_prefix_length(ids), min(len(p) for p in ids) - 1) if len(ids) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    width = max(len(sample.prompt_ids) - shared + _answer_tokens(sample) for sample in prompts)
+    return shared + len(prompts) * width
+
+
+def _answer_tokens(sample: TurnSample) -> int:
+    """Tokens fed after the prompt: every candidate but its last token (choice), or the response."""
     if sample.is_choice:
-        return len(sample.prompt_ids) + sum(len(c) for c in sample.choice_ids)
-    return len(sample.prompt_ids) + len(sample.response_ids)
+        return sum(len(c) - 1 for c in sample.choice_ids)
+    return len(sample.response_ids)
 
 
 def _entropy(log_policy: torch.Tensor) -> torch.Tensor:

@@ -26,9 +26,35 @@ from __future__ import annotations
 
 import math
 
+DEFAULT_SAMPLES_PER_STEP = 128
+"""SPIRAL's step: 128 turn samples, split over the run's games."""
+
 FIRST_WAVE_TURNS = 8
 """The first wave's guess of learner turns per game: a short game overshoots less than a
 long one undershoots costs (one more wave of sequential rounds)."""
+
+
+def default_step_size(env_ids: list[str]) -> tuple[int, int]:
+    """(games_per_step, samples_per_step) of a run that sets neither key.
+
+    A game registered with its own `games_per_step` (Kuhn Poker: 512 hands, twelve states)
+    keeps it when it is the run's only game; every other run trains on
+    `DEFAULT_SAMPLES_PER_STEP` turn samples, so a step costs the same whatever the game's
+    length (a TicTacToe game has up to nine turns over thousands of states, a negotiation
+    ten). An id no registry knows is left for the run's own env check to name.
+    """
+    from envs import registry
+
+    specs = []
+    for env_id in env_ids:
+        try:
+            specs.append(registry.spec(env_id))
+        except ValueError:
+            continue
+    games = [s for s in specs if s.kind == "game"]
+    if len(games) == 1 and games[0].games_per_step:
+        return games[0].games_per_step, 0
+    return 0, DEFAULT_SAMPLES_PER_STEP
 
 
 def sample_shares(samples: int, envs: list[str]) -> dict[str, int]:

@@ -98,8 +98,8 @@ class TrainConfig:
     lora_dropout: float = _help("LoRA dropout", default=0.0)
     lora_targets: list[str] = _help("modules that get LoRA adapters", default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # -- rollouts ---------------------------------------------------------------------
-    samples_per_step: int = _help("learner turn samples a step trains on (SPIRAL: 128; e.g. samples_per_step=128 for TicTacToe or Simple Negotiation, where a game has many turns); 0: games_per_step sizes the step. Set, it replaces the default games_per_step: whole games are played in waves until the learner's turns reach it, split evenly over the game envs (trainers.rollouts.step_size)", default=0)
-    games_per_step: int = _help("self-play games per step, all played at once (the default 512 is the main job's Kuhn Poker batch, about 1,150 turns); 0: samples_per_step sizes the step", default=512)
+    samples_per_step: int = _help("learner turn samples a step trains on, split evenly over the game envs: whole games are played in waves until the learner's turns reach it (trainers.rollouts.step_size). 0 with games_per_step=0 (the defaults): the games choose, Kuhn Poker alone plays 512 games a step (about 1,150 turns), every other run trains on 128 samples (SPIRAL's step)", default=0)
+    games_per_step: int = _help("games a step plays, all at once; set at most one of games_per_step and samples_per_step (0 and 0: the games choose, see samples_per_step)", default=0)
     prompts_per_step: int = _help("task prompts per step (single-agent tasks)", default=8)
     group_size: int = _help("samples per task prompt (GRPO group)", default=8)
     max_new_tokens: int = _help("generated tokens per turn (think/direct modes)", default=64)
@@ -129,7 +129,7 @@ class TrainConfig:
     ppo_epochs: int = _help("passes over each batch", default=1)
     mini_batch_size: int = _help("samples per optimizer step (0: the whole batch is one step per epoch)", default=0)
     micro_batch_size: int = _help("distinct prompts per forward/backward pass (samples that share a prompt and answer share one forward)", default=64)
-    micro_batch_tokens: int = _help("tokens per forward/backward pass at most (bounds activation memory, which grows with the tokens of a pass)", default=4096)
+    micro_batch_tokens: int = _help("tokens through the model per forward/backward pass at most: the prompts' shared prefix once, then every row padded to the widest (bounds activation memory, which grows with the tokens of a pass; trainers.learning.learner.forward_tokens)", default=1024)
     clip: float = _help("PPO clip range", default=0.2)
     kl_coef: float = _help("weight of the KL to the reference policy (0 = none); with magnet_every > 0 this is magnetic mirror descent", default=0.0)
     magnet_every: int = _help("refresh the KL reference (the magnet) to the current policy every this many steps (0: the initial policy stays the reference)", default=0)
@@ -334,17 +334,18 @@ def split_list(text: str) -> list[str]:
 
 
 def _step_size(config: "TrainConfig") -> None:
-    """Exactly one of the two keys sizes a step. samples_per_step=N replaces games_per_step's
-    default (the main job's 512 games); both set away from their defaults is an error."""
+    """At most one of the two keys sizes a step; with neither set, the run's games choose
+    (`trainers.rollouts.step_size.default_step_size`: Kuhn Poker alone plays 512 games,
+    every other run trains on 128 turn samples)."""
+    from trainers.rollouts.step_size import default_step_size
+
     _at_least("samples_per_step", config.samples_per_step, 0)
     _at_least("games_per_step", config.games_per_step, 0)
-    if config.samples_per_step and config.games_per_step == TrainConfig.games_per_step:
-        config.games_per_step = 0  # the samples size the step
     if config.games_per_step and config.samples_per_step:
         raise ValueError(f"samples_per_step={config.samples_per_step} and games_per_step={config.games_per_step} both size a step; "
-                         f"set one of them (games_per_step=0 sizes by samples, samples_per_step=0 by games)")
+                         f"set one of them")
     if not config.games_per_step and not config.samples_per_step:
-        raise ValueError("samples_per_step=0 and games_per_step=0: one of them must size a step")
+        config.games_per_step, config.samples_per_step = default_step_size(config.env)
 
 
 def _one_of(name: str, value: str, valid) -> None:
