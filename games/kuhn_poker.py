@@ -30,15 +30,32 @@ class Action(enum.IntEnum):
 PASS, BET = int(Action.PASS), int(Action.BET)  # plain ints for the hot paths
 
 
+CARD_NOTES = {
+    "J": "the lowest card: it wins no showdown",
+    "Q": "the middle card: it beats J and loses to K",
+    "K": "the highest card: it wins every showdown",
+}
+"""What each card is worth at a showdown, in words (`card_notes=True`)."""
+
+
 class KuhnPokerGame(Game):
-    """Kuhn Poker over `hands` hands (1 = the classic game)."""
+    """Kuhn Poker over `hands` hands (1 = the classic game).
+
+    `card_notes=True` writes after the player's card what it is worth at a showdown
+    (``Your card: J (the lowest card: it wins no showdown).``). The rules say the same; a
+    small model whose states differ by one token ("J" or "K") may not tell them apart,
+    and the words give each card its own, longer description. The game is the same.
+    """
 
     name = "kuhn_poker"
 
-    def __init__(self, hands: int = 1):
+    def __init__(self, hands: int = 1, card_notes: bool = False):
         if isinstance(hands, bool) or not isinstance(hands, int) or hands < 1:
             raise ValueError(f"kuhn_poker: hands must be an integer >= 1, got {hands!r}")
+        if not isinstance(card_notes, bool):
+            raise ValueError(f"kuhn_poker: card_notes must be true or false, got {card_notes!r}")
         self.hands = hands
+        self.card_notes = card_notes
 
     def num_players(self) -> int:
         return NUM_PLAYERS
@@ -53,7 +70,7 @@ class KuhnPokerGame(Game):
         return float((ANTE + BET_SIZE) * self.hands)
 
     def params(self) -> dict:
-        return {"hands": self.hands}
+        return {"hands": self.hands, **({"card_notes": True} if self.card_notes else {})}
 
     def new_initial_state(self) -> "KuhnPokerState":
         return KuhnPokerState(self)
@@ -193,7 +210,8 @@ class KuhnPokerState(State):
         hand = self._hands[-1]
         if not hand.is_over() or self.game.hands == 1:
             if len(hand.cards) > player:
-                lines.append(f"Your card: {CARDS[hand.cards[player]]}.")
+                card = CARDS[hand.cards[player]]
+                lines.append(f"Your card: {card} ({CARD_NOTES[card]})." if self.game.card_notes else f"Your card: {card}.")
             if hand.bets:
                 moves = ", ".join(
                     f"Player {(hand.first + i) % 2} {self._bet_text(hand, i)}"
