@@ -478,9 +478,9 @@ def test_micro_batches_respect_the_token_budget():
     batches = micro_batches(batch, list(range(6)), settings)
     assert sorted(i for b in batches for i in b) == list(range(6))
     for b in batches:
-        # no common prefix: every row is padded to the widest prompt plus response
-        cost = len(b) * max(len(batch[i].prompt_ids) + len(batch[i].response_ids) for i in b)
-        assert forward_tokens([batch[i] for i in b]) == cost
+        # no common prefix: every row is padded to the widest prompt plus fed response
+        cost = len(b) * max(len(batch[i].prompt_ids) + len(batch[i].response_ids) - 1 for i in b)
+        assert forward_tokens([(batch[i].prompt_ids, len(batch[i].response_ids) - 1) for i in b]) == cost
         assert cost <= 20 or len(b) == 1
     assert len(micro_batches(batch, list(range(6)), config(micro_batch_size=64, micro_batch_tokens=10**6))) == 1
 
@@ -489,10 +489,9 @@ def test_forward_tokens_count_a_shared_prefix_once():
     from trainers.learning.learner import forward_tokens
 
     rules = list(range(100, 140))  # 40 tokens every prompt shares (a game's rules)
-    prompts = [TurnSample(rules + [i, i + 1], [7] * (i + 1), [0.0] * (i + 1), "toy", 0, 0) for i in range(3)]
-    assert forward_tokens(prompts) == 40 + 3 * (2 + 3)  # the prefix once, rows padded to the widest
-    short = [TurnSample([1, 2, 3, i], [7], [0.0], "toy", 0, 0) for i in range(3)]
-    assert forward_tokens(short) == 3 * 5  # a prefix too short to run apart is in every row
+    rows = [(rules + [i, i + 1], i + 1) for i in range(3)]
+    assert forward_tokens(rows) == 40 + 3 * (2 + 3)  # the prefix once, rows padded to the widest
+    assert forward_tokens([([1, 2, 3, i], 1) for i in range(3)]) == 3 * 5  # a prefix too short to run apart is in every row
 
 
 def test_imitation_of_repeated_answers_runs_each_distinct_answer_once():
@@ -504,3 +503,25 @@ def test_imitation_of_repeated_answers_runs_each_distinct_answer_once():
     learner.imitate(repeated)
     hook.remove()
     assert max(calls) <= 2  # 40 samples, 2 distinct (prompt, response) pairs
+
+
+def test_parts_of_one_answer_share_their_prompts_row_and_score_as_alone(monkeypatch):
+    """The parts of a chained answer ask one prompt with different candidates: one row, one
+    micro-batch, and each part's log-policy exactly as if it were scored on its own."""
+    import trainers.learning.learner as learner_module
+    from trainers.learning.learner import micro_batches
+
+    prompt = make_batch(5, size=1)[0].prompt_ids
+    part_candidates = [[[70, 71], [70, 72]], [[70, 71, 80], [70, 71, 81], [70, 71, 82]], [[70, 71]]]
+    parts = [TurnSample(prompt, c[0], [0.0], "simple_negotiation", 0, 0, choice_ids=c, choice_index=0) for c in part_candidates]
+    learner = Learner(tiny_model(), config())
+    rows = []
+    original = learner_module.candidate_logprobs
+    monkeypatch.setattr(learner_module, "candidate_logprobs",
+                        lambda model, prompts, candidates: rows.append(len(prompts)) or original(model, prompts, candidates))
+    together = learner.score(learner.model, parts)
+    assert rows == [1]  # one prompt row holds every part's candidates ([70, 71] once)
+    for sample, log_policy in zip(parts, together.log_policies):
+        alone = learner.score(learner.model, [sample]).log_policies[0]
+        assert torch.allclose(log_policy, alone, atol=1e-5)
+    assert micro_batches(parts + make_batch(6, size=2, choice=True), list(range(5)), config(micro_batch_size=2)) == [[0, 1, 2, 3], [4]]

@@ -156,16 +156,28 @@ class Learner:
                 rows[i] = values[distinct_text[text_key(samples[i])]]
         choice = [i for i, s in enumerate(samples) if s.is_choice]
         if choice:
-            distinct: dict[tuple, int] = {}
+            # one row per distinct prompt, with every candidate any of its samples scores: the
+            # parts of one chained answer (a negotiation offer, a SAT assignment) ask the same
+            # prompt with different candidates, and share its forward
+            columns: dict[tuple, dict[tuple, int]] = {}
             for i in choice:
-                distinct.setdefault(choice_key(samples[i]), len(distinct))
-            keys = list(distinct)
-            scores = candidate_logprobs(model, [list(k[0]) for k in keys], [[list(c) for c in k[1]] for k in keys])
-            shared = [torch.log_softmax(values, dim=0) for values in scores]
+                owned = columns.setdefault(tuple(samples[i].prompt_ids), {})
+                for candidate in samples[i].choice_ids:
+                    owned.setdefault(tuple(candidate), len(owned))
+            prompts = list(columns)
+            scores = dict(zip(prompts, candidate_logprobs(model, [list(p) for p in prompts], [[list(c) for c in columns[p]] for p in prompts])))
+            shared: dict[tuple, torch.Tensor] = {}
             for i in choice:
-                log_policy = shared[distinct[choice_key(samples[i])]]
-                log_policies[i] = log_policy
-                rows[i] = log_policy[samples[i].choice_index].reshape(1)
+                key = choice_key(samples[i])
+                if key not in shared:
+                    owned = columns[key[0]]
+                    values = scores[key[0]]
+                    picked = [owned[c] for c in key[1]]
+                    if picked != list(range(len(values))):
+                        values = values[picked]
+                    shared[key] = torch.log_softmax(values, dim=0)
+                log_policies[i] = shared[key]
+                rows[i] = shared[key][samples[i].choice_index].reshape(1)
         return Scored(rows, log_policies)
 
     @torch.no_grad()
@@ -493,53 +505,51 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
     at most `micro_batch_tokens` tokens through the model each (`forward_tokens`; a single
     larger prompt gets a micro-batch alone).
 
-    Choice samples with the same prompt and candidates count as one prompt and always go
-    into the same micro-batch (they share one forward pass), and so do free-text samples
-    with the same prompt and response. The token budget bounds the activations a backward
-    pass keeps (they grow with its tokens). Order of first appearance is kept.
+    Choice samples with the same prompt count as one prompt and always go into the same
+    micro-batch (they share one forward pass, whatever their candidates: the parts of a
+    chained answer), and so do free-text samples with the same prompt and response. The
+    token budget bounds the activations a backward pass keeps (they grow with its tokens).
+    Order of first appearance is kept.
     """
     groups: dict[tuple, list[int]] = {}
+    fed: dict[tuple, dict[tuple, None]] = {}
     for i in indices:
         sample = samples[i]
-        key = ("choice", choice_key(sample)) if sample.is_choice else ("text", text_key(sample))
+        key = ("choice", tuple(sample.prompt_ids)) if sample.is_choice else ("text", text_key(sample))
         groups.setdefault(key, []).append(i)
+        answers = fed.setdefault(key, {})
+        for answer in (sample.choice_ids if sample.is_choice else [sample.response_ids]):
+            answers.setdefault(tuple(answer), None)
     batches: list[list[int]] = []
     current: list[int] = []
-    prompts: list[TurnSample] = []
-    for group in groups.values():
-        grown = prompts + [samples[group[0]]]
+    rows: list[tuple[Sequence[int], int]] = []
+    for key, group in groups.items():
+        row = (samples[group[0]].prompt_ids, sum(max(len(answer) - 1, 0) for answer in fed[key]))
+        grown = rows + [row]
         if current and (len(grown) > config.micro_batch_size or forward_tokens(grown) > config.micro_batch_tokens):
             batches.append(current)
-            current, grown = [], [samples[group[0]]]
+            current, grown = [], [row]
         current.extend(group)
-        prompts = grown
+        rows = grown
     if current:
         batches.append(current)
     return batches
 
 
-def forward_tokens(prompts: Sequence[TurnSample]) -> int:
-    """Tokens one forward pass over these distinct prompts puts through the model.
+def forward_tokens(rows: Sequence[tuple[Sequence[int], int]]) -> int:
+    """Tokens one forward pass puts through the model, for rows of (prompt ids, answer tokens
+    fed after the prompt: every candidate but its last token, or the response).
 
     As `trainers.generation.logprobs` lays a pass out: the prompts' common prefix once (when
     it is long enough to be run apart), then one row per prompt, every row padded to the
-    widest (the prompt's own suffix, then its candidates' fed tokens, or its response). A
-    game's prompts share their rules and differ in a short state, so this is what grows
-    the activations, not the prompts' full lengths.
+    widest. A game's prompts share their rules and differ in a short state, so this is what
+    grows the activations, not the prompts' full lengths.
     """
-    ids = [sample.prompt_ids for sample in prompts]
+    ids = [prompt for prompt, _ in rows]
     shared = min(common_prefix_length(ids), min(len(p) for p in ids) - 1) if len(ids) > 1 else 0
     if shared < MIN_SHARED_PREFIX:
         shared = 0
-    width = max(len(sample.prompt_ids) - shared + _answer_tokens(sample) for sample in prompts)
-    return shared + len(prompts) * width
-
-
-def _answer_tokens(sample: TurnSample) -> int:
-    """Tokens fed after the prompt: every candidate but its last token (choice), or the response."""
-    if sample.is_choice:
-        return sum(len(c) - 1 for c in sample.choice_ids)
-    return len(sample.response_ids)
+    return shared + len(rows) * max(len(prompt) - shared + answer for prompt, answer in rows)
 
 
 def _entropy(log_policy: torch.Tensor) -> torch.Tensor:
