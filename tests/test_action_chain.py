@@ -142,6 +142,39 @@ def test_a_chained_answer_is_one_trace_with_the_sampled_probability(tiny):
     assert samples[0].info["action"] == decision.text and "action" not in samples[1].info
 
 
+def test_answers_in_parts_are_the_same_with_the_prompt_run_once(tiny):
+    """The transformers backend runs each distinct prompt once for all of a chain's rounds
+    (`choice_session`); every part's choice and log-prob is what scoring the whole prompt
+    again each round gives."""
+    from trainers.rollouts.policy import LanguagePolicy
+
+    class WholePrompts:  # the backend without its session: each round scores prompt + candidates
+        def __init__(self, backend):
+            self.score_choices = backend.score_choices
+
+    calls = []
+    backend = tiny.backend
+    session_of = backend.choice_session
+    backend.choice_session = lambda prompts, **kw: calls.append(len(prompts)) or session_of(prompts, **kw)
+    try:
+        prompts = []
+        for wood in range(1, 4):
+            env = envs.make("simple_negotiation", mode="choice")
+            env.reset(seed=0)
+            env.step(f"[Offer: {wood} Wood -> 1 Gold]")
+            prompts += [env.turn_prompt()] * 2  # a repeated prompt runs once
+        with_session = tiny.act(prompts, seed=5)
+    finally:
+        del backend.choice_session
+    whole = LanguagePolicy(WholePrompts(backend), tiny.tokenizer, mode="choice").act(prompts, seed=5)
+    assert calls == [3]
+    for a, b in zip(with_session, whole):
+        assert a.text == b.text and [p.choice_index for p in a.parts] == [p.choice_index for p in b.parts]
+        assert a.old_logprobs[0] == pytest.approx(b.old_logprobs[0], abs=1e-4)
+    with pytest.raises(IndexError, match="prompt indices"):
+        backend.choice_session([prompts[0].messages()]).score_choices([1], [["[Accept]"]])
+
+
 def test_a_chained_negotiation_run_trains_end_to_end(tmp_path):
     from trainers.selfplay import main
 

@@ -109,6 +109,99 @@ def candidate_logprobs(
     return result
 
 
+@dataclass
+class PromptStates:
+    """Prompts run once (`run_prompts`), to score several rounds of candidates behind them
+    (`candidate_logprobs_after`): a chained answer asks its prompt once per part.
+
+    ``layers``: per layer, (keys, values) of shape (prompts, kv heads, width, head dim), the
+    prompts left-padded to ``width``; ``lengths``: each prompt's length; ``next_logprobs``:
+    (prompts, vocabulary) log-softmax of the token after each prompt, in float32.
+    """
+
+    layers: list
+    lengths: list[int]
+    next_logprobs: torch.Tensor
+
+
+@torch.inference_mode()
+def run_prompts(model, prompt_ids_batch: Sequence[Sequence[int]]) -> PromptStates:
+    """Run every prompt once (left-padded, no gradients) and keep what scoring after it needs."""
+    if not prompt_ids_batch or any(len(p) == 0 for p in prompt_ids_batch):
+        raise ValueError("run_prompts needs at least one prompt, each of at least one token")
+    input_ids, attention_mask = left_pad(prompt_ids_batch, extra_columns=0, device=model.device)
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out["cache" if "cache" in out else "past_key_values"]
+    return PromptStates(
+        [(layer.keys, layer.values) for layer in cache.layers],
+        [len(p) for p in prompt_ids_batch],
+        torch.log_softmax(out.logits[:, -1].float(), dim=-1),
+    )
+
+
+@torch.inference_mode()
+def candidate_logprobs_after(model, states: PromptStates, rows: Sequence[int], candidates_batch) -> list[torch.Tensor]:
+    """`candidate_logprobs` of ``candidates_batch[i]`` after the prompt ``rows[i]`` of
+    `states`, without running the prompts again (no gradients: rollout scoring).
+
+    A candidate's first token is read off the prompt's next-token log-probs; its later
+    tokens are packed behind the prompt's cached keys and values, as `candidate_logprobs`
+    packs them (each attends to its prompt and its own earlier tokens, positions continue
+    the prompt's), so a round costs the candidates' tokens only. Equal to
+    `candidate_logprobs` up to float rounding.
+    """
+    if len(rows) != len(candidates_batch):
+        raise ValueError("every row needs its candidates")
+    if any(len(c) == 0 for candidates in candidates_batch for c in candidates):
+        raise ValueError("every candidate needs at least one token")
+    device = model.device
+    flat = [list(c) for candidates in candidates_batch for c in candidates]
+    owner = [rows[b] for b, candidates in enumerate(candidates_batch) for _ in candidates]
+    values = states.next_logprobs[torch.tensor(owner, dtype=torch.long, device=device), torch.tensor([c[0] for c in flat], dtype=torch.long, device=device)]
+    packed_rows = [(b, members) for b, members in _candidate_rows([[len(c) - 1 for c in cs] for cs in candidates_batch])
+                   if any(len(flat[i]) > 1 for i in members)]
+    width = states.layers[0][0].shape[2]
+    for chunk in _forward_chunks(packed_rows, flat) if packed_rows else []:
+        prompts = [rows[b] for b, _ in chunk]
+        fed = [sum(len(flat[i]) - 1 for i in members) for _, members in chunk]
+        columns = max(fed)
+        input_ids = torch.full((len(chunk), columns), _FILLER_ID, dtype=torch.long)
+        positions = torch.zeros((len(chunk), columns), dtype=torch.long)
+        allowed = torch.zeros((len(chunk), columns, width + columns), dtype=torch.bool)
+        diagonal = torch.arange(columns)
+        allowed[:, diagonal, width + diagonal] = True  # padding attends to itself: no empty softmax
+        index, tokens, owners = [], [], []
+        for r, ((_, members), prompt) in enumerate(zip(chunk, prompts)):
+            length, column = states.lengths[prompt], 0
+            for i in members:
+                later = flat[i][1:]
+                if not later:
+                    continue
+                span = slice(column, column + len(later))
+                input_ids[r, span] = torch.tensor(flat[i][:-1], dtype=torch.long)
+                positions[r, span] = length + torch.arange(len(later))
+                allowed[r, span, width - length:width] = True
+                allowed[r, span, width + column:width + column + len(later)] = torch.ones(len(later), len(later), dtype=torch.bool).tril()
+                index += range(r * columns + column, r * columns + column + len(later))
+                tokens += later
+                owners += [i] * len(later)
+                column += len(later)
+        mask = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill(~allowed, torch.finfo(model.dtype).min)
+        picked = torch.tensor(prompts, dtype=torch.long, device=device)
+        past = _expanded([(keys[picked], values_[picked]) for keys, values_ in states.layers], len(chunk))
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask[:, None].to(device),
+                       position_ids=positions.to(device), use_cache=True, **past).logits
+        later = _token_logprobs(logits.reshape(-1, logits.shape[-1]), torch.tensor(index, dtype=torch.long),
+                                torch.tensor(tokens, dtype=torch.long), device)
+        values = values.index_add(0, torch.tensor(owners, dtype=torch.long, device=device), later)
+    result, start = [], 0
+    for candidates in candidates_batch:
+        result.append(values[start:start + len(candidates)])
+        start += len(candidates)
+    return result
+
+
 MAX_PACKED_TOKENS = 256
 """Candidate tokens packed behind one copy of a prompt at most (a longer candidate gets a row alone)."""
 

@@ -21,7 +21,7 @@ from trainers.generation.base import (
     encode_prompts,
     prompt_budgets,
 )
-from trainers.generation.logprobs import candidate_logprobs, left_pad
+from trainers.generation.logprobs import candidate_logprobs, candidate_logprobs_after, left_pad, run_prompts
 from trainers.generation.sampling import check_sampling_arguments, top_p_filter
 
 class TransformersBackend:
@@ -60,6 +60,41 @@ class TransformersBackend:
         return score_choices(
             self.model, self.tokenizer, prompts, choices, batch_size=batch_size
         )
+
+    def choice_session(self, prompts, *, batch_size=16) -> "ChoiceSession":
+        """The prompts run once, for rounds of `score_choices` behind them (answers in parts)."""
+        return ChoiceSession(self.model, self.tokenizer, prompts, batch_size=batch_size)
+
+
+class ChoiceSession:
+    """Prompts encoded and run once (in batches of `batch_size`); ``score_choices(indices,
+    choices)`` then scores candidates after prompts ``indices`` as the backend's
+    `score_choices` would, paying only the candidates' tokens. A chained answer (a
+    negotiation offer, a SAT assignment) asks its prompt once per part: without the
+    session every part would run the whole prompt again.
+    """
+
+    def __init__(self, model, tokenizer, prompts, *, batch_size: int = 16):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        ids = encode_prompts(tokenizer, prompts)
+        self.states = [run_prompts(model, ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)]
+        self.count = len(ids)
+
+    def score_choices(self, indices: Sequence[int], choices: Sequence[Sequence[str]]) -> list[list[float]]:
+        if len(indices) != len(choices):
+            raise ValueError("indices and choices must have the same length")
+        if any(not 0 <= i < self.count for i in indices):
+            raise IndexError(f"prompt indices must be in [0, {self.count})")
+        scores: list[list[float]] = [[] for _ in indices]
+        by_batch: dict[int, list[int]] = {}
+        for k, i in enumerate(indices):
+            by_batch.setdefault(i // self.batch_size, []).append(k)
+        for batch, asked in by_batch.items():
+            candidates = [[encode_choice(self.tokenizer, c) for c in choices[k]] for k in asked]
+            values = candidate_logprobs_after(self.model, self.states[batch], [indices[k] % self.batch_size for k in asked], candidates)
+            for k, value in zip(asked, values):
+                scores[k] = value.tolist()
+        return scores
 
 
 def generate(

@@ -115,6 +115,10 @@ class _PartPrompt(TurnPrompt):
         return self._messages
 
 
+def _request_key(messages: list[dict]) -> tuple:
+    return tuple((m["role"], m["content"]) for m in messages)
+
+
 def _softmax(scores: Sequence[float], temperature: float = 1.0) -> np.ndarray:
     values = np.asarray(scores, dtype=np.float64) / max(temperature, 1e-8)
     values -= values.max()
@@ -195,6 +199,9 @@ class LanguagePolicy:
         ``next_options(picks)``: the text so far and the next part's options (None once the
         answer is spelled), and ``spell(picks)``. All chains advance together, one scoring
         call per round; the returned decisions hold their parts' decisions in ``parts``.
+        A backend with a ``choice_session`` (transformers) runs each distinct request's
+        prompt once and scores every round's candidates behind it; others score the whole
+        prompt each round (vLLM caches prefixes itself).
         """
         if self.mode != "choice":
             raise ValueError(f"answering in parts needs a choice-mode policy; this one is in {self.mode} mode")
@@ -202,6 +209,12 @@ class LanguagePolicy:
             raise ValueError("every request needs its chain")
         temperature = self.temperature if temperature is None else temperature
         parts: list[list[Decision]] = [[] for _ in chains]
+        row_of: dict[tuple, int] = {}  # identical requests (a task's GRPO group) share one prompt row
+        owner = [row_of.setdefault(_request_key(r), len(row_of)) for r in requests]
+        session = None
+        if hasattr(self.backend, "choice_session"):
+            unique = {row: request for row, request in zip(owner, requests)}
+            session = self.backend.choice_session([unique[row] for row in range(len(row_of))], batch_size=self.batch_size)
         round_ = 0
         while True:
             picks = [[d.choice_index for d in made] for made in parts]
@@ -210,7 +223,8 @@ class LanguagePolicy:
             if not asked:
                 break
             prompts = [_PartPrompt(requests[i], tuple(text + option for option in options)) for i, (text, options) in asked]
-            made = self._choose_among(prompts, seed=derive_seed(seed, PARTS_STREAM, round_), temperature=temperature)
+            scores = self._score_in_session(session, [owner[i] for i, _ in asked], prompts) if session else None
+            made = self._choose_among(prompts, seed=derive_seed(seed, PARTS_STREAM, round_), temperature=temperature, scores=scores)
             for (i, _), decision in zip(asked, made):
                 parts[i].append(decision)
             round_ += 1
@@ -223,9 +237,19 @@ class LanguagePolicy:
             answers.append(Decision(text, prompt_ids, self._candidate_ids(text), [logprob], parts=made))
         return answers
 
-    def _choose_among(self, prompts: Sequence[TurnPrompt], *, seed: int, temperature: float) -> list[Decision]:
-        """One choice per prompt among all its candidates (one scoring call)."""
-        scores = self._score_distinct(prompts, [list(p.choices) for p in prompts])
+    def _score_in_session(self, session, rows: list[int], prompts: Sequence[TurnPrompt]) -> list[list[float]]:
+        """`_score_distinct` behind prompts a `choice_session` has run: row `rows[i]` is prompt i's request."""
+        first: dict[tuple, int] = {}
+        for i, (row, prompt) in enumerate(zip(rows, prompts)):
+            first.setdefault((row, prompt.choices), i)
+        scores = session.score_choices([rows[i] for i in first.values()], [list(prompts[i].choices) for i in first.values()])
+        by_key = dict(zip(first, scores))
+        return [by_key[(row, p.choices)] for row, p in zip(rows, prompts)]
+
+    def _choose_among(self, prompts: Sequence[TurnPrompt], *, seed: int, temperature: float, scores=None) -> list[Decision]:
+        """One choice per prompt among all its candidates (one scoring call, unless `scores` are given)."""
+        if scores is None:
+            scores = self._score_distinct(prompts, [list(p.choices) for p in prompts])
         prompt_ids = self._encode_distinct(prompts)
         rng = np.random.default_rng(seed)
         decisions = []
