@@ -41,15 +41,18 @@ CARD_NOTES = {
 class KuhnPokerGame(Game):
     """Kuhn Poker over `hands` hands (1 = the classic game).
 
-    `card_notes=True` writes after the player's card what it is worth at a showdown
-    (``Your card: J (the lowest card: it wins no showdown).``). The rules say the same; a
-    small model whose states differ by one token ("J" or "K") may not tell them apart,
-    and the words give each card its own, longer description. The game is the same.
+    `card_notes=True` (the default) writes after the player's card what it is worth at a
+    showdown (``Your card: J (the lowest card: it wins no showdown).``). The rules say the
+    same; a small model whose states differ by one token ("J" or "K") may not tell them
+    apart, and the words give each card its own, longer description (SmolLM2-135M's main
+    job over three seeds: final exploitability 0.102 (0.097 to 0.120) with the notes,
+    0.124 (0.123 to 0.210) without; docs/learning_runs). `card_notes=False` writes the
+    card alone, as SPIRAL's prompt does. The game is the same either way.
     """
 
     name = "kuhn_poker"
 
-    def __init__(self, hands: int = 1, card_notes: bool = False):
+    def __init__(self, hands: int = 1, card_notes: bool = True):
         if isinstance(hands, bool) or not isinstance(hands, int) or hands < 1:
             raise ValueError(f"kuhn_poker: hands must be an integer >= 1, got {hands!r}")
         if not isinstance(card_notes, bool):
@@ -70,7 +73,7 @@ class KuhnPokerGame(Game):
         return float((ANTE + BET_SIZE) * self.hands)
 
     def params(self) -> dict:
-        return {"hands": self.hands, **({"card_notes": True} if self.card_notes else {})}
+        return {"hands": self.hands, **({} if self.card_notes else {"card_notes": False})}
 
     def new_initial_state(self) -> "KuhnPokerState":
         return KuhnPokerState(self)

@@ -258,14 +258,14 @@ def test_observation_text_of_a_multi_hand_game():
     text = state.observation_string(0)
     assert "Hand 2 of 2." in text
     assert "Chips won so far: you +1, Player 1 -1." in text
-    assert "Your card: Q." in text
+    assert "Your card: Q (the middle card: it beats J and loses to K)." in text
     assert "Moves this hand: Player 1 [check]." in text
 
 
 def test_card_notes_describe_the_card_and_change_nothing_else():
     from games.analysis import exploitability, uniform_policy
 
-    plain, noted = games.load("kuhn_poker"), games.load("kuhn_poker", card_notes=True)
+    plain, noted = games.load("kuhn_poker", card_notes=False), games.load("kuhn_poker")
     for cards, note in ((0, "J (the lowest card: it wins no showdown)"), (2, "K (the highest card: it wins every showdown)")):
         state = noted.new_initial_state()
         state.apply_action(cards)
@@ -275,7 +275,7 @@ def test_card_notes_describe_the_card_and_change_nothing_else():
         bare.apply_action(cards)
         bare.apply_action(1)
         assert bare.information_state_string(0) == state.information_state_string(0)
-    assert noted.params() == {"hands": 1, "card_notes": True} and plain.params() == {"hands": 1}
+    assert noted.params() == {"hands": 1} and plain.params() == {"hands": 1, "card_notes": False}
     assert exploitability(noted, uniform_policy(noted)) == pytest.approx(exploitability(plain, uniform_policy(plain)))
     with pytest.raises(ValueError, match="card_notes must be true or false"):
         games.load("kuhn_poker", card_notes="yes")
