@@ -85,6 +85,11 @@ def test_the_games_choose_the_step_when_neither_key_is_set(env, games, samples):
     assert parse_overrides([f"env={env}", "samples_per_step=9"]).games_per_step == 0
 
 
+def test_a_run_without_games_has_no_game_shares():
+    assert sample_shares(128, []) == {}
+    assert parse_overrides(["env=sat"]).samples_per_step == 128  # sized like any run; no game plays it
+
+
 def test_a_registered_game_can_name_its_own_step():
     from envs.registry import register
 

@@ -58,7 +58,10 @@ def default_step_size(env_ids: list[str]) -> tuple[int, int]:
 
 
 def sample_shares(samples: int, envs: list[str]) -> dict[str, int]:
-    """`samples` split evenly over `envs`; the first `samples mod len(envs)` envs get one more."""
+    """`samples` split evenly over `envs`; the first `samples mod len(envs)` envs get one more
+    (no share at all in a run without games)."""
+    if not envs:
+        return {}
     base, extra = divmod(samples, len(envs))
     return {env: base + (index < extra) for index, env in enumerate(envs)}
 
