@@ -340,12 +340,20 @@ def shared_prefix(model, prompt_ids_batch) -> tuple[int, dict]:
     return shared, _expanded(layers, len(prompt_ids_batch))
 
 
+def shared_prefix_length(prompt_ids_batch: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens a pass over these prompts runs once for all of them: their
+    common prefix, less at least one token of each prompt, or 0 when shorter than
+    `MIN_SHARED_PREFIX` (or when there is one prompt)."""
+    if len(prompt_ids_batch) < 2:
+        return 0
+    shared = min(common_prefix_length(prompt_ids_batch), min(len(p) for p in prompt_ids_batch) - 1)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
 def _prefix_layers(model, prompt_ids_batch) -> tuple[int, list]:
     """The common prefix's length and its KV cache, one (keys, values) per layer ([] when not worth a forward)."""
-    if len(prompt_ids_batch) < 2:
-        return 0, []
-    shared = min(common_prefix_length(prompt_ids_batch), min(len(p) for p in prompt_ids_batch) - 1)
-    if shared < MIN_SHARED_PREFIX:
+    shared = shared_prefix_length(prompt_ids_batch)
+    if not shared:
         return 0, []
     device = model.device
     prefix = torch.tensor([list(prompt_ids_batch[0][:shared])], dtype=torch.long, device=device)

@@ -60,7 +60,7 @@ import torch
 
 from trainers.run import checkpoints
 from trainers.run.config import TrainConfig
-from trainers.generation.logprobs import MIN_SHARED_PREFIX, candidate_logprobs, common_prefix_length, sequence_logprobs
+from trainers.generation.logprobs import candidate_logprobs, sequence_logprobs, shared_prefix_length
 from trainers.learning.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 from trainers.learning.samples import TurnSample
 
@@ -171,11 +171,7 @@ class Learner:
                 key = choice_key(samples[i])
                 if key not in shared:
                     owned = columns[key[0]]
-                    values = scores[key[0]]
-                    picked = [owned[c] for c in key[1]]
-                    if picked != list(range(len(values))):
-                        values = values[picked]
-                    shared[key] = torch.log_softmax(values, dim=0)
+                    shared[key] = torch.log_softmax(scores[key[0]][[owned[c] for c in key[1]]], dim=0)
                 log_policies[i] = shared[key]
                 rows[i] = shared[key][samples[i].choice_index].reshape(1)
         return Scored(rows, log_policies)
@@ -545,10 +541,7 @@ def forward_tokens(rows: Sequence[tuple[Sequence[int], int]]) -> int:
     widest. A game's prompts share their rules and differ in a short state, so this is what
     grows the activations, not the prompts' full lengths.
     """
-    ids = [prompt for prompt, _ in rows]
-    shared = min(common_prefix_length(ids), min(len(p) for p in ids) - 1) if len(ids) > 1 else 0
-    if shared < MIN_SHARED_PREFIX:
-        shared = 0
+    shared = shared_prefix_length([prompt for prompt, _ in rows])
     return shared + len(rows) * max(len(prompt) - shared + answer for prompt, answer in rows)
 
 

@@ -115,6 +115,16 @@ class _PartPrompt(TurnPrompt):
         return self._messages
 
 
+def _once_per_key(keys: Sequence, compute) -> list:
+    """One result per key, in `keys`' order, with `compute` called once on the first index
+    of each distinct key (it returns their results in that order)."""
+    first: dict = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    by_key = dict(zip(first, compute(list(first.values()))))
+    return [by_key[key] for key in keys]
+
+
 def _request_key(messages: list[dict]) -> tuple:
     return tuple((m["role"], m["content"]) for m in messages)
 
@@ -239,12 +249,10 @@ class LanguagePolicy:
 
     def _score_in_session(self, session, rows: list[int], prompts: Sequence[TurnPrompt]) -> list[list[float]]:
         """`_score_distinct` behind prompts a `choice_session` has run: row `rows[i]` is prompt i's request."""
-        first: dict[tuple, int] = {}
-        for i, (row, prompt) in enumerate(zip(rows, prompts)):
-            first.setdefault((row, prompt.choices), i)
-        scores = session.score_choices([rows[i] for i in first.values()], [list(prompts[i].choices) for i in first.values()])
-        by_key = dict(zip(first, scores))
-        return [by_key[(row, p.choices)] for row, p in zip(rows, prompts)]
+        return _once_per_key(
+            [(row, p.choices) for row, p in zip(rows, prompts)],
+            lambda firsts: session.score_choices([rows[i] for i in firsts], [list(prompts[i].choices) for i in firsts]),
+        )
 
     def _choose_among(self, prompts: Sequence[TurnPrompt], *, seed: int, temperature: float, scores=None) -> list[Decision]:
         """One choice per prompt among all its candidates (one scoring call, unless `scores` are given)."""
@@ -278,24 +286,16 @@ class LanguagePolicy:
         """
         if not prompts:
             return []
-        first: dict[tuple, int] = {}
-        for i, (prompt, candidates) in enumerate(zip(prompts, choices)):
-            first.setdefault((prompt.text, tuple(candidates)), i)
-        scores = self.backend.score_choices(
-            [prompts[i].messages() for i in first.values()],
-            [choices[i] for i in first.values()],
-            batch_size=self.batch_size,
+        return _once_per_key(
+            [(p.text, tuple(c)) for p, c in zip(prompts, choices)],
+            lambda firsts: self.backend.score_choices(
+                [prompts[i].messages() for i in firsts], [choices[i] for i in firsts], batch_size=self.batch_size
+            ),
         )
-        by_key = dict(zip(first, scores))
-        return [by_key[(p.text, tuple(c))] for p, c in zip(prompts, choices)]
 
     def _encode_distinct(self, prompts: Sequence[TurnPrompt]) -> list[list[int]]:
-        first: dict[str, int] = {}
-        for i, prompt in enumerate(prompts):
-            first.setdefault(prompt.text, i)
-        encoded = encode_prompts(self.tokenizer, [prompts[i].messages() for i in first.values()])
-        by_text = dict(zip(first, encoded))
-        return [list(by_text[p.text]) for p in prompts]
+        encoded = _once_per_key([p.text for p in prompts], lambda firsts: encode_prompts(self.tokenizer, [prompts[i].messages() for i in firsts]))
+        return [list(ids) for ids in encoded]
 
     def action_distributions(self, prompts: Sequence[TurnPrompt], *, temperature: float = 1.0) -> list[dict[int, float]]:
         """The model's probability of each legal action id at `temperature`, per prompt (choice/direct modes).
