@@ -89,11 +89,19 @@ def inventory_value(player: int, inventory: tuple[int, int]) -> int:
 
 
 class SimpleNegotiationGame(Game):
-    """Simple Negotiation over `max_turns` turns with offers of up to `max_quantity` units."""
+    """Simple Negotiation over `max_turns` turns with offers of up to `max_quantity` units.
+
+    `shown_moves` (default 2) is how many of the latest moves an observation lists (None:
+    every move, as SPIRAL's transcript does). The inventories, the pending offer and the
+    turns left decide everything that can still happen, so older moves add nothing a
+    player needs, while every listed move costs about 15 prompt tokens at every later turn
+    (a 10-turn game's last prompts carry 9 moves), and a prompt's tokens are what a
+    training step pays for. The game is the same either way.
+    """
 
     name = "simple_negotiation"
 
-    def __init__(self, max_turns: int = 10, max_quantity: int = 10):
+    def __init__(self, max_turns: int = 10, max_quantity: int = 10, shown_moves: int | None = 2):
         if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(
                 f"simple_negotiation: max_turns must be an integer >= 1, got {max_turns!r}"
@@ -108,8 +116,13 @@ class SimpleNegotiationGame(Game):
                 f"1..{MAX_QUANTITY_LIMIT} (the most of one resource a player can hold), "
                 f"got {max_quantity!r}"
             )
+        if shown_moves is not None and (isinstance(shown_moves, bool) or not isinstance(shown_moves, int) or shown_moves < 0):
+            raise ValueError(
+                f"simple_negotiation: shown_moves must be an integer >= 0 or null (every move), got {shown_moves!r}"
+            )
         self.max_turns = max_turns
         self.max_quantity = max_quantity
+        self.shown_moves = shown_moves
         quantities = range(max_quantity + 1)
         self._offers: tuple[Offer, ...] = tuple(
             offer
@@ -128,7 +141,8 @@ class SimpleNegotiationGame(Game):
         return self.max_turns
 
     def params(self) -> dict:
-        return {"max_turns": self.max_turns, "max_quantity": self.max_quantity}
+        shown = {} if self.shown_moves == 2 else {"shown_moves": self.shown_moves}
+        return {"max_turns": self.max_turns, "max_quantity": self.max_quantity, **shown}
 
     def new_initial_state(self) -> "SimpleNegotiationState":
         return SimpleNegotiationState(self)
@@ -277,11 +291,13 @@ class SimpleNegotiationState(State):
                 f"({giver} would give {_bundle_text(offer.give)} "
                 f"and receive {_bundle_text(offer.get)})."
             )
-        if self._history:
-            lines.append("Moves so far:")
+        shown = len(self._history) if self.game.shown_moves is None else min(self.game.shown_moves, len(self._history))
+        if shown:
+            first = len(self._history) - shown
+            lines.append("Moves so far:" if first == 0 else f"Last {shown} move{'s' if shown > 1 else ''}:")
             lines.extend(
-                f"  {turn + 1}. Player {turn % NUM_PLAYERS}: {self.game.action_text(action)}"
-                for turn, action in enumerate(self._history)
+                f"  {turn + 1}. Player {turn % NUM_PLAYERS}: {self.game.action_text(self._history[turn])}"
+                for turn in range(first, len(self._history))
             )
         if self.is_terminal():
             outcome = self.returns()[player]

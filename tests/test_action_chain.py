@@ -15,6 +15,8 @@ import pytest
 
 import envs
 from envs.action_chain import ActionChain, describe_actions, segments
+from trainers.generation import encode_prompts
+from trainers.generation.logprobs import common_prefix_length
 from trainers.run.config import TrainConfig, parse_overrides
 
 torch = pytest.importorskip("torch")
@@ -173,6 +175,35 @@ def test_answers_in_parts_are_the_same_with_the_prompt_run_once(tiny):
         assert a.old_logprobs[0] == pytest.approx(b.old_logprobs[0], abs=1e-4)
     with pytest.raises(IndexError, match="prompt indices"):
         backend.choice_session([prompts[0].messages()]).score_choices([1], [["[Accept]"]])
+
+
+def test_a_session_batches_prompts_by_length_behind_their_common_prefix_run_once(tiny):
+    """`choice_session` runs the prompts' common prefix (chat template and rules) once, then
+    batches the prompts in order of length: the scores are what scoring each whole prompt gives."""
+    backend = tiny.backend
+    env = envs.make("simple_negotiation", mode="choice")
+    env.reset(seed=0)
+    prompts = []
+    for offer in ["[Offer: 1 Wood -> 1 Gold]", "[Offer: 2 Gold -> 3 Wood]", "[Offer: 10 Wood -> 4 Gold]", "[Deny]"]:
+        prompts.append(env.turn_prompt().messages())
+        env.step(offer)  # every move adds a line to the history: the prompts grow
+    prompts.reverse()  # longest first, so the session must reorder them
+    choices = [["[Accept]", "[Deny]", "[Offer: 3"], ["[Offer: 3 Wood", "[Offer: 3 Gold"]] * 2
+    widths = []
+    hook = backend.model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        session = backend.choice_session(prompts, batch_size=3)
+    finally:
+        hook.remove()
+    ids = encode_prompts(tiny.tokenizer, prompts)
+    shared = common_prefix_length(ids)
+    assert shared > 50 and widths[0] == (1, shared)  # the prefix, once
+    lengths = sorted(len(i) - shared for i in ids)
+    assert widths[1:] == [(3, lengths[2]), (1, lengths[3])]  # the three shortest together, then the longest
+    got = session.score_choices([0, 1, 2, 3], choices)
+    whole = backend.score_choices(prompts, choices)
+    for a, b in zip(got, whole):
+        assert a == pytest.approx(b, abs=1e-4)
 
 
 def test_a_chained_negotiation_run_trains_end_to_end(tmp_path):

@@ -251,6 +251,24 @@ def test_observation_shows_inventories_values_turns_offer_and_moves(game):
     assert mine.endswith("Player 1's turn.")
 
 
+def test_observation_lists_the_latest_moves_only_unless_asked_for_all():
+    moves = lambda g: [offer(g, give_wood=1, get_gold=n) for n in (1, 2, 3)]  # noqa: E731
+    game = games.load("simple_negotiation")
+    text = play(game, moves(game)).observation_string(0)
+    assert "Last 2 moves:\n  2. Player 1: [Offer: 1 Wood -> 2 Gold]\n  3. Player 0: [Offer: 1 Wood -> 3 Gold]\n" in text
+    assert "  1. Player 0" not in text
+    every = games.load("simple_negotiation", shown_moves=None)
+    assert "Moves so far:\n  1. Player 0: [Offer: 1 Wood -> 1 Gold]\n" in play(every, moves(every)).observation_string(0)
+    none = games.load("simple_negotiation", shown_moves=0)
+    hidden = play(none, moves(none)).observation_string(0)
+    assert "Moves so far" not in hidden and "Last" not in hidden and "1. Player" not in hidden
+    assert games.load("simple_negotiation", shown_moves=5).params()["shown_moves"] == 5
+    assert "shown_moves" not in game.params()
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="shown_moves"):
+            games.load("simple_negotiation", shown_moves=bad)
+
+
 def test_final_observation_states_the_result():
     game = games.load("simple_negotiation", max_turns=2)
     state = play(game, [offer(game, give_wood=1, get_gold=10), ACCEPT])

@@ -518,10 +518,46 @@ def test_parts_of_one_answer_share_their_prompts_row_and_score_as_alone(monkeypa
     rows = []
     original = learner_module.candidate_logprobs
     monkeypatch.setattr(learner_module, "candidate_logprobs",
-                        lambda model, prompts, candidates: rows.append(len(prompts)) or original(model, prompts, candidates))
+                        lambda model, prompts, candidates, **kw: rows.append(len(prompts)) or original(model, prompts, candidates, **kw))
     together = learner.score(learner.model, parts)
     assert rows == [1]  # one prompt row holds every part's candidates ([70, 71] once)
     for sample, log_policy in zip(parts, together.log_policies):
         alone = learner.score(learner.model, [sample]).log_policies[0]
         assert torch.allclose(log_policy, alone, atol=1e-5)
     assert micro_batches(parts + make_batch(6, size=2, choice=True), list(range(5)), config(micro_batch_size=2)) == [[0, 1, 2, 3], [4]]
+
+
+@pytest.mark.parametrize("choice", [True, False], ids=["choice", "text"])
+def test_an_update_runs_the_prompts_common_prefix_once_with_the_same_result(monkeypatch, choice):
+    """Every pass of an update continues one run of the prompts' common prefix (`PrefixRun`);
+    the gradient the optimizer steps with is that of running the prefix in every pass."""
+    import trainers.learning.learner as learner_module
+
+    prefix = list(range(FIRST_BYTE_TOKEN, FIRST_BYTE_TOKEN + 20))
+    batch = make_batch(9, size=6, choice=choice)
+    for sample in batch:
+        sample.prompt_ids = prefix + sample.prompt_ids
+    settings = {"ppo_epochs": 1, "mini_batch_size": 0, "micro_batch_size": 2, "recompute_old_logprobs": False}
+
+    def updated(run_prefix_apart):
+        if not run_prefix_apart:
+            monkeypatch.setattr(learner_module, "_prefix_run", lambda model, samples: None)
+        learner = Learner(tiny_model(), config(**settings))
+        samples = [TurnSample(**vars(s)) for s in batch]
+        learner.recompute_old_logprobs(samples)
+        widths, grads = [], []
+        hook = learner.model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        learner.optimizer.step = lambda: grads.extend(p.grad.clone() for p in learner.trainable_parameters)
+        learner.update(samples)
+        hook.remove()
+        monkeypatch.undo()
+        return grads, widths
+
+    apart, widths = updated(True)
+    assert widths.count(len(prefix)) == 1 and len(widths) == 4  # the prefix once, then three passes
+    every_pass, widths = updated(False)
+    assert widths.count(len(prefix)) == 3  # each pass ran it again
+    assert len(apart) == len(every_pass) > 0
+    for a, b in zip(apart, every_pass):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in apart)

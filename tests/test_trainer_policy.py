@@ -256,6 +256,45 @@ def test_many_candidates_of_uneven_lengths_packed_behind_their_prompt_give_the_s
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+@pytest.mark.parametrize("packed_tokens", [256, 3], ids=["one-row", "split"])
+def test_candidates_that_share_their_start_feed_it_once_with_the_same_values_and_gradients(monkeypatch, packed_tokens):
+    """The parts of a chained answer repeat the answer so far in every candidate: the
+    candidates are packed as a token trie, each shared prefix fed once."""
+    from trainers import generation
+    from trainers.generation import logprobs
+
+    monkeypatch.setattr(logprobs, "MAX_PACKED_TOKENS", packed_tokens)
+    model, _ = load_model("tiny-random", seed=6)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    # one prompt, several rounds of one chain: [1], [1, 2] and [1, 2, 3] are each fed once
+    candidates = [[[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 6], [1, 7], [8], [1, 2, 3, 4, 9]], [[11, 12], [11, 13], [14]]]
+    assert logprobs.fed_tokens(candidates[0]) == 4  # [1], [1 2], [1 2 3], [1 2 3 4]
+    assert logprobs.fed_tokens(candidates[1]) == 1
+    widths = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape), with_kwargs=True)
+    together = generation.candidate_logprobs(model, prompts, candidates)
+    hook.remove()
+    if packed_tokens == 256:
+        assert widths == [(2, 4 + 4)]  # the longer prompt, then its four trie tokens
+    torch.stack([v.sum() for v in together]).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    alone = [
+        torch.stack([generation.sequence_logprobs(model, [p], [c])[0].sum() for c in cs])
+        for p, cs in zip(prompts, candidates)
+    ]
+    torch.stack([v.sum() for v in alone]).sum().backward()
+    for a, b in zip(together, alone):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(grads, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-5)
+    # scoring behind the prompts' cached states (a rollout's rounds) gives the same numbers
+    states = logprobs.run_prompts(model, prompts)
+    after = logprobs.candidate_logprobs_after(model, states, [0, 1], candidates)
+    for a, b in zip(after, alone):
+        assert torch.allclose(a, b.detach(), atol=1e-5)
+
+
 def test_a_shared_prompt_prefix_is_run_once_with_the_same_values_and_gradients():
     from trainers import generation
     from trainers.generation.logprobs import common_prefix_length

@@ -16,14 +16,15 @@ import torch
 # Padding positions are masked out of attention and of every result, so any valid id works.
 _FILLER_ID = 0
 
-def sequence_logprobs(model, prompt_ids_batch, response_ids_batch) -> list[torch.Tensor]:
+def sequence_logprobs(model, prompt_ids_batch, response_ids_batch, *, prefix: "PrefixRun | None" = None) -> list[torch.Tensor]:
     """Per-token raw log-probs of each response given its prompt, in one forward pass.
 
     Returns one 1-D float32 tensor per row, of the response's length. Under
     ``torch.inference_mode`` it is a pure evaluation; otherwise the tensors carry gradients
     to the model's weights (the new log-probs of a PPO ratio). Padding is masked out of
     attention, so a row's values do not depend on the other rows (up to float rounding).
-    The prompts' common prefix is run once for the batch (see `shared_prefix`).
+    The prompts' common prefix is run once for the batch (see `shared_prefix`), or taken
+    from `prefix` (a `PrefixRun` every prompt starts with, shared by several passes).
     """
     if len(prompt_ids_batch) != len(response_ids_batch):
         raise ValueError("prompt_ids_batch and response_ids_batch must have the same length")
@@ -33,7 +34,7 @@ def sequence_logprobs(model, prompt_ids_batch, response_ids_batch) -> list[torch
     if any(len(p) == 0 for p in prompt_ids_batch):
         raise ValueError("every prompt needs at least one token to condition the response on")
     device = model.device
-    shared, past = shared_prefix(model, prompt_ids_batch)
+    shared, past = (prefix.length, prefix.past(len(prompt_ids_batch))) if prefix else shared_prefix(model, prompt_ids_batch)
     input_ids, attention_mask = left_pad([p[shared:] for p in prompt_ids_batch], extra_columns=response_width, device=device)
     prompt_width = input_ids.shape[1] - response_width
     for row, response in enumerate(response_ids_batch):
@@ -56,21 +57,25 @@ def sequence_logprobs(model, prompt_ids_batch, response_ids_batch) -> list[torch
 
 
 def candidate_logprobs(
-    model, prompt_ids_batch: Sequence[Sequence[int]], candidates_batch: Sequence[Sequence[Sequence[int]]]
+    model, prompt_ids_batch: Sequence[Sequence[int]], candidates_batch: Sequence[Sequence[Sequence[int]]],
+    *, prefix: "PrefixRun | None" = None,
 ) -> list[torch.Tensor]:
     """Summed raw log-prob of each candidate continuation of each prompt, prompt run once.
 
     Returns one 1-D tensor per prompt (one value per candidate), with gradients unless
     called under ``torch.inference_mode``. A prompt's candidates are packed behind it in its
-    own row (`_packed_rows`): each candidate attends to the prompt and to its own earlier
-    tokens only, and its positions continue the prompt's, so the row costs one prompt
-    forward plus the candidates' tokens, and nothing is copied per candidate (a batch of
-    one KV-cache copy per candidate makes memory and backward time grow with prompts x
-    candidates). A prompt with many long candidates (negotiation offers) spreads them over
-    rows of at most `MAX_PACKED_TOKENS` candidate tokens, and rows go through the model in
-    forwards of at most `MAX_SCORED_POSITIONS` scored positions, which bounds the logits a
-    forward holds. The rows' common prefix (a game's rules, the chat template) is run once
-    for the whole batch (see `shared_prefix`). Equal, up to float rounding, to summing
+    own row as a token trie (`CandidateTree`): every distinct proper prefix of a candidate
+    is fed once, attends to the prompt and to its own ancestors only, and its position
+    continues the prompt's, so the row costs one prompt forward plus the trie's tokens. The
+    parts of a chained answer repeat the answer so far in every candidate
+    (``"[Offer: 3 Gold -> " + "5"``); the trie feeds it once. Nothing is copied per
+    candidate (a batch of one KV-cache copy per candidate makes memory and backward time
+    grow with prompts x candidates). A prompt with many candidates spreads them over rows of
+    at most `MAX_PACKED_TOKENS` fed tokens, and rows go through the model in forwards of at
+    most `MAX_SCORED_POSITIONS` scored positions, which bounds the logits a forward holds.
+    The rows' common prefix (a game's rules, the chat template) is run once for the whole
+    batch (see `shared_prefix`), or taken from `prefix` (a `PrefixRun` every prompt starts
+    with, shared by several passes). Equal, up to float rounding, to summing
     `sequence_logprobs` over each (prompt, candidate) pair, gradients included.
     """
     if len(prompt_ids_batch) != len(candidates_batch):
@@ -80,27 +85,26 @@ def candidate_logprobs(
     if any(len(c) == 0 for candidates in candidates_batch for c in candidates):
         raise ValueError("every candidate needs at least one token")
     device = model.device
-    flat = [list(c) for candidates in candidates_batch for c in candidates]
-    rows = _candidate_rows([[len(c) - 1 for c in candidates] for candidates in candidates_batch])
-    shared, prefix = _prefix_layers(model, [prompt_ids_batch[prompt] for prompt, _ in rows])
-    values: list[torch.Tensor | None] = [None] * len(flat)
-    for chunk in _forward_chunks(rows, flat):
-        packed = _packed_rows([prompt_ids_batch[prompt][shared:] for prompt, _ in chunk], [[flat[i] for i in members] for _, members in chunk], shared)
+    rows = _candidate_rows(candidates_batch)
+    shared, layers = (prefix.length, prefix.layers) if prefix else _prefix_layers(model, [prompt_ids_batch[row.prompt] for row in rows])
+    values: list[torch.Tensor | None] = [None] * sum(len(c) for c in candidates_batch)
+    for chunk in _forward_chunks(rows):
+        packed = _packed_rows([prompt_ids_batch[row.prompt][shared:] for row in chunk], [row.tree for row in chunk], shared)
         mask = torch.zeros(packed.allowed.shape, dtype=model.dtype).masked_fill(~packed.allowed, torch.finfo(model.dtype).min)
         logits = model(
             input_ids=packed.input_ids.to(device),
             attention_mask=mask[:, None].to(device),
             position_ids=packed.positions.to(device),
-            use_cache=bool(prefix),
+            use_cache=bool(layers),
             logits_to_keep=packed.scored_columns,
-            **_expanded(prefix, len(chunk)),
+            **_expanded(layers, len(chunk)),
         ).logits
         kept = logits.reshape(-1, logits.shape[-1])  # (row, kept column) flattened
         # only the positions that predict a candidate token go through the log-softmax
         first = _token_logprobs(kept, packed.first_index, packed.first_token, device)
         later = _token_logprobs(kept, packed.later_index, packed.later_token, device)
         sums = first.index_add(0, packed.later_owner.to(device), later)
-        for i, value in zip((i for _, members in chunk for i in members), sums):
+        for i, value in zip((i for row in chunk for i in row.members), sums):
             values[i] = value
     result, start = [], 0
     for candidates in candidates_batch:
@@ -114,29 +118,48 @@ class PromptStates:
     """Prompts run once (`run_prompts`), to score several rounds of candidates behind them
     (`candidate_logprobs_after`): a chained answer asks its prompt once per part.
 
-    ``layers``: per layer, (keys, values) of shape (prompts, kv heads, width, head dim), the
-    prompts left-padded to ``width``; ``lengths``: each prompt's length; ``next_logprobs``:
+    ``layers``: per layer, (keys, values) of shape (prompts, kv heads, width, head dim):
+    the prompts' common prefix (``shared`` columns, run once), then each prompt's rest
+    left-padded to the widest; ``lengths``: each prompt's full length; ``next_logprobs``:
     (prompts, vocabulary) log-softmax of the token after each prompt, in float32.
     """
 
     layers: list
     lengths: list[int]
     next_logprobs: torch.Tensor
+    shared: int = 0
+
+    def key_columns(self, prompt: int) -> list[slice]:
+        """The cache columns that hold prompt `prompt`'s tokens."""
+        width = self.layers[0][0].shape[2]
+        return [slice(0, self.shared), slice(width - (self.lengths[prompt] - self.shared), width)]
 
 
 @torch.inference_mode()
-def run_prompts(model, prompt_ids_batch: Sequence[Sequence[int]]) -> PromptStates:
-    """Run every prompt once (left-padded, no gradients) and keep what scoring after it needs."""
+def run_prompts(model, prompt_ids_batch: Sequence[Sequence[int]], *, prefix: PromptStates | None = None) -> PromptStates:
+    """Run every prompt once (no gradients) and keep what scoring after it needs: the
+    prompts' common prefix once, then their rests, left-padded.
+
+    `prefix`: the states of a prefix every prompt starts with (and goes past), run before
+    by `run_prompts` (a session runs its prompts' common prefix once for all its batches);
+    by default this batch's own common prefix is run first (`shared_prefix`).
+    """
     if not prompt_ids_batch or any(len(p) == 0 for p in prompt_ids_batch):
         raise ValueError("run_prompts needs at least one prompt, each of at least one token")
-    input_ids, attention_mask = left_pad(prompt_ids_batch, extra_columns=0, device=model.device)
-    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    if prefix is None:
+        shared, past = shared_prefix(model, prompt_ids_batch)
+    else:
+        shared, past = prefix.lengths[0], _expanded(prefix.layers, len(prompt_ids_batch))
+    input_ids, attention_mask = left_pad([p[shared:] for p in prompt_ids_batch], extra_columns=0, device=model.device)
+    positions = shared + (attention_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=_with_prefix(attention_mask, shared), position_ids=positions,
+                use_cache=True, logits_to_keep=1, **past)
     cache = out["cache" if "cache" in out else "past_key_values"]
     return PromptStates(
         [(layer.keys, layer.values) for layer in cache.layers],
         [len(p) for p in prompt_ids_batch],
         torch.log_softmax(out.logits[:, -1].float(), dim=-1),
+        shared,
     )
 
 
@@ -145,10 +168,10 @@ def candidate_logprobs_after(model, states: PromptStates, rows: Sequence[int], c
     """`candidate_logprobs` of ``candidates_batch[i]`` after the prompt ``rows[i]`` of
     `states`, without running the prompts again (no gradients: rollout scoring).
 
-    A candidate's first token is read off the prompt's next-token log-probs; its later
-    tokens are packed behind the prompt's cached keys and values, as `candidate_logprobs`
-    packs them (each attends to its prompt and its own earlier tokens, positions continue
-    the prompt's), so a round costs the candidates' tokens only. Equal to
+    A candidate's first token is read off the prompt's next-token log-probs; the rest of
+    its trie (`CandidateTree`) is fed behind the prompt's cached keys and values, as
+    `candidate_logprobs` packs it (each node attends to its prompt and its own ancestors,
+    positions continue the prompt's), so a round costs the trie's tokens only. Equal to
     `candidate_logprobs` up to float rounding.
     """
     if len(rows) != len(candidates_batch):
@@ -159,34 +182,26 @@ def candidate_logprobs_after(model, states: PromptStates, rows: Sequence[int], c
     flat = [list(c) for candidates in candidates_batch for c in candidates]
     owner = [rows[b] for b, candidates in enumerate(candidates_batch) for _ in candidates]
     values = states.next_logprobs[torch.tensor(owner, dtype=torch.long, device=device), torch.tensor([c[0] for c in flat], dtype=torch.long, device=device)]
-    packed_rows = [(b, members) for b, members in _candidate_rows([[len(c) - 1 for c in cs] for cs in candidates_batch])
-                   if any(len(flat[i]) > 1 for i in members)]
+    packed = [row for row in _candidate_rows(candidates_batch) if row.tree.tokens]
     width = states.layers[0][0].shape[2]
-    for chunk in _forward_chunks(packed_rows, flat) if packed_rows else []:
-        prompts = [rows[b] for b, _ in chunk]
-        fed = [sum(len(flat[i]) - 1 for i in members) for _, members in chunk]
-        columns = max(fed)
+    for chunk in _forward_chunks(packed) if packed else []:
+        prompts = [rows[row.prompt] for row in chunk]
+        columns = max(len(row.tree.tokens) for row in chunk)
         input_ids = torch.full((len(chunk), columns), _FILLER_ID, dtype=torch.long)
         positions = torch.zeros((len(chunk), columns), dtype=torch.long)
         allowed = torch.zeros((len(chunk), columns, width + columns), dtype=torch.bool)
         diagonal = torch.arange(columns)
         allowed[:, diagonal, width + diagonal] = True  # padding attends to itself: no empty softmax
         index, tokens, owners = [], [], []
-        for r, ((_, members), prompt) in enumerate(zip(chunk, prompts)):
-            length, column = states.lengths[prompt], 0
-            for i in members:
-                later = flat[i][1:]
-                if not later:
-                    continue
-                span = slice(column, column + len(later))
-                input_ids[r, span] = torch.tensor(flat[i][:-1], dtype=torch.long)
-                positions[r, span] = length + torch.arange(len(later))
-                allowed[r, span, width - length:width] = True
-                allowed[r, span, width + column:width + column + len(later)] = torch.ones(len(later), len(later), dtype=torch.bool).tril()
-                index += range(r * columns + column, r * columns + column + len(later))
-                tokens += later
-                owners += [i] * len(later)
-                column += len(later)
+        for r, (row, prompt) in enumerate(zip(chunk, prompts)):
+            length, tree = states.lengths[prompt], row.tree
+            for columns_of_prompt in states.key_columns(prompt):
+                allowed[r, :len(tree.tokens), columns_of_prompt] = True
+            _place_tree(tree, input_ids[r], positions[r], allowed[r], column=0, key_column=width, position=length)
+            for member, path, candidate in zip(row.members, tree.predictors, tree.candidates):
+                index += [r * columns + node for node in path]
+                tokens += candidate[1:]
+                owners += [member] * len(path)
         mask = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill(~allowed, torch.finfo(model.dtype).min)
         picked = torch.tensor(prompts, dtype=torch.long, device=device)
         past = _expanded([(keys[picked], values_[picked]) for keys, values_ in states.layers], len(chunk))
@@ -209,28 +224,94 @@ MAX_SCORED_POSITIONS = 1024
 """Rows x scored columns of one candidate forward at most: its logits hold that many vocabulary rows."""
 
 
-def _candidate_rows(fed: list[list[int]]) -> list[tuple[int, list[int]]]:
-    """(prompt, candidates) per packed row: each prompt's candidates in order, a new row
-    whenever `MAX_PACKED_TOKENS` fed tokens would be passed; candidates numbered across prompts."""
+class CandidateTree:
+    """A prompt's candidates as a token trie: each distinct proper prefix of a candidate is
+    one fed node (its last token), so text the candidates share is fed once.
+
+    ``tokens[n]``, ``parents[n]`` (-1: right after the prompt) and ``depths[n]`` describe
+    node n, parents before children. A candidate's first token is predicted at the prompt's
+    last position; its token j >= 1 at node ``predictors[i][j - 1]`` (the node of its first
+    j tokens).
+    """
+
+    __slots__ = ("candidates", "tokens", "parents", "depths", "predictors", "_nodes")
+
+    def __init__(self):
+        self.candidates: list[list[int]] = []
+        self.tokens: list[int] = []
+        self.parents: list[int] = []
+        self.depths: list[int] = []
+        self.predictors: list[list[int]] = []
+        self._nodes: dict[tuple[int, int], int] = {}
+
+    @classmethod
+    def of(cls, candidates: Sequence[Sequence[int]]) -> "CandidateTree":
+        tree = cls()
+        for candidate in candidates:
+            tree.add(candidate)
+        return tree
+
+    def new_tokens(self, candidate: Sequence[int]) -> int:
+        """How many fed tokens adding `candidate` would cost."""
+        parent, depth = -1, 0
+        for depth, token in enumerate(candidate[:-1]):
+            node = self._nodes.get((parent, token))
+            if node is None:
+                return len(candidate) - 1 - depth
+            parent = node
+        return 0
+
+    def add(self, candidate: Sequence[int]) -> None:
+        path, parent = [], -1
+        for depth, token in enumerate(candidate[:-1]):
+            node = self._nodes.get((parent, token))
+            if node is None:
+                node = self._nodes[(parent, token)] = len(self.tokens)
+                self.tokens.append(token)
+                self.parents.append(parent)
+                self.depths.append(depth)
+            path.append(node)
+            parent = node
+        self.candidates.append(list(candidate))
+        self.predictors.append(path)
+
+
+def fed_tokens(candidates: Sequence[Sequence[int]]) -> int:
+    """Tokens fed behind a prompt to score `candidates` (`CandidateTree`): their distinct proper prefixes."""
+    return len(CandidateTree.of(candidates).tokens)
+
+
+@dataclass
+class _Row:
+    """Candidates ``members`` (numbered across the batch) of prompt ``prompt``, packed in one row."""
+
+    prompt: int
+    members: list[int]
+    tree: CandidateTree
+
+
+def _candidate_rows(candidates_batch) -> list[_Row]:
+    """The packed rows: each prompt's candidates in order, a new row whenever its trie would
+    pass `MAX_PACKED_TOKENS` fed tokens; candidates numbered across prompts."""
     rows, number = [], 0
-    for prompt, lengths in enumerate(fed):
-        members, tokens = [], 0
-        for length in lengths:
-            if members and tokens + length > MAX_PACKED_TOKENS:
-                rows.append((prompt, members))
-                members, tokens = [], 0
-            members.append(number)
-            tokens += length
+    for prompt, candidates in enumerate(candidates_batch):
+        row = _Row(prompt, [], CandidateTree())
+        for candidate in candidates:
+            if row.members and len(row.tree.tokens) + row.tree.new_tokens(candidate) > MAX_PACKED_TOKENS:
+                rows.append(row)
+                row = _Row(prompt, [], CandidateTree())
+            row.members.append(number)
+            row.tree.add(candidate)
             number += 1
-        rows.append((prompt, members))
+        rows.append(row)
     return rows
 
 
-def _forward_chunks(rows, flat) -> list[list[tuple[int, list[int]]]]:
+def _forward_chunks(rows: list[_Row]) -> list[list[_Row]]:
     """Consecutive rows per forward, at most `MAX_SCORED_POSITIONS` scored positions each (a row alone may pass it)."""
     chunks, current, widest = [], [], 0
     for row in rows:
-        width = 1 + sum(len(flat[i]) - 1 for i in row[1])
+        width = 1 + len(row.tree.tokens)
         if current and (len(current) + 1) * max(widest, width) > MAX_SCORED_POSITIONS:
             chunks.append(current)
             current, widest = [], 0
@@ -238,6 +319,19 @@ def _forward_chunks(rows, flat) -> list[list[tuple[int, list[int]]]]:
         widest = max(widest, width)
     chunks.append(current)
     return chunks
+
+
+def _place_tree(tree: CandidateTree, input_ids, positions, allowed, *, column: int, key_column: int, position: int) -> None:
+    """Write `tree`'s nodes into one row from query column `column` (key column
+    `key_column`), at positions from `position`: each node attends to itself and its
+    ancestors (the caller lets it see the prompt)."""
+    for node, (token, parent, depth) in enumerate(zip(tree.tokens, tree.parents, tree.depths)):
+        input_ids[column + node] = token
+        positions[column + node] = position + depth
+        allowed[column + node, key_column + node] = True
+        while parent >= 0:
+            allowed[column + node, key_column + parent] = True
+            parent = tree.parents[parent]
 
 
 def _token_logprobs(logits: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor, device) -> torch.Tensor:
@@ -250,7 +344,7 @@ def _token_logprobs(logits: torch.Tensor, index: torch.Tensor, tokens: torch.Ten
 
 @dataclass
 class _PackedRows:
-    """One row per prompt: [left padding][prompt suffix][candidate 1 minus its last token][candidate 2 ...].
+    """One row per prompt: [left padding][prompt suffix][its candidates' trie nodes].
 
     ``allowed[b, q, k]``: may query column q attend key column k (the shared prefix's
     columns first). The forward keeps the logits of the last ``scored_columns`` columns of
@@ -271,13 +365,13 @@ class _PackedRows:
     later_owner: torch.Tensor
 
 
-def _packed_rows(suffixes, candidates_batch, shared: int) -> _PackedRows:
-    """Lay out prompts and their candidates for one forward pass (see `candidate_logprobs`)."""
+def _packed_rows(suffixes, trees: Sequence[CandidateTree], shared: int) -> _PackedRows:
+    """Lay out prompts and their candidate tries for one forward pass (see `candidate_logprobs`)."""
     batch = len(suffixes)
     prompt_width = max(len(s) for s in suffixes)
-    fed = [sum(len(c) - 1 for c in candidates) for candidates in candidates_batch]
-    width = prompt_width + max(fed)
-    scored = 1 + max(fed)  # the prompts' last column, then every fed candidate column
+    fed = max(len(tree.tokens) for tree in trees)
+    width = prompt_width + fed
+    scored = 1 + fed  # the prompts' last column, then every trie column
     input_ids = torch.full((batch, width), _FILLER_ID, dtype=torch.long)
     positions = torch.zeros((batch, width), dtype=torch.long)
     allowed = torch.zeros((batch, width, shared + width), dtype=torch.bool)
@@ -285,28 +379,20 @@ def _packed_rows(suffixes, candidates_batch, shared: int) -> _PackedRows:
     diagonal = torch.arange(width)
     allowed[:, diagonal, shared + diagonal] = True  # padding attends to itself: no empty softmax
     first_index, first_token, later_index, later_token, later_owner = [], [], [], [], []
-    for b, (suffix, candidates) in enumerate(zip(suffixes, candidates_batch)):
+    for b, (suffix, tree) in enumerate(zip(suffixes, trees)):
         start = prompt_width - len(suffix)
         input_ids[b, start:prompt_width] = torch.tensor(list(suffix), dtype=torch.long)
         positions[b, start:prompt_width] = shared + torch.arange(len(suffix))
         allowed[b, start:prompt_width, shared + start:shared + prompt_width] = torch.ones(len(suffix), len(suffix), dtype=torch.bool).tril()
-        column = prompt_width
-        for candidate in candidates:
-            candidate = list(candidate)
+        allowed[b, prompt_width:prompt_width + len(tree.tokens), shared + start:shared + prompt_width] = True
+        _place_tree(tree, input_ids[b], positions[b], allowed[b], column=prompt_width, key_column=shared + prompt_width, position=shared + len(suffix))
+        kept_start = b * scored + 1  # the kept column of trie node 0
+        for path, candidate in zip(tree.predictors, tree.candidates):
             first_index.append(b * scored)
             first_token.append(candidate[0])
-            length = len(candidate) - 1  # fed tokens: all but the last, whose logits predict the next
-            if length:
-                fed_columns = slice(column, column + length)
-                input_ids[b, fed_columns] = torch.tensor(candidate[:-1], dtype=torch.long)
-                positions[b, fed_columns] = shared + len(suffix) + torch.arange(length)
-                allowed[b, fed_columns, shared + start:shared + prompt_width] = True
-                allowed[b, fed_columns, shared + column:shared + column + length] = torch.ones(length, length, dtype=torch.bool).tril()
-                kept_start = b * scored + column - (width - scored)
-                later_index += range(kept_start, kept_start + length)
-                later_token += candidate[1:]
-                later_owner += [len(first_token) - 1] * length
-            column += length
+            later_index += [kept_start + node for node in path]
+            later_token += candidate[1:]
+            later_owner += [len(first_token) - 1] * len(path)
     as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
     return _PackedRows(input_ids, positions, allowed, scored, as_long(first_index), as_long(first_token),
                        as_long(later_index), as_long(later_token), as_long(later_owner))
@@ -348,6 +434,38 @@ def shared_prefix_length(prompt_ids_batch: Sequence[Sequence[int]]) -> int:
         return 0
     shared = min(common_prefix_length(prompt_ids_batch), min(len(p) for p in prompt_ids_batch) - 1)
     return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+class PrefixRun:
+    """The common prefix of every prompt of several passes, run once, with gradients.
+
+    A learner update scores its samples in several passes (micro-batches) whose prompts all
+    start with the same chat template and rules. Each pass continues this run's keys and
+    values (`sequence_logprobs` / `candidate_logprobs` with ``prefix=``), which are leaves
+    of their own: a pass's backward stops at them and adds its gradient there. `backward`
+    then sends the summed gradient through the prefix's forward once. The gradients are
+    those of running the prefix in every pass, for one prefix forward and backward.
+    """
+
+    def __init__(self, model, prompt_ids_batch: Sequence[Sequence[int]]):
+        self.length = shared_prefix_length(prompt_ids_batch)
+        if not self.length:
+            raise ValueError("these prompts share no prefix worth running apart (shared_prefix_length is 0)")
+        _, outputs = _prefix_layers(model, prompt_ids_batch)
+        self._outputs = [tensor for pair in outputs for tensor in pair]
+        leaves = [tensor.detach().requires_grad_(tensor.requires_grad) for tensor in self._outputs]
+        self.layers = list(zip(leaves[0::2], leaves[1::2]))
+        self._leaves = leaves
+
+    def past(self, rows: int) -> dict:
+        """Model kwargs that continue this prefix in `rows` rows."""
+        return _expanded(self.layers, rows)
+
+    def backward(self) -> None:
+        """Send the gradients the passes left on the prefix's keys and values through its forward."""
+        pairs = [(output, leaf.grad) for output, leaf in zip(self._outputs, self._leaves) if leaf.grad is not None]
+        if pairs:
+            torch.autograd.backward([output for output, _ in pairs], [grad for _, grad in pairs])
 
 
 def _prefix_layers(model, prompt_ids_batch) -> tuple[int, list]:

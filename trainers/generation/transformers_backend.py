@@ -21,7 +21,7 @@ from trainers.generation.base import (
     encode_prompts,
     prompt_budgets,
 )
-from trainers.generation.logprobs import candidate_logprobs, candidate_logprobs_after, left_pad, run_prompts
+from trainers.generation.logprobs import candidate_logprobs, candidate_logprobs_after, left_pad, run_prompts, shared_prefix_length
 from trainers.generation.sampling import check_sampling_arguments, top_p_filter
 
 class TransformersBackend:
@@ -72,13 +72,22 @@ class ChoiceSession:
     `score_choices` would, paying only the candidates' tokens. A chained answer (a
     negotiation offer, a SAT assignment) asks its prompt once per part: without the
     session every part would run the whole prompt again.
+
+    Prompts are batched in order of length (a batch is padded to its longest prompt), and
+    the prompts' common prefix (the chat template, a game's rules) is run once for all.
     """
 
     def __init__(self, model, tokenizer, prompts, *, batch_size: int = 16):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer = model, tokenizer
         ids = encode_prompts(tokenizer, prompts)
-        self.states = [run_prompts(model, ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)]
         self.count = len(ids)
+        by_length = sorted(range(self.count), key=lambda i: len(ids[i]))
+        batches = [by_length[i:i + batch_size] for i in range(0, self.count, batch_size)]
+        # the common prefix of every prompt, run once, then each batch behind its cache
+        shared = shared_prefix_length(ids)
+        prefix = run_prompts(model, [ids[0][:shared]]) if shared else None
+        self.states = [run_prompts(model, [ids[i] for i in batch], prefix=prefix) for batch in batches]
+        self.where = {i: (b, row) for b, batch in enumerate(batches) for row, i in enumerate(batch)}
 
     def score_choices(self, indices: Sequence[int], choices: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(indices) != len(choices):
@@ -88,10 +97,10 @@ class ChoiceSession:
         scores: list[list[float]] = [[] for _ in indices]
         by_batch: dict[int, list[int]] = {}
         for k, i in enumerate(indices):
-            by_batch.setdefault(i // self.batch_size, []).append(k)
+            by_batch.setdefault(self.where[i][0], []).append(k)
         for batch, asked in by_batch.items():
             candidates = [[encode_choice(self.tokenizer, c) for c in choices[k]] for k in asked]
-            values = candidate_logprobs_after(self.model, self.states[batch], [indices[k] % self.batch_size for k in asked], candidates)
+            values = candidate_logprobs_after(self.model, self.states[batch], [self.where[indices[k]][1] for k in asked], candidates)
             for k, value in zip(asked, values):
                 scores[k] = value.tolist()
         return scores

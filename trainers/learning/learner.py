@@ -60,7 +60,7 @@ import torch
 
 from trainers.run import checkpoints
 from trainers.run.config import TrainConfig
-from trainers.generation.logprobs import candidate_logprobs, sequence_logprobs, shared_prefix_length
+from trainers.generation.logprobs import PrefixRun, candidate_logprobs, fed_tokens, sequence_logprobs, shared_prefix_length
 from trainers.learning.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 from trainers.learning.samples import TurnSample
 
@@ -139,8 +139,10 @@ class Learner:
                     sample.old_logprobs = values.tolist()
         return samples
 
-    def score(self, model, samples: Sequence[TurnSample]) -> Scored:
-        """Log-probs of each sample under `model`: all free-text rows in one forward, all distinct choice prompts in another."""
+    def score(self, model, samples: Sequence[TurnSample], *, prefix: PrefixRun | None = None) -> Scored:
+        """Log-probs of each sample under `model`: all free-text rows in one forward, all
+        distinct choice prompts in another; `prefix`: a run of a prefix every prompt starts
+        with, shared by the update's passes (`PrefixRun`)."""
         rows: list[torch.Tensor | None] = [None] * len(samples)
         log_policies: list[torch.Tensor | None] = [None] * len(samples)
         text = [i for i, s in enumerate(samples) if not s.is_choice]
@@ -151,7 +153,7 @@ class Learner:
             for i in text:
                 distinct_text.setdefault(text_key(samples[i]), len(distinct_text))
             keys = list(distinct_text)
-            values = sequence_logprobs(model, [list(k[0]) for k in keys], [list(k[1]) for k in keys])
+            values = sequence_logprobs(model, [list(k[0]) for k in keys], [list(k[1]) for k in keys], prefix=prefix)
             for i in text:
                 rows[i] = values[distinct_text[text_key(samples[i])]]
         choice = [i for i, s in enumerate(samples) if s.is_choice]
@@ -165,7 +167,7 @@ class Learner:
                 for candidate in samples[i].choice_ids:
                     owned.setdefault(tuple(candidate), len(owned))
             prompts = list(columns)
-            scores = dict(zip(prompts, candidate_logprobs(model, [list(p) for p in prompts], [[list(c) for c in columns[p]] for p in prompts])))
+            scores = dict(zip(prompts, candidate_logprobs(model, [list(p) for p in prompts], [[list(c) for c in columns[p]] for p in prompts], prefix=prefix)))
             shared: dict[tuple, torch.Tensor] = {}
             for i in choice:
                 key = choice_key(samples[i])
@@ -272,9 +274,12 @@ class Learner:
             order = torch.randperm(len(samples), generator=self.shuffle_generator).tolist()
             for mini in _chunks(order, mini_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in micro_batches(samples, mini, config):
+                # the mini-batch's prompts start with the same chat template and rules: run
+                # that prefix once for all its passes, not once a pass
+                prefix = _prefix_run(self.model, [samples[i] for i in mini])
+                for micro in micro_batches(samples, mini, config, shared=prefix.length if prefix else None):
                     batch = [samples[i] for i in micro]
-                    scored = self.score(self.model, batch)
+                    scored = self.score(self.model, batch, prefix=prefix)
                     passes += 1
                     new, mask = pad_logprobs(scored.rows)
                     old_padded, _ = pad_logprobs([old[i] for i in micro], new.shape[1])
@@ -319,6 +324,8 @@ class Learner:
                             if not sample.is_choice:
                                 neg_logprob_sum -= row.detach().sum().item()
                                 text_tokens += row.numel()
+                if prefix is not None:
+                    prefix.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters, config.max_grad_norm).item()
                 if not math.isfinite(grad_norm):
                     self.optimizer.zero_grad(set_to_none=True)
@@ -496,10 +503,11 @@ def text_key(sample: TurnSample) -> tuple:
     return (tuple(sample.prompt_ids), tuple(sample.response_ids))
 
 
-def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: TrainConfig) -> list[list[int]]:
+def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: TrainConfig, *, shared: int | None = None) -> list[list[int]]:
     """Cut `indices` into micro-batches of at most `micro_batch_size` distinct prompts and
     at most `micro_batch_tokens` tokens through the model each (`forward_tokens`; a single
-    larger prompt gets a micro-batch alone).
+    larger prompt gets a micro-batch alone). `shared`: the length of a prefix run apart for
+    all the micro-batches (`PrefixRun`), which no pass runs again.
 
     Choice samples with the same prompt count as one prompt and always go into the same
     micro-batch (they share one forward pass, whatever their candidates: the parts of a
@@ -520,9 +528,10 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
     current: list[int] = []
     rows: list[tuple[Sequence[int], int]] = []
     for key, group in groups.items():
-        row = (samples[group[0]].prompt_ids, sum(max(len(answer) - 1, 0) for answer in fed[key]))
+        answers = list(fed[key])
+        row = (samples[group[0]].prompt_ids, fed_tokens(answers) if key[0] == "choice" else max(len(answers[0]) - 1, 0))
         grown = rows + [row]
-        if current and (len(grown) > config.micro_batch_size or forward_tokens(grown) > config.micro_batch_tokens):
+        if current and (len(grown) > config.micro_batch_size or forward_tokens(grown, shared=shared) > config.micro_batch_tokens):
             batches.append(current)
             current, grown = [], [row]
         current.extend(group)
@@ -532,17 +541,27 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
     return batches
 
 
-def forward_tokens(rows: Sequence[tuple[Sequence[int], int]]) -> int:
+def forward_tokens(rows: Sequence[tuple[Sequence[int], int]], *, shared: int | None = None) -> int:
     """Tokens one forward pass puts through the model, for rows of (prompt ids, answer tokens
-    fed after the prompt: every candidate but its last token, or the response).
+    fed after the prompt: the candidates' trie (`logprobs.fed_tokens`), or the response but
+    its last token).
 
     As `trainers.generation.logprobs` lays a pass out: the prompts' common prefix once (when
     it is long enough to be run apart), then one row per prompt, every row padded to the
     widest. A game's prompts share their rules and differ in a short state, so this is what
-    grows the activations, not the prompts' full lengths.
+    grows the activations, not the prompts' full lengths. `shared`: the length of a prefix
+    run before the pass (`PrefixRun`), which it does not run.
     """
+    if shared is not None:
+        return len(rows) * max(len(prompt) - shared + answer for prompt, answer in rows)
     shared = shared_prefix_length([prompt for prompt, _ in rows])
     return shared + len(rows) * max(len(prompt) - shared + answer for prompt, answer in rows)
+
+
+def _prefix_run(model, samples: Sequence[TurnSample]) -> PrefixRun | None:
+    """The samples' common prompt prefix run once for all their passes, or None when they share none worth it."""
+    prompts = [sample.prompt_ids for sample in samples]
+    return PrefixRun(model, prompts) if shared_prefix_length(prompts) else None
 
 
 def _entropy(log_policy: torch.Tensor) -> torch.Tensor:
