@@ -37,9 +37,25 @@ SEAT_TEXT = tuple(f"You are Player {p} ({SYMBOLS[p]})." for p in range(NUM_PLAYE
 
 
 class TicTacToeGame(Game):
-    """Tic-tac-toe; takes no parameters."""
+    """Tic-tac-toe.
+
+    `line_notes=True` adds, on the player's own turn, which free cells complete a line of
+    theirs and which would complete one of the opponent's (``You complete a line at: 2.
+    Player 0 (X) completes a line at: 6.``). The board says the same to whoever reads it
+    line by line; a 135M model that must find two marks and a gap among eight lines of a
+    drawn grid may not, as Kuhn Poker's model did not tell a Jack from a King without
+    `card_notes`. Off by default (SPIRAL's prompt); the game is the same either way.
+    """
 
     name = "tic_tac_toe"
+
+    def __init__(self, line_notes: bool = False):
+        if not isinstance(line_notes, bool):
+            raise ValueError(f"tic_tac_toe: line_notes must be true or false, got {line_notes!r}")
+        self.line_notes = line_notes
+
+    def params(self) -> dict:
+        return {"line_notes": True} if self.line_notes else {}
 
     def num_players(self) -> int:
         return NUM_PLAYERS
@@ -135,7 +151,27 @@ class TicTacToeState(State):
             to_move = self._moves % NUM_PLAYERS
             who = "you" if to_move == player else f"Player {to_move} ({SYMBOLS[to_move]})"
             status = f"Move {self._moves + 1}: {who} to play."
+            if self.game.line_notes and to_move == player:
+                status += "\n" + self._line_notes(player)
         return f"{BOARD_HEADER}\n{self._board_text()}\n{SEAT_TEXT[player]} {status}"
+
+    def completing_cells(self, player: int) -> list[int]:
+        """The free cells that would complete a line of `player`'s, in order."""
+        board = self._board
+        return [cell for cell in range(NUM_CELLS) if board[cell] == EMPTY and any(
+            all(board[other] == player for other in line if other != cell) for line in LINES_THROUGH[cell])]
+
+    def _line_notes(self, player: int) -> str:
+        other = 1 - player
+        mine, theirs = self.completing_cells(player), self.completing_cells(other)
+        if not mine and not theirs:
+            return "No free cell completes a line for either player."
+        notes = []
+        if mine:
+            notes.append(f"You complete a line at: {', '.join(map(str, mine))}.")
+        if theirs:
+            notes.append(f"Player {other} ({SYMBOLS[other]}) completes a line at: {', '.join(map(str, theirs))}.")
+        return " ".join(notes)
 
     def _board_text(self) -> str:
         return BOARD_TEMPLATE.format(*[CELL_TEXT[cell][p] for cell, p in enumerate(self._board)])
