@@ -507,7 +507,7 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
     """Cut `indices` into micro-batches of at most `micro_batch_size` distinct prompts and
     at most `micro_batch_tokens` tokens through the model each (`forward_tokens`; a single
     larger prompt gets a micro-batch alone). `shared`: the length of a prefix run apart for
-    all the micro-batches (`PrefixRun`), which no pass runs again.
+    all the micro-batches (`PrefixRun`), which the rows continue.
 
     Choice samples with the same prompt count as one prompt and always go into the same
     micro-batch (they share one forward pass, whatever their candidates: the parts of a
@@ -550,11 +550,11 @@ def forward_tokens(rows: Sequence[tuple[Sequence[int], int]], *, shared: int | N
     it is long enough to be run apart), then one row per prompt, every row padded to the
     widest. A game's prompts share their rules and differ in a short state, so this is what
     grows the activations, not the prompts' full lengths. `shared`: the length of a prefix
-    run before the pass (`PrefixRun`), which it does not run.
+    run once before the passes (`PrefixRun`) instead of the rows' own common prefix; it
+    still counts, since its activations stay held until the passes' gradients reach it.
     """
-    if shared is not None:
-        return len(rows) * max(len(prompt) - shared + answer for prompt, answer in rows)
-    shared = shared_prefix_length([prompt for prompt, _ in rows])
+    if shared is None:
+        shared = shared_prefix_length([prompt for prompt, _ in rows])
     return shared + len(rows) * max(len(prompt) - shared + answer for prompt, answer in rows)
 
 
