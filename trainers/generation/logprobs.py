@@ -253,7 +253,7 @@ class CandidateTree:
 
     def new_tokens(self, candidate: Sequence[int]) -> int:
         """How many fed tokens adding `candidate` would cost."""
-        parent, depth = -1, 0
+        parent = -1
         for depth, token in enumerate(candidate[:-1]):
             node = self._nodes.get((parent, token))
             if node is None:
