@@ -110,14 +110,17 @@ def test_unknown_game_names_the_registered_ones():
     assert "kuhn_poker" in message and "tic_tac_toe" in message
 
 
-def test_unknown_parameter_names_the_valid_ones():
+def test_unknown_parameter_names_the_valid_ones(monkeypatch):
     expected = r"unknown parameter\(s\) \['players'\]; valid parameters: hands"
     with pytest.raises(ValueError, match=expected):
         games.load("kuhn_poker", players=3)
-    with pytest.raises(ValueError, match="valid parameters: none"):
+    with pytest.raises(ValueError, match="valid parameters: line_notes$"):
         games.load("tic_tac_toe", size=4)
-    with pytest.raises(ValueError, match="valid parameters: max_turns, max_quantity"):
+    with pytest.raises(ValueError, match="valid parameters: max_turns, max_quantity, shown_moves$"):
         games.load("simple_negotiation", turns=4)
+    monkeypatch.setitem(games._REGISTRY, "parameterless", lambda: None)
+    with pytest.raises(ValueError, match="valid parameters: none"):
+        games.load("parameterless", size=4)
 
 
 def test_register_a_factory_and_a_module_path(registry):
