@@ -541,7 +541,7 @@ def test_an_update_runs_the_prompts_common_prefix_once_with_the_same_result(monk
 
     def updated(run_prefix_apart):
         if not run_prefix_apart:
-            monkeypatch.setattr(learner_module, "_prefix_run", lambda model, samples: None)
+            monkeypatch.setattr(learner_module, "prefix_run", lambda model, prompts: None)
         learner = Learner(tiny_model(), config(**settings))
         samples = [TurnSample(**vars(s)) for s in batch]
         learner.recompute_old_logprobs(samples)

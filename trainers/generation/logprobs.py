@@ -136,20 +136,15 @@ class PromptStates:
 
 
 @torch.inference_mode()
-def run_prompts(model, prompt_ids_batch: Sequence[Sequence[int]], *, prefix: PromptStates | None = None) -> PromptStates:
+def run_prompts(model, prompt_ids_batch: Sequence[Sequence[int]], *, prefix: "PrefixRun | None" = None) -> PromptStates:
     """Run every prompt once (no gradients) and keep what scoring after it needs: the
-    prompts' common prefix once, then their rests, left-padded.
-
-    `prefix`: the states of a prefix every prompt starts with (and goes past), run before
-    by `run_prompts` (a session runs its prompts' common prefix once for all its batches);
-    by default this batch's own common prefix is run first (`shared_prefix`).
+    prompts' common prefix once (`shared_prefix`, or `prefix`: a `PrefixRun` every prompt
+    starts with, which a session runs once for all its batches), then their rests,
+    left-padded.
     """
     if not prompt_ids_batch or any(len(p) == 0 for p in prompt_ids_batch):
         raise ValueError("run_prompts needs at least one prompt, each of at least one token")
-    if prefix is None:
-        shared, past = shared_prefix(model, prompt_ids_batch)
-    else:
-        shared, past = prefix.lengths[0], _expanded(prefix.layers, len(prompt_ids_batch))
+    shared, past = (prefix.length, prefix.past(len(prompt_ids_batch))) if prefix else shared_prefix(model, prompt_ids_batch)
     input_ids, attention_mask = left_pad([p[shared:] for p in prompt_ids_batch], extra_columns=0, device=model.device)
     positions = shared + (attention_mask.cumsum(1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=_with_prefix(attention_mask, shared), position_ids=positions,
@@ -437,22 +432,21 @@ def shared_prefix_length(prompt_ids_batch: Sequence[Sequence[int]]) -> int:
 
 
 class PrefixRun:
-    """The common prefix of every prompt of several passes, run once, with gradients.
+    """The common prefix of every prompt of several forwards, run once.
 
-    A learner update scores its samples in several passes (micro-batches) whose prompts all
-    start with the same chat template and rules. Each pass continues this run's keys and
-    values (`sequence_logprobs` / `candidate_logprobs` with ``prefix=``), which are leaves
-    of their own: a pass's backward stops at them and adds its gradient there. `backward`
-    then sends the summed gradient through the prefix's forward once. The gradients are
-    those of running the prefix in every pass, for one prefix forward and backward.
+    A learner update scores its samples in several passes (micro-batches), and a rollout's
+    choice session runs its prompts in several batches, whose prompts all start with the
+    same chat template and rules. Each forward continues this run's keys and values
+    (`sequence_logprobs`, `candidate_logprobs` and `run_prompts` with ``prefix=``). With
+    gradients on, the keys and values are leaves of their own: a pass's backward stops at
+    them and adds its gradient there, and `backward` then sends the summed gradient through
+    the prefix's forward once, so the gradients are those of running the prefix in every
+    pass, for one prefix forward and backward. Build one with `prefix_run`.
     """
 
-    def __init__(self, model, prompt_ids_batch: Sequence[Sequence[int]]):
-        self.length = shared_prefix_length(prompt_ids_batch)
-        if not self.length:
-            raise ValueError("these prompts share no prefix worth running apart (shared_prefix_length is 0)")
-        _, outputs = _prefix_layers(model, prompt_ids_batch)
-        self._outputs = [tensor for pair in outputs for tensor in pair]
+    def __init__(self, length: int, layers: list):
+        self.length = length
+        self._outputs = [tensor for pair in layers for tensor in pair]
         leaves = [tensor.detach().requires_grad_(tensor.requires_grad) for tensor in self._outputs]
         self.layers = list(zip(leaves[0::2], leaves[1::2]))
         self._leaves = leaves
@@ -466,6 +460,13 @@ class PrefixRun:
         pairs = [(output, leaf.grad) for output, leaf in zip(self._outputs, self._leaves) if leaf.grad is not None]
         if pairs:
             torch.autograd.backward([output for output, _ in pairs], [grad for _, grad in pairs])
+
+
+def prefix_run(model, prompt_ids_batch: Sequence[Sequence[int]]) -> PrefixRun | None:
+    """The prompts' common prefix run once (`PrefixRun`), or None when they share none worth
+    a forward of its own (`shared_prefix_length`)."""
+    shared, layers = _prefix_layers(model, prompt_ids_batch)
+    return PrefixRun(shared, layers) if shared else None
 
 
 def _prefix_layers(model, prompt_ids_batch) -> tuple[int, list]:

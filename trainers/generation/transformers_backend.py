@@ -21,7 +21,7 @@ from trainers.generation.base import (
     encode_prompts,
     prompt_budgets,
 )
-from trainers.generation.logprobs import candidate_logprobs, candidate_logprobs_after, left_pad, run_prompts, shared_prefix_length
+from trainers.generation.logprobs import candidate_logprobs, candidate_logprobs_after, left_pad, prefix_run, run_prompts
 from trainers.generation.sampling import check_sampling_arguments, top_p_filter
 
 class TransformersBackend:
@@ -84,8 +84,8 @@ class ChoiceSession:
         by_length = sorted(range(self.count), key=lambda i: len(ids[i]))
         batches = [by_length[i:i + batch_size] for i in range(0, self.count, batch_size)]
         # the common prefix of every prompt, run once, then each batch behind its cache
-        shared = shared_prefix_length(ids)
-        prefix = run_prompts(model, [ids[0][:shared]]) if shared else None
+        with torch.inference_mode():
+            prefix = prefix_run(model, ids)
         self.states = [run_prompts(model, [ids[i] for i in batch], prefix=prefix) for batch in batches]
         self.where = {i: (b, row) for b, batch in enumerate(batches) for row, i in enumerate(batch)}
 

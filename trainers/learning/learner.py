@@ -60,7 +60,7 @@ import torch
 
 from trainers.run import checkpoints
 from trainers.run.config import TrainConfig
-from trainers.generation.logprobs import PrefixRun, candidate_logprobs, fed_tokens, sequence_logprobs, shared_prefix_length
+from trainers.generation.logprobs import PrefixRun, candidate_logprobs, fed_tokens, prefix_run, sequence_logprobs, shared_prefix_length
 from trainers.learning.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 from trainers.learning.samples import TurnSample
 
@@ -276,7 +276,7 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
                 # the mini-batch's prompts start with the same chat template and rules: run
                 # that prefix once for all its passes, not once a pass
-                prefix = _prefix_run(self.model, [samples[i] for i in mini])
+                prefix = prefix_run(self.model, [samples[i].prompt_ids for i in mini])
                 for micro in micro_batches(samples, mini, config, shared=prefix.length if prefix else None):
                     batch = [samples[i] for i in micro]
                     scored = self.score(self.model, batch, prefix=prefix)
@@ -556,12 +556,6 @@ def forward_tokens(rows: Sequence[tuple[Sequence[int], int]], *, shared: int | N
     if shared is None:
         shared = shared_prefix_length([prompt for prompt, _ in rows])
     return shared + len(rows) * max(len(prompt) - shared + answer for prompt, answer in rows)
-
-
-def _prefix_run(model, samples: Sequence[TurnSample]) -> PrefixRun | None:
-    """The samples' common prompt prefix run once for all their passes, or None when they share none worth it."""
-    prompts = [sample.prompt_ids for sample in samples]
-    return PrefixRun(model, prompts) if shared_prefix_length(prompts) else None
 
 
 def _entropy(log_policy: torch.Tensor) -> torch.Tensor:
