@@ -94,20 +94,36 @@ class ActionChain:
 
 
 def describe_actions(actions: Sequence[str]) -> str:
-    """The legal actions in a few patterns: ``"[Accept], [Offer: N Wood -> M Gold] (N from 1 to 10; M from 1 to 5)"``."""
+    """The legal actions in a few patterns: ``"[Accept], [Offer: N Wood -> M Gold] (N from 1 to 10; M from 1 to 5)"``.
+
+    Patterns listed one after another whose slots take the same numbers share one range
+    note, and slots with the same numbers share one name list: ``"[Offer: N Gold -> M Wood],
+    [Offer: N Wood -> M Gold] (N, M from 1 to 10)"``. Every prompt of a chained turn carries
+    this line, so each token saved here is saved on every turn."""
     groups: dict[str, list[tuple[int, ...]]] = {}
     for action in actions:
         groups.setdefault(_NUMBER.sub("#", action), []).append(tuple(int(n) for n in _NUMBER.findall(action)))
-    parts = []
+    described: list[tuple[list[str], str]] = []  # (patterns, their shared range note); "" for listed actions
     for pattern, values in groups.items():
         slots = len(values[0])
         if len(values) == 1 or not 0 < slots <= len(_SLOT_NAMES) or not _is_full_product(values):
-            parts += [_fill(pattern, v) for v in values]
+            described += [([_fill(pattern, v)], "") for v in values]
             continue
-        names = _SLOT_NAMES[:slots]
-        ranges = "; ".join(f"{name} {_range_text(sorted({v[i] for v in values}))}" for i, name in enumerate(names))
-        parts.append(f"{_fill(pattern, names)} ({ranges})")
-    return ", ".join(parts)
+        note = _ranges_note([sorted({v[i] for v in values}) for i in range(slots)])
+        filled = _fill(pattern, _SLOT_NAMES[:slots])
+        if described and described[-1][1] == note:
+            described[-1][0].append(filled)
+        else:
+            described.append(([filled], note))
+    return ", ".join(", ".join(patterns) + (f" ({note})" if note else "") for patterns, note in described)
+
+
+def _ranges_note(numbers_per_slot: list[list[int]]) -> str:
+    """``N, M from 1 to 10`` when every slot takes the same numbers, else ``N from 1 to 10; M from 1 to 5``."""
+    names = _SLOT_NAMES[: len(numbers_per_slot)]
+    if all(numbers == numbers_per_slot[0] for numbers in numbers_per_slot):
+        return f"{', '.join(names)} {_range_text(numbers_per_slot[0])}"
+    return "; ".join(f"{name} {_range_text(numbers)}" for name, numbers in zip(names, numbers_per_slot))
 
 
 def _fill(pattern: str, values: Sequence) -> str:

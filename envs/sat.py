@@ -15,6 +15,7 @@ and evaluators that hold instances rather than envs. `SatTask` is the env's task
 from __future__ import annotations
 
 
+import re
 from typing import Any, Iterable
 
 import gymnasium
@@ -47,6 +48,12 @@ CORRECT_REWARD = 1.0
 WRONG_REWARD = 0.0
 NO_ANSWER_REWARD = -1.0
 
+ANSWER_FORMATS = ("bits", "named")
+"""How an answer spells the assignment: ``bits`` (Saturn's, ``\\boxed{101}``) or ``named``
+(``\\boxed{A=1 B=0 C=1}``). The checker accepts either; the format sets what the prompt asks
+for and how choice mode spells its parts (a named part's label says which variable the next
+choice sets; a bit's position in the string does not)."""
+
 _PROMPT = """\
 Find an assignment of true/false values that makes the Boolean formula below true.
 
@@ -54,35 +61,86 @@ Notation: the variables are capital letters A, B, C, ...; "!X" means NOT X; lite
 written next to each other are joined by OR, so "A!B" means "A OR NOT B"; " & " joins \
 clauses by AND. Every clause must be true.
 
-Answer format: one bit per variable in alphabetical order (1 = true, 0 = false), \
-exactly as many bits as there are variables, inside \\boxed{{}}.
+Answer format: {answer_format}
 
 Example: with the 3 variables A, B, C, the formula "A!B & !AC & BC" is made true by \
 A = 1, B = 0, C = 1: "A!B" holds because A is true, "!AC" and "BC" hold because C is \
-true. The answer is \\boxed{{101}}.
+true. The answer is {example}.
 
 Your formula has {k} variables ({names}) and {l} clauses:
 {formula}
+{notes}
+Reason step by step, then give your final answer as \\boxed{{...}} {closing}."""
 
-Reason step by step, then give your final answer as \\boxed{{...}} with exactly {k} bits."""
+_FORMAT_TEXT = {
+    "bits": ("one bit per variable in alphabetical order (1 = true, 0 = false), exactly as "
+             "many bits as there are variables, inside \\boxed{}.", "\\boxed{101}", "with exactly {k} bits"),
+    "named": ("every variable in alphabetical order with its value (1 = true, 0 = false), "
+              "separated by spaces, inside \\boxed{}.", "\\boxed{A=1 B=0 C=1}", "naming all {k} variables"),
+}
+
+_NAMED_ANSWER = re.compile(r"\s*(?:[A-Z]\s*=\s*[01]\s*,?\s*)+")
+_NAMED_PAIR = re.compile(r"([A-Z])\s*=\s*([01])")
 
 
-def task_prompt_text(instance: SatInstance) -> str:
+def check_answer_format(answer_format: str) -> str:
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"sat: answer_format must be one of {', '.join(ANSWER_FORMATS)}; got {answer_format!r}")
+    return answer_format
+
+
+def variable_notes_text(instance: SatInstance) -> str:
+    """How many clauses hold each variable plain and negated, one line per variable.
+
+    A derived view of the formula (nothing the formula does not say), as TicTacToe's line
+    notes are of the board: the counts a reader would tally before trying values. Setting
+    every variable to its more frequent sign satisfies most small planted formulas
+    (0.85 of (3, 5, 5)'s held-out set)."""
+    lines = ["How often each variable occurs in the clauses:"]
+    for index, name in enumerate(VARIABLE_NAMES[: instance.k], start=1):
+        plain = sum(index in clause for clause in instance.clauses)
+        negated = sum(-index in clause for clause in instance.clauses)
+        lines.append(f"{name}: {_times(plain)} as {name}, {_times(negated)} as !{name}")
+    return "\n".join(lines) + "\n"
+
+
+def _times(count: int) -> str:
+    return f"{count} time" if count == 1 else f"{count} times"
+
+
+def task_prompt_text(instance: SatInstance, *, answer_format: str = "bits", variable_notes: bool = False) -> str:
     """The task text for one instance (ASCII only)."""
+    description, example, closing = _FORMAT_TEXT[check_answer_format(answer_format)]
     names = ", ".join(VARIABLE_NAMES[: instance.k])
-    return _PROMPT.format(k=instance.k, l=instance.l, names=names, formula=instance.formula)
+    return _PROMPT.format(
+        k=instance.k, l=instance.l, names=names, formula=instance.formula, answer_format=description,
+        example=example, closing=closing.format(k=instance.k),
+        notes=variable_notes_text(instance) if variable_notes else "",
+    )
 
 
-def prompt_messages(instance: SatInstance) -> list[dict[str, str]]:
+def prompt_messages(instance: SatInstance, *, answer_format: str = "bits", variable_notes: bool = False) -> list[dict[str, str]]:
     """The prompt as chat messages for trainers: a single user turn."""
-    return [{"role": "user", "content": task_prompt_text(instance)}]
+    return [{"role": "user", "content": task_prompt_text(instance, answer_format=answer_format, variable_notes=variable_notes)}]
+
+
+def named_assignment(text: str, k: int) -> str | None:
+    """The k bits of a named answer (``"A=1 B=0 C=1"``, commas allowed) that names the first
+    k variables once each in alphabetical order, else None."""
+    if not _NAMED_ANSWER.fullmatch(text):
+        return None
+    pairs = _NAMED_PAIR.findall(text)
+    if [name for name, _ in pairs] != list(VARIABLE_NAMES[:k]):
+        return None
+    return "".join(bit for _, bit in pairs)
 
 
 def score_answer(instance: SatInstance, text: Any) -> tuple[float, dict[str, Any]]:
     """(reward, info) for raw model output; never raises.
 
-    info: `answer` (boxed content or None), `assignment` (the k bits, or None when the
-    answer is not exactly k characters of 0/1), `satisfied_clauses`, `num_clauses`,
+    The last boxed answer counts, as exactly k bits (``101``) or as every variable named in
+    order (``A=1 B=0 C=1``). info: `answer` (boxed content or None), `assignment` (the k
+    bits, or None when the answer is neither form), `satisfied_clauses`, `num_clauses`,
     `correct`, and `error` (why the answer failed, or None).
     """
     info: dict[str, Any] = {
@@ -94,9 +152,10 @@ def score_answer(instance: SatInstance, text: Any) -> tuple[float, dict[str, Any
     if answer is None:
         info["error"] = "no \\boxed{} answer"
         return NO_ANSWER_REWARD, info
-    bits = parse_assignment(answer, instance.k)
+    bits = parse_assignment(answer, instance.k) or named_assignment(answer, instance.k)
     if bits is None:
-        info["error"] = f"expected exactly {instance.k} characters of 0/1, got {answer!r}"
+        info["error"] = (f"expected exactly {instance.k} characters of 0/1 or the variables "
+                         f"{VARIABLE_NAMES[0]}..{VARIABLE_NAMES[instance.k - 1]} named in order, got {answer!r}")
         return WRONG_REWARD, info
     satisfied = count_satisfied(instance.clauses, bits)
     info.update(assignment=bits, satisfied_clauses=satisfied, correct=satisfied == instance.l)
@@ -112,7 +171,14 @@ def _exclusion_key(item: SatInstance | str | Iterable[Iterable[int]]):
 
 
 class SatTask(GenericTask):
-    """SAT's task interface: k-bit answers, held-out formulas from the curriculum's own stream."""
+    """SAT's task interface: k-bit answers, held-out formulas from the curriculum's own stream.
+
+    `answer_format` and `variable_notes` are the env's (``SatEnv``): the held-out prompts and
+    choice mode's parts follow them."""
+
+    def __init__(self, answer_format: str = "bits", variable_notes: bool = False):
+        self.answer_format = check_answer_format(answer_format)
+        self.variable_notes = variable_notes
 
     def answer_space(self, info: dict) -> tuple[str, ...]:
         """The k-bit strings, all of them when k <= 6, else 64 drawn uniformly (seeded by the
@@ -133,7 +199,7 @@ class SatTask(GenericTask):
         return heldout_instances(env.level, size=size)
 
     def item_messages(self, item: SatInstance) -> list[dict[str, str]]:
-        return prompt_messages(item)
+        return prompt_messages(item, answer_format=self.answer_format, variable_notes=self.variable_notes)
 
     def score(self, item: SatInstance, text: str) -> tuple[float, dict]:
         return score_answer(item, text)
@@ -152,15 +218,18 @@ class SatTask(GenericTask):
         return sum(min(i.num_solutions, 2**i.k) / 2**i.k for i in items) / len(items)
 
     def answer_parts(self, info: dict) -> AnswerParts:
-        """One 0/1 choice per variable, in alphabetical order, inside ``\\boxed{}``."""
-        return _bit_parts(int(info["level"][1]))
+        """One 0/1 choice per variable, in alphabetical order, inside ``\\boxed{}``; in the named
+        format each choice follows its variable's name (``"\\boxed{A=1 B="``)."""
+        return self._parts(int(info["level"][1]))
 
     def item_answer_parts(self, item: SatInstance) -> AnswerParts:
-        return _bit_parts(item.k)
+        return self._parts(item.k)
 
-
-def _bit_parts(k: int) -> AnswerParts:
-    return AnswerParts("\\boxed{", (("0", "1"),) * k, "}")
+    def _parts(self, k: int) -> AnswerParts:
+        labels = ()
+        if self.answer_format == "named":
+            labels = tuple(("" if i == 0 else " ") + name + "=" for i, name in enumerate(VARIABLE_NAMES[:k]))
+        return AnswerParts("\\boxed{", (("0", "1"),) * k, "}", labels)
 
 
 class SatEnv(gymnasium.Env):
@@ -170,11 +239,12 @@ class SatEnv(gymnasium.Env):
     or a `curriculum` whose `level` is an (n, k, l) read at every reset. `seed` seeds the
     first reset; `reset(seed=s)` gives the same instance for the same s and level.
     `exclude` lists formulas never to draw (SatInstances, formula texts or clause
-    lists), e.g. a curriculum's held-out sets.
+    lists), e.g. a curriculum's held-out sets. `answer_format` (``ANSWER_FORMATS``) is
+    the answer the prompt asks for; `variable_notes=True` adds, below the formula, how
+    often each variable occurs plain and negated (`variable_notes_text`).
     """
 
     metadata = {"render_modes": []}
-    task_hooks = SatTask()
 
     def __init__(
         self,
@@ -187,7 +257,12 @@ class SatEnv(gymnasium.Env):
         family: str = "planted",
         count_cap: int = DEFAULT_COUNT_CAP,
         exclude: Iterable = (),
+        answer_format: str = "bits",
+        variable_notes: bool = False,
     ):
+        if not isinstance(variable_notes, bool):
+            raise ValueError(f"sat: variable_notes must be true or false, got {variable_notes!r}")
+        self.task_hooks = SatTask(answer_format, variable_notes)
         fixed = (n, k, l)
         if curriculum is not None and any(x is not None for x in fixed):
             raise ValueError("give either a fixed difficulty (n, k, l) or a curriculum, not both")
@@ -239,7 +314,7 @@ class SatEnv(gymnasium.Env):
         super().reset(seed=seed)
         config = SatConfig(family=self.family, stream="env", count_cap=self.count_cap).with_level(self.level).validate()
         self.instance = self._draw(config)
-        self._prompt = task_prompt_text(self.instance)
+        self._prompt = self.task_hooks.item_messages(self.instance)[0]["content"]
         self._done = False
         return self._prompt, self._reset_info()
 
@@ -271,4 +346,4 @@ class SatEnv(gymnasium.Env):
         """The current prompt as chat messages."""
         if self.instance is None:
             raise RuntimeError("SatEnv.messages() called before reset()")
-        return prompt_messages(self.instance)
+        return self.task_hooks.item_messages(self.instance)

@@ -46,29 +46,43 @@ def chat_messages(env, observation: str) -> list[dict[str, str]]:
 
 @dataclass(frozen=True)
 class AnswerParts:
-    """A well-formed answer as ``prefix + one option per part + suffix``.
+    """A well-formed answer as ``prefix + (label + option) per part + suffix``.
 
     SAT with k variables: ``"\\boxed{"``, k parts of ``("0", "1")``, ``"}"``. Choice mode
     answers part by part, each a choice among the part's options, so an answer space of
-    2^k strings costs k small choices instead of 2^k candidates.
+    2^k strings costs k small choices instead of 2^k candidates. `labels` (empty, or one
+    per part) is fixed text written before each part's option, e.g. ``"A="``, ``" B="``:
+    it names what the next choice is about right where the model makes it.
     """
 
     prefix: str
     options: tuple[tuple[str, ...], ...]
     suffix: str
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.labels and len(self.labels) != len(self.options):
+            raise ValueError(f"{len(self.options)} parts need {len(self.options)} labels or none, got {len(self.labels)}")
+
+    def _label(self, part: int) -> str:
+        return self.labels[part] if self.labels else ""
+
+    def _written(self, picks: Sequence[int]) -> str:
+        return "".join(self._label(r) + self.options[r][i] for r, i in enumerate(picks))
 
     def next_options(self, picks: Sequence[int]) -> tuple[str, tuple[str, ...]] | None:
         """``(text so far, options of the next part)`` after `picks`, or None once every part is
-        chosen (the chain protocol of ``LanguagePolicy.choose_in_parts``)."""
+        chosen (the chain protocol of ``LanguagePolicy.choose_in_parts``). The text so far
+        ends with the next part's label."""
         if len(picks) >= len(self.options):
             return None
-        return self.prefix + "".join(o[i] for o, i in zip(self.options, picks)), self.options[len(picks)]
+        return self.prefix + self._written(picks) + self._label(len(picks)), self.options[len(picks)]
 
     def spell(self, picks: Sequence[int]) -> str:
         """The answer text of one pick (an option index) per part."""
         if len(picks) != len(self.options):
             raise ValueError(f"{len(self.options)} parts need {len(self.options)} picks, got {len(picks)}")
-        return self.prefix + "".join(options[i] for options, i in zip(self.options, picks)) + self.suffix
+        return self.prefix + self._written(picks) + self.suffix
 
 
 class GenericTask:

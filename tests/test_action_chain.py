@@ -63,7 +63,7 @@ def test_chained_prompt_describes_the_actions():
     prompt, full = chained.turn_prompt(), listed.turn_prompt()
     assert prompt.chained and not full.chained
     assert prompt.choices == full.choices and len(prompt.choices) == 200
-    assert "[Offer: N Wood -> M Gold] (N from 1 to 10; M from 1 to 10)" in prompt.text
+    assert "[Offer: N Gold -> M Wood], [Offer: N Wood -> M Gold] (N, M from 1 to 10)" in prompt.text
     assert len(prompt.text) < 1000 < 6000 < len(full.text)
     kuhn = envs.make("kuhn_poker", mode="choice")
     kuhn.reset(seed=0)
@@ -255,3 +255,13 @@ def test_choice_chain_refusals_name_the_key(tmp_path):
         preflight(parse_overrides([*base, "env=sat", "choice_chain=off"]))
     with pytest.raises(ValueError, match="choice_chain='off'"):
         refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["simple_negotiation"], choice_chain="off"))
+
+
+def test_describe_actions_shares_a_range_note_between_neighbouring_patterns():
+    offers = lambda give, get, gives, gets: [f"[{give} {n} -> {get} {m}]" for n in gives for m in gets]  # noqa: E731
+    assert describe_actions(offers("W", "G", range(1, 4), range(1, 4)) + offers("G", "W", range(1, 4), range(1, 4))) == \
+        "[W N -> G M], [G N -> W M] (N, M from 1 to 3)"
+    uneven = offers("W", "G", range(1, 4), range(1, 6)) + offers("G", "W", range(1, 6), range(1, 4))
+    assert describe_actions(uneven) == "[W N -> G M] (N from 1 to 3; M from 1 to 5), [G N -> W M] (N from 1 to 5; M from 1 to 3)"
+    apart = offers("W", "G", range(1, 3), range(1, 3)) + ["[stop]"] + offers("G", "W", range(1, 3), range(1, 3))
+    assert describe_actions(apart) == "[W N -> G M] (N, M one of 1, 2), [stop], [G N -> W M] (N, M one of 1, 2)"

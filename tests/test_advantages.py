@@ -200,3 +200,14 @@ def test_uniform_state_weighting_gives_every_state_the_same_total_weight():
     rare = [sample("x", 1.0) for _ in range(99)] + [sample("y", 1.0)]
     equalize_state_weights(rare, cap=20.0)
     assert rare[-1].advantage == 20.0 and rare[0].advantage == pytest.approx(100 / (2 * 99))
+
+
+def test_part_gap_advantages_divide_each_parts_own_value_by_the_steps_std():
+    from trainers.learning.advantages import part_gap_advantages
+
+    parts = [turn(0, 0, 1.0, env_id="sat", gap=g) for g in (0.0, 0.06, -0.02, 0.0)]
+    part_gap_advantages(parts, "gap")
+    std = (sum((g - 0.01) ** 2 for g in (0.0, 0.06, -0.02, 0.0)) / 4) ** 0.5
+    assert advantages(parts) == pytest.approx([0.0, 0.06 / std, -0.02 / std, 0.0], rel=1e-4)
+    still = part_gap_advantages([turn(0, 0, 1.0, env_id="sat", gap=0.0)] * 2, "gap")
+    assert advantages(still) == [0.0, 0.0]  # nothing mattered: no push, no division by zero

@@ -216,6 +216,10 @@ def test_sat_rows_are_answered_n_times_and_scored_by_the_task_scorer(tiny):
         assert response["reward"] == reward
         assert response["extra_logs"] == {"role": 0, "copy": 0, "turns": 1, "invalid": int(info["answer"] is None), "game": 0, "context_truncated": 0}
         assert response["observation_tokens"][:response["action_ranges"][0][0]] == first_prompt_ids(tokenizer, prompt_messages(instance))
+    named = Row("task", "sat", 1, 16, env_args={"answer_format": "named", "variable_notes": True}, level=(3, 4, 3), formula=row.formula)
+    (response,), _ = play(tiny, [named], n=1)
+    asked = prompt_messages(instance, answer_format="named", variable_notes=True)
+    assert response["observation_tokens"][:response["action_ranges"][0][0]] == first_prompt_ids(tokenizer, asked)
 
 
 def test_the_samples_batch_into_openrlhf_experiences_and_get_role_conditioned_advantages(tiny):

@@ -134,6 +134,15 @@ def test_the_dataset_holds_the_local_trainers_games_and_sat_instances(tmp_path):
         _, results, _ = run_tasks("sat", trainer.make_task_env("sat"), trainer.task_policy, prompts=3, group_size=1,
                                   seed=derive_seed(0, TASK, step, 0))
         assert [r.formula for r in tasks] == [result.info["formula"] for result in results]
+        assert all(r.env_args == {} for r in tasks)  # the default prompt: older datasets read the same
+
+
+def test_sat_rows_carry_the_prompt_options_the_run_sets(tmp_path):
+    overrides = ["env=sat", "steps=1", "prompts_per_step=2", "group_size=4", "max_new_tokens=8",
+                 'env_kwargs={"answer_format": "named", "variable_notes": true}']
+    _, script, _ = written(tmp_path, *overrides)
+    rows = [Row.from_label(json.loads(line)["label"]) for line in (script.parent / "prompts.jsonl").read_text().splitlines()]
+    assert rows and all(r.env_args == {"answer_format": "named", "variable_notes": True} for r in rows)
 
 
 def test_the_agent_file_loads_as_openrlhf_loads_it_and_plays_the_written_rows(tmp_path):

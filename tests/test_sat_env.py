@@ -131,3 +131,50 @@ def test_gymnasium_check_env(kwargs):
         warnings.simplefilter("always")
         check_env(SatEnv(**kwargs), skip_render_check=True)
     assert not [w for w in caught if "spec" not in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_named_answers_score_as_their_bits_and_only_in_order():
+    named = " ".join(f"{name}={bit}" for name, bit in zip("ABCDE", INSTANCE.solution))
+    assert score_answer(INSTANCE, f"\\boxed{{{named}}}")[0] == 1.0
+    assert score_answer(INSTANCE, f"\\boxed{{{named.replace(' ', ', ')}}}")[1]["assignment"] == INSTANCE.solution
+    wrong = a_wrong_assignment(INSTANCE)
+    assert score_answer(INSTANCE, "\\boxed{" + " ".join(f"{n}={b}" for n, b in zip("ABCDE", wrong)) + "}")[0] == 0.0
+    for bad in ("A=1 C=0 B=1 D=1 E=0", "A=1 B=0 C=1 D=1", "A=1 B=0 C=1 D=1 E=0 F=1", "A=1 B=2 C=1 D=1 E=0", "A=1 B=0 C=1 D=1 E=0 yes"):
+        reward, info = score_answer(INSTANCE, f"\\boxed{{{bad}}}")
+        assert reward == 0.0 and info["assignment"] is None and "named in order" in info["error"]
+
+
+def test_variable_notes_count_each_sign_and_the_named_prompt_asks_for_names():
+    from curricula.sat import SatInstance, text_to_clauses
+
+    instance = SatInstance(3, 4, 3, text_to_clauses("A!B!C & !AC!D & AB!D"), None, 0, False)
+    prompt = task_prompt_text(instance, answer_format="named", variable_notes=True)
+    for line in ("A: 2 times as A, 1 time as !A", "B: 1 time as B, 1 time as !B",
+                 "C: 1 time as C, 1 time as !C", "D: 0 times as D, 2 times as !D"):
+        assert line + "\n" in prompt
+    assert "naming all 4 variables" in prompt and "\\boxed{A=1 B=0 C=1}" in prompt and prompt.isascii()
+    plain = task_prompt_text(instance)
+    assert "How often" not in plain and "exactly 4 bits" in plain and "\\boxed{101}" in plain
+    with pytest.raises(ValueError, match="answer_format must be one of bits, named"):
+        task_prompt_text(instance, answer_format="letters")
+
+
+def test_the_env_asks_in_its_format_everywhere_it_asks():
+    from envs.tasks import task_hooks
+
+    env = SatEnv(seed=0, answer_format="named", variable_notes=True)
+    prompt, info = env.reset()
+    assert prompt == task_prompt_text(env.instance, answer_format="named", variable_notes=True)
+    assert env.messages()[0]["content"] == prompt
+    hooks = task_hooks(env)
+    item = hooks.heldout(env, 3)[0]
+    assert hooks.item_messages(item) == prompt_messages(item, answer_format="named", variable_notes=True)
+    parts = hooks.answer_parts(info)
+    assert parts.next_options([1, 0]) == ("\\boxed{A=1 B=0 C=", ("0", "1"))
+    assert parts.spell([1, 0, 1, 1, 0]) == "\\boxed{A=1 B=0 C=1 D=1 E=0}"
+    assert env.step(parts.spell([int(b) for b in env.instance.solution]))[1] == 1.0
+    assert task_hooks(SatEnv()).answer_parts(info).spell([1, 0, 1, 1, 0]) == "\\boxed{10110}"  # another env keeps its own format
+    with pytest.raises(ValueError, match="answer_format"):
+        SatEnv(answer_format="json")
+    with pytest.raises(ValueError, match="variable_notes must be true or false"):
+        SatEnv(variable_notes="yes")

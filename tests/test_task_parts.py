@@ -27,6 +27,12 @@ def test_answer_parts_spell_sat_answers():
     assert parts.spell([0, 1, 1, 0, 1]) == "\\boxed{01101}"
     with pytest.raises(ValueError, match="5 parts need 5 picks"):
         parts.spell([0, 1])
+    labelled = AnswerParts("[", (("x", "y"), ("1", "2", "3")), "]", ("a:", " b:"))
+    assert labelled.next_options([]) == ("[a:", ("x", "y"))
+    assert labelled.next_options([1]) == ("[a:y b:", ("1", "2", "3"))
+    assert labelled.next_options([1, 2]) is None and labelled.spell([1, 2]) == "[a:y b:3]"
+    with pytest.raises(ValueError, match="2 parts need 2 labels or none"):
+        AnswerParts("[", (("x", "y"), ("1", "2")), "]", ("a:",))
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +167,76 @@ def test_sat_run_in_choice_mode_evaluates_and_never_misformats(tmp_path):
     final = json.loads((out / "eval" / "final.json").read_text())["sat"]
     assert final["no_answer_rate"] == 0.0 and final["answers"] == 20 * 2
     assert math.isfinite(final["pass_at_1"])
+
+
+def test_counterfactual_credit_is_the_reward_minus_the_expected_reward_of_swapping_one_part():
+    """Worked by hand on A OR B (both plain) with two parts: from A=1 B=1 (solved), swapping A
+    still solves (B holds it), so A gets 0; from A=0 B=1, only B mattered."""
+    from curricula.sat import SatInstance, text_to_clauses
+    from envs.sat import score_answer
+    from trainers.rollouts.parts import PartsReply, counterfactual_gaps
+    from trainers.rollouts.policy import Decision
+
+    instance = SatInstance(2, 2, 1, text_to_clauses("AB"), None, 0, False)
+    parts = task_hooks(SatEnv()).item_answer_parts(instance)
+    calls = []
+
+    def score(text):
+        calls.append(text)
+        return score_answer(instance, text)[0]
+
+    def reply(picks, probs):
+        made = [Decision("", [], [], [0.0], choice_index=p, choice_probs=list(q)) for p, q in zip(picks, probs)]
+        return PartsReply(parts, [], Decision(parts.spell(picks), [], [], [0.0], parts=made))
+
+    assert counterfactual_gaps(reply([1, 1], [(0.3, 0.7), (0.4, 0.6)]), 1.0, score) == pytest.approx([0.0, 0.0])
+    assert calls == ["\\boxed{01}", "\\boxed{10}"]  # each part's other option, the chosen one is not asked again
+    assert counterfactual_gaps(reply([0, 1], [(0.8, 0.2), (0.4, 0.6)]), 1.0, score) == pytest.approx([0.0, 0.4 * 1.0])
+    assert counterfactual_gaps(reply([0, 0], [(0.8, 0.2), (0.9, 0.1)]), 0.0, score) == pytest.approx([-0.2, -0.1])
+    assert counterfactual_gaps(reply([0, 0], [(1.0, 0.0), (1.0, 0.0)]), 0.0, score) == [0.0, 0.0]  # greedy: no other option played
+
+
+def test_a_counterfactual_run_gives_each_part_its_own_advantage(choice_policy, tmp_path):
+    import json
+
+    from envs.sat import score_answer
+    from trainers.rollouts.parts import PART_GAP_KEY
+    from trainers.rollouts.play import run_tasks
+    from trainers.run import seeds
+    from trainers.run.seeds import derive_seed
+    from trainers.selfplay import main
+
+    samples, results, _ = run_tasks("sat", SatEnv(seed=0), choice_policy, prompts=2, group_size=4, seed=1, credit="counterfactual")
+    assert samples and all(PART_GAP_KEY in s.info for s in samples)
+    env = SatEnv(seed=0)
+    env.reset(seed=derive_seed(1, seeds.TASK, 0))  # the first group's formula
+    first = samples[:5]  # the first answer, part by part: its gaps from the env's own scorer
+    picks = [s.choice_index for s in first]
+    for part, sample in enumerate(first):
+        flipped = "".join(str(b if i != part else 1 - b) for i, b in enumerate(picks))
+        swapped = score_answer(env.instance, f"\\boxed{{{flipped}}}")[0]
+        chosen = math.exp(sample.old_logprobs[0])  # rollout temperature 1: the sampling probability
+        assert sample.info[PART_GAP_KEY] == pytest.approx((1 - chosen) * (sample.reward - swapped), abs=1e-9)
+    assert len({round(s.info[PART_GAP_KEY], 9) for s in samples}) > 1  # parts of one answer differ, unlike GRPO's shared value
+    with pytest.raises(ValueError, match="unknown task credit"):
+        run_tasks("sat", env, choice_policy, prompts=1, group_size=1, seed=1, credit="parts")
+
+    out = tmp_path / "sat"
+    assert main(["model=tiny-random", "env=sat", "steps=1", "prompts_per_step=2", "group_size=4", "eval_samples=1",
+                 "task_credit=counterfactual", "threads=1", "progress=false", "tensorboard=false", "save_every=0", f"out={out}"]) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["phase"] == "rl"
+
+
+def test_task_credit_refusals_name_the_key(tmp_path):
+    from trainers.backends.openrlhf.launcher import refuse_unmapped_keys
+    from trainers.run.preflight import preflight
+
+    base = ["model=tiny-random", f"out={tmp_path / 'run'}", "task_credit=counterfactual"]
+    with pytest.raises(ValueError, match="task_credit=counterfactual credits the parts .* kuhn_poker has no task env"):
+        preflight(parse_overrides([*base, "env=kuhn_poker"]))
+    with pytest.raises(ValueError, match="task_credit=counterfactual credits the parts .* tasks answer in direct mode"):
+        preflight(parse_overrides([*base, "env=sat", "task_mode=direct"]))
+    with pytest.raises(ValueError, match="task_credit"):
+        parse_overrides(["task_credit=parts"])
+    with pytest.raises(ValueError, match="task_credit='counterfactual'"):
+        refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["sat"], task_credit="counterfactual"))

@@ -36,7 +36,9 @@ import time
 import envs
 from envs.tasks import level_of, task_hooks
 from trainers.run import seeds
-from trainers.learning.advantages import AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, trace_advantages
+from trainers.learning.advantages import (
+    AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, part_gap_advantages, trace_advantages,
+)
 from trainers.learning.diagnostics import diagnosed_trees, estimator_agreement, set_true_advantages
 from trainers.run.config import TrainConfig, help_text, parse_overrides
 from trainers.evaluation.evaluate import match_score, selection_score
@@ -44,7 +46,7 @@ from trainers.rollouts.league import referenced_snapshot_folders
 from trainers.run.preflight import preflight
 from trainers.evaluation.ratings import Ratings, policy_name
 from trainers.run.report import headline, postfix, progress_bar, scalars, tensorboard_writer
-from trainers.rollouts.parts import answer_in_parts
+from trainers.rollouts.parts import PART_GAP_KEY, answer_in_parts
 from trainers.rollouts.play import GameResult, GameSetup, GameSpec, RolloutTiming, play_games, run_tasks
 from trainers.rollouts.step_size import games_kept, sample_shares, wave_size
 from trainers.run.run_dir import RunDirectory
@@ -164,6 +166,7 @@ class Trainer:
                 group_size=config.group_size,
                 seed=derive_seed(config.seed, seeds.TASK, step, offset),
                 thinking=self.thinking,
+                credit=config.task_credit,
             )
             for sample in task_samples:
                 sample.game_id += 1_000_000 * offset  # distinct GRPO groups per env
@@ -316,7 +319,9 @@ class Trainer:
         if games:
             adjust = equalize_state_weights if self.config.state_weighting == "uniform" else None
             trace_advantages(games, self.config.advantage_method(), self.advantage_state, adjust=adjust)
-        if tasks:
+        if tasks and self.config.task_credit == "counterfactual":
+            part_gap_advantages(tasks, PART_GAP_KEY)
+        elif tasks:
             trace_advantages(tasks, "grpo")
         metrics = advantage_metrics(_answers(samples)) if samples else {}
         return drop_zero_advantage(samples), metrics

@@ -251,6 +251,22 @@ def exact_advantages(samples: list[TurnSample]) -> list[TurnSample]:
     return samples
 
 
+def part_gap_advantages(samples: list[TurnSample], key: str, *, eps: float = DEFAULT_EPS) -> list[TurnSample]:
+    """``A = info[key] / (std + eps)``: each part of an answer its own counterfactual advantage
+    (``task_credit=counterfactual``, ``trainers.rollouts.parts``), divided by the population
+    std of those values over `samples` (the step's task parts). A confident part's value is
+    small (it is scaled by the probability of the options not taken), so unscaled it would
+    learn far more slowly than GRPO's unit-std advantages at the same learning rate; a
+    step-wide scale keeps the learning rates comparable and keeps every part's sign and
+    relative size."""
+    gaps = [float(sample.info[key]) for sample in samples]
+    mean = sum(gaps) / len(gaps) if gaps else 0.0
+    std = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) if gaps else 0.0
+    for sample, gap in zip(samples, gaps):
+        sample.advantage = gap / (std + eps)
+    return samples
+
+
 def compute_advantages(
     samples: list[TurnSample], method: str, state: AdvantageState | None = None, *, eps: float = DEFAULT_EPS
 ) -> list[TurnSample]:

@@ -10,6 +10,20 @@ turn whose candidates are the answer so far followed by each option of part r
 so the softmax over them is the model's probability of the next part given the formula
 and the parts already chosen: the answer's probability is the product over its parts.
 
+Credit (``task_credit``): by default every part of an answer gets the answer's advantage
+(GRPO over the group), so a part that did not matter is pushed as hard as one that decided
+the answer. ``counterfactual`` gives part i ``R - sum_v pi_i(v) R(answer with part i set to
+v)``: the answer's reward minus what the policy's own distribution over that part would
+have scored with the other parts kept (`counterfactual_gaps`, the task's scorer called on
+the swapped answers). A part whose swap changes nothing gets 0; a part that made the
+answer right gets ``(1 - pi_i(chosen)) * (R - R_swapped)``; the learner divides these by
+their std over the step (``trainers.learning.advantages.part_gap_advantages``). This is COMA's counterfactual
+baseline (Foerster et al., 2018) applied to the parts of one answer: it needs parts whose
+options do not depend on earlier picks (`AnswerParts`), and a scorer cheap enough to call
+once per option of every part (SAT: counting satisfied clauses). Keeping the later parts
+fixed while swapping an earlier one ignores that they were chosen after it, a bias traded
+for a signal that says which part mattered.
+
 The rounds are `LanguagePolicy.choose_in_parts`, which game turns with many legal actions
 use too (``envs.action_chain``). Each part becomes one choice-mode `TurnSample`; the parts
 of an answer are one trace (`Decision.samples`): the advantage is computed once per
@@ -19,13 +33,17 @@ weighs as one decision in the loss, whatever its length.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from envs.tasks import AnswerParts
 from trainers.learning.samples import TurnSample
 from trainers.rollouts.policy import Decision, LanguagePolicy
+
+PART_GAP_KEY = "counterfactual_gap"
+"""``sample.info`` key of a part's counterfactual advantage (``task_credit=counterfactual``)."""
+TASK_CREDITS = ("answer", "counterfactual")
 
 
 @dataclass
@@ -65,3 +83,20 @@ def answer_in_parts(
     """One answer per request, chosen part by part by a choice-mode `policy` (all requests advance together)."""
     decisions = policy.choose_in_parts(requests, parts, seed=seed, temperature=temperature)
     return [PartsReply(p, messages, d) for messages, p, d in zip(requests, parts, decisions)]
+
+
+def counterfactual_gaps(reply: PartsReply, reward: float, score: Callable[[str], float]) -> list[float]:
+    """Per part i: ``reward - sum_v pi_i(v) * score(the answer with part i set to v)``.
+
+    `pi_i` is the distribution part i was sampled from (``Decision.choice_probs``); the
+    chosen option scores `reward` without asking `score`. See the module docstring."""
+    picks = [decision.choice_index for decision in reply.decisions]
+    gaps = []
+    for part, decision in enumerate(reply.decisions):
+        expected = 0.0
+        for option, probability in enumerate(decision.choice_probs):
+            if probability > 0.0:
+                swapped = picks[:part] + [option] + picks[part + 1:]
+                expected += probability * (reward if option == picks[part] else score(reply.parts.spell(swapped)))
+        gaps.append(reward - expected)
+    return gaps

@@ -31,7 +31,7 @@ from envs.game_env import GameEnv, agent_name
 from envs.opponents import Opponent
 from envs.tasks import task_hooks
 from trainers.run import seeds
-from trainers.rollouts.parts import answer_in_parts
+from trainers.rollouts.parts import PART_GAP_KEY, TASK_CREDITS, answer_in_parts, counterfactual_gaps
 from trainers.rollouts.policy import LanguagePolicy
 from trainers.learning.samples import TurnSample
 from trainers.run.seeds import derive_seed
@@ -268,13 +268,20 @@ def run_tasks(
     seed: int,
     temperature: float | None = None,
     thinking: ThinkingStrategy = PLAIN,
+    credit: str = "answer",
 ) -> tuple[list[TurnSample], list[TaskResult], RolloutTiming]:
     """`prompts` task instances, `group_size` answers each, all in one policy call (plain),
     one batch of traces advancing together (Markovian), or part by part (a choice-mode
     policy: ``trainers.rollouts.parts``). The instances depend only on `seed`,
     not on the thinking strategy. Every sample's ``game_id`` is its GRPO group (the prompt);
     a sample that can list the task's well-formed answers carries them in ``info["choices"]``
-    (``envs.tasks``: the format phase clones one of them)."""
+    (``envs.tasks``: the format phase clones one of them). ``credit="counterfactual"`` (choice
+    mode) writes each part's counterfactual advantage into ``info[PART_GAP_KEY]``
+    (``trainers.rollouts.parts``)."""
+    if credit not in TASK_CREDITS:
+        raise ValueError(f"unknown task credit {credit!r}; valid: {', '.join(TASK_CREDITS)}")
+    if credit == "counterfactual" and policy.mode != "choice":
+        raise ValueError(f"task_credit=counterfactual credits the parts of an answer chosen part by part; this policy answers in {policy.mode} mode")
     timing = RolloutTiming()
     hooks = task_hooks(env)
     with timing.measure("env"):
@@ -294,11 +301,19 @@ def run_tasks(
         for group, (task_env, messages, info) in enumerate(drawn):
             rewards = []
             choices = hooks.answer_space(info)
+            scored: dict[str, float] = {}  # the group's answers share a prompt: each text is scored once
+
+            def score(text: str) -> float:
+                if text not in scored:
+                    scored[text] = float(copy.deepcopy(task_env).step(text)[1])
+                return scored[text]
+
             for member, reply in enumerate(replies[group * group_size:(group + 1) * group_size]):
                 answer_env = copy.deepcopy(task_env)
                 _, reward, _, _, step_info = answer_env.step(reply.text)
                 rewards.append(float(reward))
-                samples += reply.samples(
+                scored[reply.text] = float(reward)
+                reply_samples = reply.samples(
                     env_id,
                     0,
                     group,
@@ -308,6 +323,10 @@ def run_tasks(
                     info={"messages": messages},
                     answer_info={"choices": choices} if choices else {},
                 )
+                if credit == "counterfactual":
+                    for sample, gap in zip(reply_samples, counterfactual_gaps(reply, float(reward), score)):
+                        sample.info[PART_GAP_KEY] = gap
+                samples += reply_samples
             results.append(TaskResult(env_id, group, rewards, dict(info)))
     timing.rounds = max((reply.rounds for reply in replies), default=0)
     return samples, results, timing

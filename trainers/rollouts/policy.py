@@ -55,6 +55,8 @@ class Decision:
     choice_index: int | None = None
     parts: list["Decision"] | None = None
     """A chained answer: the decision of each of its parts (see the module docstring)."""
+    choice_probs: list[float] | None = None
+    """Choice mode: the probability the choice was sampled with, per candidate (one-hot when greedy)."""
 
     def samples(self, env_id: str, role: int, game_id: int, *, name: str = "", info=None, answer_info=None, **fields) -> list[TurnSample]:
         """The training samples of this answer: one, or one choice sample per part of a chain.
@@ -264,6 +266,7 @@ class LanguagePolicy:
         for prompt, ids, candidate_scores in zip(prompts, prompt_ids, scores):
             sampling = _softmax(candidate_scores, temperature) if temperature > 0 else None
             index = int(np.argmax(candidate_scores)) if sampling is None else int(rng.choice(len(sampling), p=sampling))
+            probs = [float(i == index) for i in range(len(candidate_scores))] if sampling is None else sampling.tolist()
             log_normaliser = _logsumexp(candidate_scores)
             candidates = [self._candidate_ids(c) for c in prompt.choices]
             decisions.append(
@@ -274,6 +277,7 @@ class LanguagePolicy:
                     old_logprobs=[candidate_scores[index] - log_normaliser],
                     choice_ids=candidates,
                     choice_index=index,
+                    choice_probs=probs,
                 )
             )
         return decisions

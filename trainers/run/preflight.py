@@ -65,6 +65,9 @@ def preflight(config: TrainConfig) -> dict | None:
                              f"(envs.tasks.AnswerParts): use task_mode=direct or think")
         if config.thinking == "markovian":
             raise ValueError("thinking=markovian reasons in free text; task_mode=choice picks answers part by part (use task_mode=direct or think)")
+    if config.task_credit != "answer" and (not task_kinds or setup.task_mode != "choice"):
+        raise ValueError(f"task_credit={config.task_credit} credits the parts of a task answer chosen part by part; "
+                         + (f"{', '.join(config.env)} has no task env" if not task_kinds else f"tasks answer in {setup.task_mode} mode (use task_mode=choice)"))
     if config.thinking == "markovian" and config.backend != "local":
         raise ValueError(f"thinking=markovian runs with backend=local for now (backend is {config.backend})")
     scheduled = CURRICULUM_ENVS.get(config.curriculum)

@@ -252,7 +252,7 @@ class AgentExecutor(AgentExecutorBase):
         from envs.sat import prompt_messages
 
         trajectory = Trajectory(logprobs=[] if getattr(sampling_params, "logprobs", None) is not None else None)
-        prompt_ids = first_prompt_ids(tokenizer, prompt_messages(instance))
+        prompt_ids = first_prompt_ids(tokenizer, prompt_messages(instance, **row.env_args))
         budget = min(row.max_new_tokens, max_length - len(prompt_ids))
         if budget <= 0:
             raise ValueError(f"the {row.env} prompt of row {row.row} takes {len(prompt_ids)} tokens; --data.max_len ({max_length}) leaves no room to answer")

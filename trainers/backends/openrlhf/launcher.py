@@ -135,6 +135,7 @@ REFUSED_KEYS = {
     "generation_batch_size": "OpenRLHF's vLLM engines batch requests themselves",
     "choice_chain": "the job plays choice mode as direct (free text), where no turn is chained; chained choices run with backend=local or ray",
     "task_mode": "the job's agent answers tasks in the games' free-text mode (direct, or think with mode=think); part-by-part choices run with backend=local or ray",
+    "task_credit": "the job's agent answers tasks in free text (no parts to credit); task_credit=counterfactual runs with backend=local",
     "thinking": "Markovian thinking resets the context between chunks, and one OpenRLHF agent execution returns one token sequence",
     "chunk": "it applies to thinking=markovian (see thinking)",
     "carry": "it applies to thinking=markovian (see thinking)",
@@ -331,6 +332,10 @@ def _game_rows(config, games: dict[str, int], players, n, step, mode, start) -> 
 
 
 
+SAT_PROMPT_DEFAULTS = {"answer_format": "bits", "variable_notes": False}
+"""A task row names only the SAT prompt options that differ from these (older datasets stay valid)."""
+
+
 def _task_rows(config, task_envs: list, step, start) -> list[Row]:
     """The step's SAT instances: the ones the local trainer draws (same seeds, same exclusions)."""
     rows = []
@@ -339,7 +344,11 @@ def _task_rows(config, task_envs: list, step, start) -> list[Row]:
         for group in range(config.prompts_per_step):
             env.reset(seed=derive_seed(step_seed, seeds.TASK, group))
             instance = env.instance
-            rows.append(Row("task", "sat", start + len(rows), config.max_new_tokens, level=instance.level, formula=instance.formula))
+            hooks = env.task_hooks
+            prompt_args = {"answer_format": hooks.answer_format, "variable_notes": hooks.variable_notes}
+            prompt_args = {k: v for k, v in prompt_args.items() if v != SAT_PROMPT_DEFAULTS[k]}
+            rows.append(Row("task", "sat", start + len(rows), config.max_new_tokens, env_args=prompt_args,
+                            level=instance.level, formula=instance.formula))
     return rows
 
 
