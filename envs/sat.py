@@ -79,8 +79,8 @@ _FORMAT_TEXT = {
               "separated by spaces, inside \\boxed{}.", "\\boxed{A=1 B=0 C=1}", "naming all {k} variables"),
 }
 
-_NAMED_ANSWER = re.compile(r"\s*(?:[A-Z]\s*=\s*[01]\s*,?\s*)+")
-_NAMED_PAIR = re.compile(r"([A-Z])\s*=\s*([01])")
+_NAMED_SEPARATOR = re.compile(r"[\s,]+")
+_NAMED_PAIR = re.compile(r"([A-Z])=([01])")
 
 
 def check_answer_format(answer_format: str) -> str:
@@ -126,13 +126,12 @@ def prompt_messages(instance: SatInstance, *, answer_format: str = "bits", varia
 
 def named_assignment(text: str, k: int) -> str | None:
     """The k bits of a named answer (``"A=1 B=0 C=1"``, commas allowed) that names the first
-    k variables once each in alphabetical order, else None."""
-    if not _NAMED_ANSWER.fullmatch(text):
+    k variables once each in alphabetical order, else None. Linear in the text (a split, no
+    backtracking pattern): answers are model output, of any length."""
+    pairs = [_NAMED_PAIR.fullmatch(token) for token in _NAMED_SEPARATOR.split(text.strip())]
+    if len(pairs) != k or not all(pairs) or [p.group(1) for p in pairs] != list(VARIABLE_NAMES[:k]):
         return None
-    pairs = _NAMED_PAIR.findall(text)
-    if [name for name, _ in pairs] != list(VARIABLE_NAMES[:k]):
-        return None
-    return "".join(bit for _, bit in pairs)
+    return "".join(p.group(2) for p in pairs)
 
 
 def score_answer(instance: SatInstance, text: Any) -> tuple[float, dict[str, Any]]:

@@ -178,3 +178,12 @@ def test_the_env_asks_in_its_format_everywhere_it_asks():
         SatEnv(answer_format="json")
     with pytest.raises(ValueError, match="variable_notes must be true or false"):
         SatEnv(variable_notes="yes")
+
+
+def test_a_long_adversarial_named_answer_is_read_in_linear_time():
+    import time
+
+    start = time.perf_counter()
+    for text in ("A=1" + " " * 200_000 + "x", "A=1 " * 100_000, "A=" + "1" * 200_000):
+        assert score_answer(INSTANCE, f"\\boxed{{{text}}}")[0] == 0.0
+    assert time.perf_counter() - start < 5.0  # a backtracking pattern took minutes on the first
