@@ -29,7 +29,7 @@ from tqdm import tqdm
 from benchmarks.outputs import check_output_path
 from benchmarks.passk import STANDARD_KS, pass_at_k_by_bucket, usable_ks
 from curricula.sat import SatInstance, difficulty
-from envs.sat import CORRECT_REWARD, NO_ANSWER_REWARD, prompt_messages, score_answer
+from envs.sat import ANSWER_FORMATS, CORRECT_REWARD, NO_ANSWER_REWARD, prompt_messages, score_answer
 
 HELP = "pass@k of a model on a SAT benchmark file (benchmarks.generate sat output)"
 
@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--answer-format", choices=ANSWER_FORMATS, default="bits",
+                        help="the answer the prompt asks for: bits (\\boxed{101}, Saturn's) or named (\\boxed{A=1 B=0 C=1}); "
+                             "the checker accepts either")
+    parser.add_argument("--variable-notes", action="store_true",
+                        help="list under the formula how often each variable occurs plain and negated (the env's variable_notes)")
     parser.add_argument("--thinking", choices=("plain", "markovian"), default="plain",
                         help="plain: one generation of --max-new-tokens; markovian: Delethink chunks")
     parser.add_argument("--chunk", type=int, default=512, help="markovian: chunk size C (default 512)")
@@ -89,21 +94,24 @@ def load_problems(path: str, limit: int | None = None) -> list[tuple[str, SatIns
 def sample_texts(
     model, tokenizer, instances: Sequence[SatInstance], *, samples: int, max_new_tokens: int,
     temperature: float, top_p: float, seed: int, batch_size: int, progress: bool = True,
+    prompt_options: dict | None = None,
 ) -> list[list[str]]:
     """`samples` responses per instance; one seeded generate call per batch, so the
-    result depends only on the arguments, not on how progress is shown."""
+    result depends only on the arguments, not on how progress is shown. `prompt_options`:
+    ``envs.sat.prompt_messages``' keyword arguments (the answer format, variable notes)."""
     texts, _ = _sample_plain(
         model, tokenizer, instances, samples=samples, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_p=top_p, seed=seed, batch_size=batch_size, progress=progress,
+        top_p=top_p, seed=seed, batch_size=batch_size, progress=progress, prompt_options=prompt_options,
     )
     return texts
 
 
-def _sample_plain(model, tokenizer, instances, *, samples, max_new_tokens, temperature, top_p, seed, batch_size, progress):
+def _sample_plain(model, tokenizer, instances, *, samples, max_new_tokens, temperature, top_p, seed, batch_size, progress,
+                  prompt_options=None):
     """`sample_texts` plus the share of samples that reached `max_new_tokens`."""
     from trainers.generation import generate
 
-    prompts = [prompt_messages(instance) for instance in instances for _ in range(samples)]
+    prompts = [prompt_messages(instance, **(prompt_options or {})) for instance in instances for _ in range(samples)]
     texts: list[str] = []
     cut = 0
     with tqdm(total=len(prompts), desc="sampling", unit="sample", disable=not progress, file=sys.stderr) as bar:
@@ -121,7 +129,7 @@ def _sample_plain(model, tokenizer, instances, *, samples, max_new_tokens, tempe
 
 def sample_markovian(
     model, tokenizer, instances: Sequence[SatInstance], *, samples: int, config, temperature: float,
-    top_p: float, seed: int, batch_size: int, progress: bool = True,
+    top_p: float, seed: int, batch_size: int, progress: bool = True, prompt_options: dict | None = None,
 ) -> tuple[list[list[str]], dict]:
     """`samples` Markovian traces per instance (`config`: an ``envs.markovian.MarkovianConfig``).
 
@@ -132,7 +140,7 @@ def sample_markovian(
     from trainers.generation.traces import MARKOVIAN_ROUND, generate_chunks, new_traces, token_codec
     from trainers.run.seeds import derive_seed
 
-    prompts = [prompt_messages(instance) for instance in instances for _ in range(samples)]
+    prompts = [prompt_messages(instance, **(prompt_options or {})) for instance in instances for _ in range(samples)]
     traces = new_traces(prompts, token_codec(tokenizer), config)
     backend = TransformersBackend(model, tokenizer)
     with tqdm(total=config.max_chunks, desc="chunk rounds", disable=not progress, file=sys.stderr) as bar:
@@ -240,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model, dtype=args.dtype)
     instances = [instance for _, instance in problems]
     options = dict(samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                   batch_size=args.batch_size, progress=not args.no_progress)
+                   batch_size=args.batch_size, progress=not args.no_progress,
+                   prompt_options={"answer_format": args.answer_format, "variable_notes": args.variable_notes})
     if thinking is None:
         texts, budget_hit_rate = _sample_plain(model, tokenizer, instances, max_new_tokens=args.max_new_tokens, **options)
         thinking = {"thinking": "plain", "budget_hit_rate": budget_hit_rate}
@@ -249,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
         thinking.update(stats)
     report = {
         "task": "sat", "data": args.data, "model": args.model, "temperature": args.temperature,
-        "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed, **thinking,
+        "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+        "answer_format": args.answer_format, "variable_notes": args.variable_notes, **thinking,
         **score_problems(problems, texts),
     }
     print(format_table(report))

@@ -254,3 +254,31 @@ def test_evaluate_end_to_end_with_tiny_random_model(tmp_path):
     assert [(b["n"], b["k"], b["l"]) for b in report["buckets"]] == [(3, 5, 5), (3, 5, 6)]
     assert report["overall"]["num_problems"] == 2
     assert all(r in (-1.0, 0.0, 1.0) for p in report["problems"] for r in p["rewards"])
+
+
+def test_evaluation_asks_in_the_format_a_model_was_trained_with(monkeypatch, tmp_path):
+    """`--answer-format named --variable-notes` sends the env's named prompt with its notes."""
+    from benchmarks import sat_eval
+    from envs.sat import prompt_messages
+
+    import trainers.generation as generation
+    from trainers.models import load_model
+
+    asked, real_generate = [], generation.generate
+
+    def generate_and_record(model, tokenizer, batch, **kwargs):  # the real generation, its prompts kept
+        asked.extend(batch)
+        return real_generate(model, tokenizer, batch, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", generate_and_record)
+    model, tokenizer = load_model("tiny-random", seed=0)
+    problems = sat_eval.load_problems(str(two_problem_file(tmp_path)))
+    instances = [instance for _, instance in problems]
+    texts = sat_eval.sample_texts(model, tokenizer, instances, samples=1, max_new_tokens=4, temperature=0.6, top_p=1.0, seed=0,
+                                  batch_size=2, progress=False, prompt_options={"answer_format": "named", "variable_notes": True})
+    assert asked == [prompt_messages(i, answer_format="named", variable_notes=True) for i in instances]
+    assert sat_eval.score_problems(problems, texts)["overall"]["num_problems"] == 2
+    parser = __import__("argparse").ArgumentParser()
+    sat_eval.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--data", "x", "--model", "tiny-random", "--answer-format", "letters"])
