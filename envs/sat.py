@@ -176,8 +176,14 @@ class SatTask(GenericTask):
     choice mode's parts follow them."""
 
     def __init__(self, answer_format: str = "bits", variable_notes: bool = False):
+        if not isinstance(variable_notes, bool):
+            raise ValueError(f"sat: variable_notes must be true or false, got {variable_notes!r}")
         self.answer_format = check_answer_format(answer_format)
         self.variable_notes = variable_notes
+
+    def prompt_options(self) -> dict[str, Any]:
+        """The `prompt_messages` keyword arguments of this task's prompts."""
+        return {"answer_format": self.answer_format, "variable_notes": self.variable_notes}
 
     def answer_space(self, info: dict) -> tuple[str, ...]:
         """The k-bit strings, all of them when k <= 6, else 64 drawn uniformly (seeded by the
@@ -198,7 +204,7 @@ class SatTask(GenericTask):
         return heldout_instances(env.level, size=size)
 
     def item_messages(self, item: SatInstance) -> list[dict[str, str]]:
-        return prompt_messages(item, answer_format=self.answer_format, variable_notes=self.variable_notes)
+        return prompt_messages(item, **self.prompt_options())
 
     def score(self, item: SatInstance, text: str) -> tuple[float, dict]:
         return score_answer(item, text)
@@ -259,8 +265,6 @@ class SatEnv(gymnasium.Env):
         answer_format: str = "bits",
         variable_notes: bool = False,
     ):
-        if not isinstance(variable_notes, bool):
-            raise ValueError(f"sat: variable_notes must be true or false, got {variable_notes!r}")
         self.task_hooks = SatTask(answer_format, variable_notes)
         fixed = (n, k, l)
         if curriculum is not None and any(x is not None for x in fixed):
@@ -313,7 +317,7 @@ class SatEnv(gymnasium.Env):
         super().reset(seed=seed)
         config = SatConfig(family=self.family, stream="env", count_cap=self.count_cap).with_level(self.level).validate()
         self.instance = self._draw(config)
-        self._prompt = self.task_hooks.item_messages(self.instance)[0]["content"]
+        self._prompt = task_prompt_text(self.instance, **self.task_hooks.prompt_options())
         self._done = False
         return self._prompt, self._reset_info()
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import envs
+from envs.sat import SatTask
 from trainers.run import seeds
 from trainers.rollouts.step_size import sample_shares
 from trainers.run.config import TrainConfig
@@ -332,22 +333,17 @@ def _game_rows(config, games: dict[str, int], players, n, step, mode, start) -> 
 
 
 
-SAT_PROMPT_DEFAULTS = {"answer_format": "bits", "variable_notes": False}
-"""A task row names only the SAT prompt options that differ from these (older datasets stay valid)."""
-
-
 def _task_rows(config, task_envs: list, step, start) -> list[Row]:
     """The step's SAT instances: the ones the local trainer draws (same seeds, same exclusions)."""
     rows = []
+    defaults = SatTask().prompt_options()  # a row names only the options away from these: older datasets read the same
     for offset, env in enumerate(task_envs):
+        prompt_args = {k: v for k, v in env.task_hooks.prompt_options().items() if v != defaults[k]}
         step_seed = derive_seed(config.seed, seeds.TASK, step, offset)
         for group in range(config.prompts_per_step):
             env.reset(seed=derive_seed(step_seed, seeds.TASK, group))
             instance = env.instance
-            hooks = env.task_hooks
-            prompt_args = {"answer_format": hooks.answer_format, "variable_notes": hooks.variable_notes}
-            prompt_args = {k: v for k, v in prompt_args.items() if v != SAT_PROMPT_DEFAULTS[k]}
-            rows.append(Row("task", "sat", start + len(rows), config.max_new_tokens, env_args=prompt_args,
+            rows.append(Row("task", "sat", start + len(rows), config.max_new_tokens, env_args=dict(prompt_args),
                             level=instance.level, formula=instance.formula))
     return rows
 
