@@ -143,6 +143,16 @@ class State(abc.ABC):
     def information_state_string(self, player: int) -> str:
         """A unique key of `player`'s information set (equal iff indistinguishable)."""
 
+    def score_margin(self, player: int) -> float | None:
+        """How far `player` is ahead of the others now, on the game's own scale; None by default.
+
+        A game may define it where its outcome is decided by who is ahead at the end: the
+        sign of the final margin must be the sign of the player's return. Training with
+        ``reward=margin`` (``trainers.rollouts.rewards``) credits each turn with the change
+        of its player's margin from that turn to the end.
+        """
+        return None
+
     def position_key(self) -> str | None:
         """A key of the position, when the path to it does not matter; None by default.
 

@@ -97,11 +97,18 @@ class SimpleNegotiationGame(Game):
     player needs, while every listed move costs about 15 prompt tokens at every later turn
     (a 10-turn game's last prompts carry 9 moves), and a prompt's tokens are what a
     training step pays for. The game is the same either way.
+
+    `offer_notes=True` adds, under an offer pending to the player to move, what accepting
+    it would do: both players' gains after the trade and whether the player would then be
+    ahead, behind or level. Deciding that from the offer text takes arithmetic on two
+    values per resource, which a small model does not do reliably, so the notes set the
+    accept/deny decision apart the way Kuhn Poker's `card_notes` set the cards apart. Off
+    by default (SPIRAL's prompt); the game is the same either way.
     """
 
     name = "simple_negotiation"
 
-    def __init__(self, max_turns: int = 10, max_quantity: int = 10, shown_moves: int | None = 2):
+    def __init__(self, max_turns: int = 10, max_quantity: int = 10, shown_moves: int | None = 2, offer_notes: bool = False):
         if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(
                 f"simple_negotiation: max_turns must be an integer >= 1, got {max_turns!r}"
@@ -120,9 +127,12 @@ class SimpleNegotiationGame(Game):
             raise ValueError(
                 f"simple_negotiation: shown_moves must be an integer >= 0 or null (every move), got {shown_moves!r}"
             )
+        if not isinstance(offer_notes, bool):
+            raise ValueError(f"simple_negotiation: offer_notes must be true or false, got {offer_notes!r}")
         self.max_turns = max_turns
         self.max_quantity = max_quantity
         self.shown_moves = shown_moves
+        self.offer_notes = offer_notes
         quantities = range(max_quantity + 1)
         self._offers: tuple[Offer, ...] = tuple(
             offer
@@ -142,7 +152,8 @@ class SimpleNegotiationGame(Game):
 
     def params(self) -> dict:
         shown = {} if self.shown_moves == 2 else {"shown_moves": self.shown_moves}
-        return {"max_turns": self.max_turns, "max_quantity": self.max_quantity, **shown}
+        notes = {"offer_notes": True} if self.offer_notes else {}
+        return {"max_turns": self.max_turns, "max_quantity": self.max_quantity, **shown, **notes}
 
     def new_initial_state(self) -> "SimpleNegotiationState":
         return SimpleNegotiationState(self)
@@ -252,6 +263,17 @@ class SimpleNegotiationState(State):
             player, START_INVENTORY
         )
 
+    def score_margin(self, player: int) -> float:
+        """`player`'s gain minus the other's, over `20 * max_quantity`.
+
+        With these values the difference of gains is 10 times the difference of the units
+        the two hold, so a trade of q units for q' moves the receiver's margin by
+        `(q - q') / max_quantity` (at most just under 1). Its sign at the end is the
+        outcome's.
+        """
+        check_player(self, player)
+        return (self.gain(player) - self.gain(1 - player)) / (20 * self.game.max_quantity)
+
     def pending_offer(self) -> tuple[int, Offer] | None:
         """(offerer, offer) awaiting an answer from the player to move, or None."""
         return self._pending
@@ -291,6 +313,8 @@ class SimpleNegotiationState(State):
                 f"({giver} would give {_bundle_text(offer.give)} "
                 f"and receive {_bundle_text(offer.get)})."
             )
+            if self.game.offer_notes and offerer != player and not self.is_terminal():
+                lines.append(self._acceptance_note(player, offer))
         shown = len(self._history) if self.game.shown_moves is None else min(self.game.shown_moves, len(self._history))
         if shown:
             first = len(self._history) - shown
@@ -310,6 +334,21 @@ class SimpleNegotiationState(State):
             to_move = self.current_player()
             lines.append("Your turn." if to_move == player else f"Player {to_move}'s turn.")
         return "\n".join(lines)
+
+    def _acceptance_note(self, player: int, offer: Offer) -> str:
+        """What accepting `offer` (made to `player`) would leave both players' gains at."""
+        other = 1 - player
+        # The offerer gives offer.give and gets offer.get; `player` is the other side.
+        mine = tuple(n + give - get for n, give, get in zip(self.inventory(player), offer.give, offer.get))
+        theirs = tuple(n - give + get for n, give, get in zip(self.inventory(other), offer.give, offer.get))
+        my_gain = inventory_value(player, mine) - inventory_value(player, START_INVENTORY)
+        their_gain = inventory_value(other, theirs) - inventory_value(other, START_INVENTORY)
+        lead = my_gain - their_gain
+        standing = f"ahead by {lead}" if lead > 0 else f"behind by {-lead}" if lead < 0 else "level"
+        return (
+            f"If you accept: your gain becomes {my_gain:+d}, Player {other}'s {their_gain:+d} "
+            f"(you would be {standing})."
+        )
 
     def clone(self) -> "SimpleNegotiationState":
         twin = SimpleNegotiationState.__new__(SimpleNegotiationState)

@@ -116,7 +116,7 @@ def test_unknown_parameter_names_the_valid_ones(monkeypatch):
         games.load("kuhn_poker", players=3)
     with pytest.raises(ValueError, match="valid parameters: line_notes$"):
         games.load("tic_tac_toe", size=4)
-    with pytest.raises(ValueError, match="valid parameters: max_turns, max_quantity, shown_moves$"):
+    with pytest.raises(ValueError, match="valid parameters: max_turns, max_quantity, shown_moves, offer_notes$"):
         games.load("simple_negotiation", turns=4)
     monkeypatch.setitem(games._REGISTRY, "parameterless", lambda: None)
     with pytest.raises(ValueError, match="valid parameters: none"):

@@ -296,8 +296,73 @@ def test_information_state_is_the_player_and_the_move_sequence(game):
         ({"max_turns": True}, "max_turns must be an integer >= 1"),
         ({"max_quantity": 0}, "max_quantity must be an integer in 1..20"),
         ({"max_quantity": 21}, "max_quantity must be an integer in 1..20"),
+        ({"offer_notes": "yes"}, "offer_notes must be true or false"),
     ],
 )
 def test_rejects_bad_parameters(params, message):
     with pytest.raises(ValueError, match=message):
         games.load("simple_negotiation", **params)
+
+
+# -- the score margin and the offer notes ------------------------------------------------
+
+
+def test_score_margin_is_the_difference_of_gains_scaled_by_max_quantity(game):
+    state = play(game, [offer(game, give_gold=1, get_wood=6), ACCEPT])
+    # Player 0 gave 1 Gold (-15) for 6 Wood (+30): +15; Player 1 gave 6 Wood (-90) for 1 Gold (+5): -85.
+    assert (state.gain(0), state.gain(1)) == (15, -85)
+    assert state.score_margin(0) == pytest.approx(100 / 200)
+    assert state.score_margin(1) == pytest.approx(-100 / 200)
+    assert game.new_initial_state().score_margin(0) == 0.0
+    with pytest.raises(ValueError, match="player must be in 0..1"):
+        state.score_margin(2)
+
+
+def test_final_score_margin_has_the_sign_of_the_outcome(game):
+    rng = random.Random(3)
+    signs = set()
+    for _ in range(200):
+        state = game.new_initial_state()
+        while not state.is_terminal():
+            legal = state.legal_actions()
+            state.apply_action(ACCEPT if ACCEPT in legal and rng.random() < 0.5 else rng.choice(legal))
+        for player in (0, 1):
+            margin, outcome = state.score_margin(player), state.returns()[player]
+            assert (margin > 0) - (margin < 0) == outcome
+            signs.add(outcome)
+    assert signs == {-1.0, 0.0, 1.0}
+
+
+def test_offer_notes_state_what_accepting_would_leave_and_nothing_else_changes():
+    noted = games.load("simple_negotiation", offer_notes=True)
+    plain = games.load("simple_negotiation")
+    assert noted.params()["offer_notes"] is True and "offer_notes" not in plain.params()
+    rng = random.Random(5)
+    checked = 0
+    for _ in range(100):
+        state = noted.new_initial_state()
+        twin = plain.new_initial_state()
+        while not state.is_terminal():
+            player = state.current_player()
+            text = state.observation_string(player)
+            pending = state.pending_offer()
+            if pending is not None and pending[0] != player:
+                after = state.clone()
+                after.apply_action(ACCEPT)
+                mine, theirs = after.gain(player), after.gain(1 - player)
+                lead = mine - theirs
+                standing = f"ahead by {lead}" if lead > 0 else f"behind by {-lead}" if lead < 0 else "level"
+                note = (f"If you accept: your gain becomes {mine:+d}, Player {1 - player}'s {theirs:+d} "
+                        f"(you would be {standing}).")
+                assert note in text.splitlines()
+                assert text.replace(note + "\n", "") == twin.observation_string(player)
+                checked += 1
+            else:
+                assert "If you accept" not in text
+                assert text == twin.observation_string(player)
+            # the other player's view never carries the note
+            assert "If you accept" not in state.observation_string(1 - player)
+            action = rng.choice(state.legal_actions())
+            state.apply_action(action)
+            twin.apply_action(action)
+    assert checked > 50

@@ -220,7 +220,7 @@ class Trainer:
             if spec.opponent_path:
                 setup.opponent, setup.opponent_name = self.league.policy_at(spec.opponent_path), spec.opponent_name
             setups.append(setup)
-        return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.thinking)
+        return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.thinking, reward=self.config.reward)
 
     def _play_step_games(self, step: int):
         if self.config.games_per_step:

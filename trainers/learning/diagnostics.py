@@ -133,6 +133,8 @@ def diagnosis_blocker(config, game) -> str | None:
         return "the OpenRLHF job computes advantages on the cluster (backend=local or ray)"
     if config.opponent != "none":
         return f"the true advantage is defined for self-play (opponent=none; opponent is {config.opponent})"
+    if config.reward != "outcome":
+        return f"the true advantage is the outcome's, and reward={config.reward} trains on something else"
     if config.mode != "choice":
         return f"it needs the model's exact action distribution, which choice mode has (mode is {config.mode})"
     if analysis.small_game_tree(game) is None:

@@ -36,7 +36,9 @@ class TurnSample:
     game_id: int
     """Which game (or GRPO group, for tasks) the turn belongs to."""
     reward: float = 0.0
-    """The return of `role` in its game (every turn of a player gets the same, gamma = 1)."""
+    """What the turn is trained on: the return of `role` in its game (every turn of a player
+    gets the same, gamma = 1), or with ``reward=margin`` its margin to the end
+    (``trainers.rollouts.rewards``)."""
     advantage: float = 0.0
     choice_ids: list[list[int]] | None = None
     """Choice mode: the token ids of every legal candidate string."""

@@ -10,7 +10,9 @@
 
 A game ends by its own rules, by the invalid-action policy, or at the env's turn limit
 (scored as a draw). Once all games are over each sample's reward is its seat's return in
-its game (gamma = 1: every turn of a player in a game gets the same return).
+its game (gamma = 1: every turn of a player in a game gets the same return), or with
+``reward=margin`` the change of its seat's score margin from its turn to the end
+(``trainers.rollouts.rewards``).
 
 `run_tasks` is the single-agent counterpart: P prompts, G answers each (GRPO groups).
 
@@ -33,6 +35,7 @@ from envs.tasks import task_hooks
 from trainers.run import seeds
 from trainers.rollouts.parts import PART_GAP_KEY, TASK_CREDITS, answer_in_parts, counterfactual_gaps
 from trainers.rollouts.policy import LanguagePolicy
+from trainers.rollouts.rewards import MARGIN_KEY, assign_rewards, margin_now
 from trainers.learning.samples import TurnSample
 from trainers.run.seeds import derive_seed
 from trainers.rollouts.thinking import PLAIN, MarkovianThinking, PlainThinking
@@ -115,6 +118,7 @@ def play_games(
     opponent: AnyOpponent | None = None,
     temperature: float | None = None,
     thinking: ThinkingStrategy = PLAIN,
+    reward: str = "outcome",
 ) -> tuple[list[TurnSample], list[GameResult], RolloutTiming]:
     """Play every game to its end; return the learner turns, the results and timings.
 
@@ -122,7 +126,8 @@ def play_games(
     fixed `Opponent`, or a frozen `LanguagePolicy` whose turns are batched like the
     learner's but produce no samples. `thinking` answers the learner's turns
     (``trainers.rollouts.thinking``): plain, one call per round; Markovian, one chunk of every open
-    trace per round, a turn being played once its trace is over.
+    trace per round, a turn being played once its trace is over. `reward` is what the
+    samples are trained on (``trainers.rollouts.rewards``); results report the outcome.
     """
     timing = RolloutTiming()
     rng = random.Random(seed)
@@ -139,10 +144,10 @@ def play_games(
         for group in model_turns.values():
             _answer_opponent_turns(setups, opponents[group[0]], group, seed, temperature, timing)
         if learner_turns:
-            _answer_learner_turns(setups, learner_turns, session, timing, samples_per_game, answers_given)
+            _answer_learner_turns(setups, learner_turns, session, timing, samples_per_game, answers_given, reward)
         timing.rounds += 1
     with timing.measure("env"):
-        samples, results = _collect(setups, samples_per_game)
+        samples, results = _collect(setups, samples_per_game, reward)
     return samples, results, timing
 
 
@@ -189,7 +194,7 @@ def _answer_opponent_turns(setups, opponent: LanguagePolicy, games: list[int], s
             setups[index].env.step(reply.text)
 
 
-def _answer_learner_turns(setups, games, session, timing, samples_per_game, answers_given) -> None:
+def _answer_learner_turns(setups, games, session, timing, samples_per_game, answers_given, reward="outcome") -> None:
     """One round of the thinking session for every game where a learner seat is to move;
     play the answers that are ready and record their samples."""
     with timing.measure("env"):
@@ -204,6 +209,9 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
             agent = agent_name(player)
             invalid_before = env.infos[agent]["invalid_actions"]
             state_key = env.state.information_state_string(player)
+            info = {"state_key": state_key, "messages": prompt.messages()}
+            if reward == "margin":
+                info[MARGIN_KEY] = margin_now(env, player)
             parsed = prompt.parse(reply.text)
             env.step(reply.text)
             samples_per_game[index] += reply.samples(
@@ -212,8 +220,8 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
                 setup.game_id,
                 name=f"{setup.env_id}/{setup.game_id}/{answers_given[index]}",
                 invalid=env.infos[agent]["invalid_actions"] > invalid_before,
-                # the format phase re-scores this turn's legal answers from these
-                info={"state_key": state_key, "messages": prompt.messages()},
+                # the format phase re-scores this turn's legal answers from info's messages
+                info=info,
                 answer_info={
                     # the legal action the answer named (None: invalid), whatever its wording
                     "action": None if parsed.action is None else prompt.choices[prompt.action_ids.index(parsed.action)],
@@ -224,14 +232,12 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
             answers_given[index] += 1
 
 
-def _collect(setups, samples_per_game) -> tuple[list[TurnSample], list[GameResult]]:
-    """Give every sample its seat's return; summarise each game."""
+def _collect(setups, samples_per_game, reward="outcome") -> tuple[list[TurnSample], list[GameResult]]:
+    """Give every sample its reward; summarise each game by its outcome."""
     samples, results = [], []
     for setup, game_samples in zip(setups, samples_per_game):
         env = setup.env
-        returns = env.episode_returns()
-        for sample in game_samples:
-            sample.reward = returns[sample.role]
+        returns = assign_rewards(env, game_samples, reward)
         samples.extend(game_samples)
         infos = [env.infos.get(agent_name(p), {}) for p in range(env.game.num_players())]
         results.append(

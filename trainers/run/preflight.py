@@ -46,6 +46,15 @@ def preflight(config: TrainConfig) -> dict | None:
         if config.eval_opponents != ["auto"]:
             for name in config.eval_opponents:
                 make_opponent(name, env.game)
+    if config.reward != "outcome":
+        if not game_env_objects:
+            raise ValueError(f"reward={config.reward} says what game turns are trained on; {', '.join(config.env)} has no game env")
+        from trainers.rollouts.rewards import has_margin
+
+        lacking = [env_id for env_id, env in game_env_objects.items() if not has_margin(env.game)]
+        if lacking:
+            raise ValueError(f"reward={config.reward} needs a score margin (State.score_margin), which {', '.join(lacking)} "
+                             "does not define; use reward=outcome")
     from trainers.learning.diagnostics import diagnosed_trees
 
     diagnosed_trees(config, game_env_objects)

@@ -119,7 +119,8 @@ class RolloutWorker:
         self._playing.set()
         try:
             setups = self._setups(specs)
-            return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.setup.thinking)
+            return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.setup.thinking,
+                              reward=self.config.reward)
         finally:
             self._playing.clear()
 
