@@ -70,6 +70,19 @@ def test_margin_reward_is_each_turns_margin_to_the_end_and_results_keep_the_outc
                     nonzero += sample.reward != 0
     assert nonzero  # the model accepted some of the rule's offers: trades happened
 
+    # every estimator takes per-turn rewards; the EMA baselines count each turn's reward as a return
+    from trainers.learning.advantages import METHODS, AdvantageState, trace_advantages
+
+    for method in METHODS:
+        if method != "exact":  # the oracle needs the game tree (refused with reward=margin)
+            trace_advantages(samples, method, AdvantageState())
+    state = AdvantageState()
+    trace_advantages(samples, "rae", state)
+    firsts = [s for s in samples if s.info.get("chunk_index", 0) == 0]
+    baselines = [state.role_baselines.value(("simple_negotiation", role)) for role in (0, 1)]
+    assert baselines != [0.0, 0.0]  # the nonzero margins moved them
+    assert len({s.advantage for s in firsts}) > 2  # A = R - b, turn by turn
+
     for setup, result in zip(margin_setups, results):  # the same games trained on the outcome
         mine = [s for s in samples if s.game_id == setup.game_id]
         assert assign_rewards(setup.env, mine, "outcome") == result.returns
@@ -128,7 +141,7 @@ def test_a_margin_run_trains_and_evaluates_on_the_outcome(tmp_path, monkeypatch)
     play_games = selfplay.play_games
     monkeypatch.setattr(selfplay, "play_games", spy)
     out = tmp_path / "nego"
-    assert main(["model=tiny-random", "env=simple_negotiation", "reward=margin", 'env_kwargs={"max_turns": 4, "offer_notes": true}',
+    assert main(["model=tiny-random", "env=simple_negotiation", "reward=margin", "advantage=rae", 'env_kwargs={"max_turns": 4, "offer_notes": true}',
                  "steps=1", "samples_per_step=16", "eval_every=1", "eval_games=2", "eval_opponents=random",
                  "threads=1", "progress=false", "tensorboard=false", "save_every=0", f"out={out}"]) == 0
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])

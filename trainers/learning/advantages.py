@@ -56,7 +56,7 @@ import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from trainers.learning.samples import TRACE_KEY, TurnSample
+from trainers.learning.samples import TRACE_KEY, TURN_KEY, TurnSample
 
 METHODS = ("rae", "state_baseline", "prompt_norm", "action_centered", "batch_q", "grpo", "dr_grpo", "none", "exact")
 DEFAULT_ALPHA = 0.95
@@ -152,7 +152,8 @@ class AdvantageState:
 def compute_rae(samples: list[TurnSample], baselines: RoleBaselines) -> list[TurnSample]:
     """RAE: ``A = R - b[env, role]`` with ``b`` read before the game's return updates it.
 
-    One update per (env, game, role) return; every turn of that player gets the same A.
+    One update per (env, game, role) return; every turn of that player gets the same A
+    (with ``reward=margin`` each turn has its own return: one update and one A per turn).
     """
     return _ema_advantages(samples, baselines, lambda s: (s.env_id, s.role))
 
@@ -354,9 +355,10 @@ def _ema_advantages(samples, baselines: EmaBaselines, key_of) -> list[TurnSample
     """Shared body of the EMA methods: read ``b[key]``, set ``A = R - b``, then update once per return."""
     returns: dict[tuple, list[TurnSample]] = {}
     for sample in samples:
-        # A return is identified by its game and player (and state, for per-state keys).
-        returns.setdefault((sample.game_id, *key_of(sample)), []).append(sample)
-    for (_, *key), group in returns.items():
+        # A return is identified by its game and player (and state, for per-state keys), and
+        # by its turn where each turn has its own (reward=margin, trainers.rollouts.rewards).
+        returns.setdefault((sample.game_id, sample.info.get(TURN_KEY), *key_of(sample)), []).append(sample)
+    for (_, _, *key), group in returns.items():
         key = tuple(key)
         ret = _single_return(group)
         advantage = ret - baselines.value(key)

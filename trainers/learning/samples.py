@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 
 TRACE_KEY = "trace"
 """``sample.info[TRACE_KEY]`` names the trace a chunk sample belongs to (Markovian thinking)."""
+TURN_KEY = "turn"
+"""``sample.info[TURN_KEY]``: which turn of its game a sample belongs to, set where each turn
+has a reward of its own (``reward=margin``, ``trainers.rollouts.rewards``), so that baselines
+count each turn's reward as one return (with the outcome a player's turns share one)."""
 
 
 @dataclass

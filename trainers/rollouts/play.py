@@ -36,7 +36,7 @@ from trainers.run import seeds
 from trainers.rollouts.parts import PART_GAP_KEY, TASK_CREDITS, answer_in_parts, counterfactual_gaps
 from trainers.rollouts.policy import LanguagePolicy
 from trainers.rollouts.rewards import MARGIN_KEY, assign_rewards, margin_now
-from trainers.learning.samples import TurnSample
+from trainers.learning.samples import TURN_KEY, TurnSample
 from trainers.run.seeds import derive_seed
 from trainers.rollouts.thinking import PLAIN, MarkovianThinking, PlainThinking
 
@@ -212,6 +212,7 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
             info = {"state_key": state_key, "messages": prompt.messages()}
             if reward == "margin":
                 info[MARGIN_KEY] = margin_now(env, player)
+                info[TURN_KEY] = env.turns
             parsed = prompt.parse(reply.text)
             env.step(reply.text)
             samples_per_game[index] += reply.samples(

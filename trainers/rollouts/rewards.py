@@ -17,9 +17,11 @@ the game's win/draw/loss outcome whatever is trained on.
 
 from __future__ import annotations
 
+
 GAME_REWARDS = ("outcome", "margin")
 MARGIN_KEY = "margin_before"
 """``sample.info`` key: the player's score margin just before its turn (``reward=margin``)."""
+
 
 
 def has_margin(game) -> bool:
