@@ -76,6 +76,19 @@ class ActionChain:
             raise ValueError(f"{len(picks)} picks leave the action unfinished")
         return node
 
+    def picks_of(self, action: str) -> tuple[int, ...]:
+        """The picks that spell `action` (one of `actions`): the inverse of `spell`."""
+        if action not in self.actions:
+            raise ValueError(f"{action!r} is not one of this chain's actions")
+        node, picks = self._root, []
+        for segment in [*segments(action), ""]:
+            if isinstance(node, int):
+                break
+            if len(node) > 1:
+                picks.append(list(node).index(segment))
+            node = node[segment]
+        return tuple(picks)
+
     def _walk(self, picks: Sequence[int]) -> tuple[str, dict | int]:
         """Follow `picks` from the root, through every node that has one child; return the
         text spelled and the node reached (a branching node, or an action's index)."""

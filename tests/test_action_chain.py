@@ -265,3 +265,34 @@ def test_describe_actions_shares_a_range_note_between_neighbouring_patterns():
     assert describe_actions(uneven) == "[W N -> G M] (N from 1 to 3; M from 1 to 5), [G N -> W M] (N from 1 to 5; M from 1 to 3)"
     apart = offers("W", "G", range(1, 3), range(1, 3)) + ["[stop]"] + offers("G", "W", range(1, 3), range(1, 3))
     assert describe_actions(apart) == "[W N -> G M] (N, M one of 1, 2), [stop], [G N -> W M] (N, M one of 1, 2)"
+
+
+def test_picks_of_inverts_spell():
+    chain = ActionChain(["[Accept]", "[Deny]", "[Offer: 1 Gold -> 1 Wood]", "[Offer: 1 Gold -> 10 Wood]", "[Offer: 10 Gold -> 1 Wood]", "[Go]", "[Go] on"])
+    for action in chain.actions:
+        assert chain.spell(chain.picks_of(action)) == action
+    with pytest.raises(ValueError, match="not one of this chain's actions"):
+        chain.picks_of("[Offer: 2 Gold -> 1 Wood]")
+
+
+def test_the_probability_of_one_action_is_its_entry_in_the_whole_distribution(tiny):
+    import random
+
+    rng = random.Random(0)
+    env = envs.make("simple_negotiation", mode="choice", max_quantity=3, max_turns=4)
+    prompts, actions = [], []
+    for seed in range(3):
+        env.reset(seed=seed)
+        for _ in range(seed):
+            env.step(rng.choice(env.turn_prompt().choices))
+        prompt = env.turn_prompt()
+        assert prompt.chained
+        for action in (prompt.action_ids[0], prompt.action_ids[-1], rng.choice(prompt.action_ids)):
+            prompts.append(prompt)
+            actions.append(action)
+    kuhn = envs.make("kuhn_poker", mode="choice")
+    kuhn.reset(seed=0)
+    prompts.append(kuhn.turn_prompt())
+    actions.append(kuhn.turn_prompt().action_ids[1])
+    whole = tiny.action_distributions(prompts, temperature=0.7)
+    assert tiny.action_probabilities_of(prompts, actions, temperature=0.7) == pytest.approx([d[a] for d, a in zip(whole, actions)], rel=1e-6)

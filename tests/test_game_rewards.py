@@ -149,3 +149,4 @@ def test_a_margin_run_trains_and_evaluates_on_the_outcome(tmp_path, monkeypatch)
     assert asked and set(asked) == {"margin"}  # every training rollout (evaluation plays its own games)
     report = json.loads((out / "eval" / "step_00000001.json").read_text())
     assert report["simple_negotiation/random"]["mean_return"] in {-1.0, -0.5, 0.0, 0.5, 1.0}
+    assert sum(report["simple_negotiation/acceptance"]["states"]) == 40  # trainers/evaluation/acceptance.py

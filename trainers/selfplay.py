@@ -460,6 +460,12 @@ class Trainer:
                 tables[env_id] = exact.pop("policy")
             for key, value in (exact or {}).items():
                 results[f"{env_id}/{key}"] = value
+            if probe.game.name == "simple_negotiation" and self.policy.mode == "choice":
+                from trainers.evaluation.acceptance import acceptance_report
+
+                results[f"{env_id}/acceptance"] = acceptance_report(
+                    self.policy, probe, seed=derive_seed(config.seed, seeds.EVALUATION, step), temperature=config.eval_temperature
+                )
         for env_id in self.task_envs:
             results[env_id] = self._evaluate_task(env_id, step)
         if config.eval_envs:

@@ -327,6 +327,35 @@ class LanguagePolicy:
                 distributions.append(dict(zip(prompt.action_ids, _softmax(next(scores), temperature).tolist())))
         return distributions
 
+    def action_probabilities_of(self, prompts: Sequence[TurnPrompt], actions: Sequence[int], *, temperature: float = 1.0) -> list[float]:
+        """The model's probability of legal action ``actions[i]`` at ``prompts[i]`` (choice mode).
+
+        The entry of `action_distributions` for that action, but a chained turn scores only
+        the choices on the action's own path: Simple Negotiation's probability of
+        ``[Accept]`` is one choice, where its whole distribution scores every node of 200 offers.
+        """
+        if self.mode != "choice":
+            raise ValueError(f"action_probabilities_of reads choice mode's exact distribution (mode is {self.mode})")
+        if len(prompts) != len(actions):
+            raise ValueError("prompts and actions must have the same length")
+        result = [1.0] * len(prompts)
+        flat = [i for i, p in enumerate(prompts) if not p.chained]
+        for i, scores in zip(flat, self._score_distinct([prompts[i] for i in flat], [list(prompts[i].choices) for i in flat])):
+            result[i] = float(_softmax(scores, temperature)[prompts[i].action_ids.index(actions[i])])
+        walks = []  # (prompt index, chain, picks still to score)
+        for i, prompt in enumerate(prompts):
+            if prompt.chained:
+                chain = ActionChain(prompt.choices)
+                walks.append((i, chain, chain.picks_of(prompt.choices[prompt.action_ids.index(actions[i])])))
+        depth = 0
+        while walks := [w for w in walks if depth < len(w[2])]:
+            asked = [(i, chain.next_options(picks[:depth]), picks[depth]) for i, chain, picks in walks]
+            scored = [_PartPrompt(prompts[i].messages(), tuple(text + o for o in options)) for i, (text, options), _ in asked]
+            for (i, _, pick), scores in zip(asked, self._score_distinct(scored, [list(p.choices) for p in scored])):
+                result[i] *= float(_softmax(scores, temperature)[pick])
+            depth += 1
+        return result
+
     def _chain_distributions(self, requests: Sequence[list[dict]], chains: Sequence, temperature: float) -> list[dict[str, float]]:
         """Each chain's probability of every answer it spells: the product of the softmaxes
         of the choices along the way, every choice node scored once (one call per depth)."""

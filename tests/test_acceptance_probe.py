@@ -1,0 +1,66 @@
+"""The negotiation acceptance report: P(accept) on offers that would put the model ahead or behind."""
+
+import json
+
+import pytest
+
+import envs
+import games
+from games.simple_negotiation import ACCEPT
+from trainers.evaluation.acceptance import acceptance_report, main, offer_positions
+
+
+def _raises_margin(state) -> bool:
+    player = state.current_player()
+    after = state.clone()
+    after.apply_action(ACCEPT)
+    return after.score_margin(player) > state.score_margin(player)
+
+
+def test_positions_have_an_offer_pending_to_the_mover_that_changes_its_margin():
+    game = games.load("simple_negotiation")
+    positions = offer_positions(game, states=30, seed=4)
+    assert len(positions) == 30
+    for state in positions:
+        offerer, _ = state.pending_offer()
+        assert not state.is_terminal() and offerer != state.current_player()
+        after = state.clone()
+        after.apply_action(ACCEPT)
+        assert after.score_margin(state.current_player()) != state.score_margin(state.current_player())
+    assert {_raises_margin(s) for s in positions} == {True, False}
+    again = offer_positions(game, states=30, seed=4)
+    assert [s.history() for s in again] == [s.history() for s in positions]  # seeded
+    with pytest.raises(ValueError, match="at least 2 turns"):
+        offer_positions(games.load("simple_negotiation", max_turns=1), states=1, seed=0)
+
+
+class _Discerning:
+    """Accepts exactly the offers that raise its margin (to check how the report splits them)."""
+
+    mode = "choice"
+
+    def __init__(self, env):
+        self.env = env
+        self.prompts = []
+
+    def action_probabilities_of(self, prompts, actions, *, temperature):
+        self.prompts = prompts
+        assert set(actions) == {ACCEPT}
+        return [1.0 if _raises_margin(s) else 0.0 for s in offer_positions(self.env.game, states=len(prompts), seed=7)]
+
+
+def test_report_splits_by_whether_accepting_puts_the_player_ahead():
+    env = envs.make("simple_negotiation", mode="choice", offer_notes=True)
+    policy = _Discerning(env)
+    report = acceptance_report(policy, env, states=20, seed=7)
+    assert report["favourable"] == 1.0 and report["unfavourable"] == 0.0
+    assert sum(report["states"]) == 20
+    assert all("If you accept" in p.messages()[-1]["content"] for p in policy.prompts)
+
+
+def test_the_cli_reports_a_real_models_acceptance(capsys):
+    assert main(["tiny-random", '{"max_turns": 4}', "--states", "6"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sum(report["states"]) == 6
+    for key in ("favourable", "unfavourable"):
+        assert report[key] is None or 0.0 < report[key] < 1.0

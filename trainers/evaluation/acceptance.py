@@ -1,0 +1,89 @@
+"""Does a negotiating model accept the offers that put it ahead, and refuse the others?
+
+Simple Negotiation is won by the larger gain, so an offer made to a player is worth
+accepting exactly when the trade raises that player's score margin. A policy that accepts
+everything or nothing draws or loses to a random trader; one that tells the two apart
+wins. Win rates mix this with everything else a game holds; this report isolates it: at
+`states` positions reached by seeded random play, each with an offer pending to the player
+to move that changes the margin, the model's exact probability of ``[Accept]`` (choice
+mode, `LanguagePolicy.action_probabilities_of`), averaged over the offers that would put
+it ahead (``favourable``) and over those that would set it back (``unfavourable``).
+
+    python -m trainers.evaluation.acceptance MODEL ['{"offer_notes": true}'] [--states 40]
+"""
+
+from __future__ import annotations
+
+import random
+
+from games.simple_negotiation import ACCEPT, DENY
+
+MAX_TRIES_PER_STATE = 100
+
+
+def offer_positions(game, *, states: int, seed: int) -> list:
+    """`states` positions of `game` with an offer pending to the player to move whose
+    acceptance changes that player's score margin, reached by seeded random play."""
+    if game.max_turns < 2:
+        raise ValueError("an offer can only be answered in a game of at least 2 turns")
+    rng = random.Random(seed)
+    found = []
+    for _ in range(MAX_TRIES_PER_STATE * states):
+        if len(found) == states:
+            break
+        state = game.new_initial_state()
+        for _ in range(rng.randrange(game.max_turns - 1)):
+            state.apply_action(rng.choice(state.legal_actions()))
+        if state.pending_offer() is None:  # the player to move makes an offer to the next one
+            state.apply_action(rng.choice([a for a in state.legal_actions() if a not in (ACCEPT, DENY)]))
+        if state.is_terminal() or state.pending_offer() is None:
+            continue
+        player = state.current_player()
+        after = state.clone()
+        after.apply_action(ACCEPT)
+        if after.score_margin(player) != state.score_margin(player):
+            found.append(state)
+    return found  # fewer than asked only where such offers are rare (tiny max_quantity)
+
+
+def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperature: float = 1.0) -> dict:
+    """``{"favourable", "unfavourable", "states"}``: mean P(accept) over the offers that
+    would raise the player's margin and over those that would lower it, and how many of each."""
+    positions = offer_positions(env.game, states=states, seed=seed)
+    probabilities = policy.action_probabilities_of([env.prompt_for(s) for s in positions], [ACCEPT] * len(positions), temperature=temperature)
+    split: dict[bool, list[float]] = {True: [], False: []}
+    for state, probability in zip(positions, probabilities):
+        player = state.current_player()
+        after = state.clone()
+        after.apply_action(ACCEPT)
+        split[after.score_margin(player) > state.score_margin(player)].append(probability)
+    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+    return {"favourable": mean(split[True]), "unfavourable": mean(split[False]), "states": [len(split[True]), len(split[False])]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    import envs
+    from trainers.generation import TransformersBackend
+    from trainers.models import load_model
+    from trainers.rollouts.policy import LanguagePolicy
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a built-in model name, a checkpoint or a model folder")
+    parser.add_argument("env_kwargs", nargs="?", default="{}", help="JSON object of simple_negotiation arguments")
+    parser.add_argument("--states", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.6)
+    args = parser.parse_args(argv)
+    model, tokenizer = load_model(args.model)
+    policy = LanguagePolicy(TransformersBackend(model, tokenizer), tokenizer, mode="choice")
+    env = envs.make("simple_negotiation", mode="choice", **json.loads(args.env_kwargs))
+    report = acceptance_report(policy, env, states=args.states, seed=args.seed, temperature=args.temperature)
+    print(json.dumps({"model": args.model, "env_kwargs": json.loads(args.env_kwargs), "temperature": args.temperature, **report}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
