@@ -17,16 +17,14 @@ the game's win/draw/loss outcome whatever is trained on.
 
 from __future__ import annotations
 
-
 GAME_REWARDS = ("outcome", "margin")
 MARGIN_KEY = "margin_before"
 """``sample.info`` key: the player's score margin just before its turn (``reward=margin``)."""
 
 
-
 def has_margin(game) -> bool:
     """Whether `game`'s states define a score margin (``reward=margin`` needs one)."""
-    score_margin = getattr(game.new_initial_state(), "score_margin", None)  # OpenSpiel's states have none
+    score_margin = getattr(game.new_initial_state(), "score_margin", None)  # envs outside games.base (TextArena) have none
     return score_margin is not None and score_margin(0) is not None
 
 
