@@ -56,6 +56,8 @@ def test_report_splits_by_whether_accepting_puts_the_player_ahead():
     assert report["favourable"] == 1.0 and report["unfavourable"] == 0.0
     assert sum(report["states"]) == 20
     assert all("If you accept" in p.messages()[-1]["content"] for p in policy.prompts)
+    one_turn = envs.make("simple_negotiation", mode="choice", max_turns=1)
+    assert acceptance_report(_Discerning(one_turn), one_turn, states=5) is None  # nothing is ever answered
 
 
 def test_the_cli_reports_a_real_models_acceptance(capsys):
@@ -64,3 +66,13 @@ def test_the_cli_reports_a_real_models_acceptance(capsys):
     assert sum(report["states"]) == 6
     for key in ("favourable", "unfavourable"):
         assert report[key] is None or 0.0 < report[key] < 1.0
+
+
+def test_a_one_turn_negotiation_run_evaluates_without_the_report(tmp_path):
+    from trainers.selfplay import main as train
+
+    out = tmp_path / "one_turn"
+    assert train(["model=tiny-random", "env=simple_negotiation", 'env_kwargs={"max_turns": 1}', "steps=1", "samples_per_step=4",
+                  "eval_games=1", "eval_opponents=random", "threads=1", "progress=false", "tensorboard=false", "save_every=0", f"out={out}"]) == 0
+    report = json.loads((out / "eval" / "step_00000001.json").read_text())
+    assert "simple_negotiation/random" in report and "simple_negotiation/acceptance" not in report

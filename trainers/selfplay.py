@@ -463,9 +463,11 @@ class Trainer:
             if probe.game.name == "simple_negotiation" and self.policy.mode == "choice":
                 from trainers.evaluation.acceptance import acceptance_report
 
-                results[f"{env_id}/acceptance"] = acceptance_report(
+                report = acceptance_report(
                     self.policy, probe, seed=derive_seed(config.seed, seeds.EVALUATION, step), temperature=config.eval_temperature
                 )
+                if report is not None:
+                    results[f"{env_id}/acceptance"] = report
         for env_id in self.task_envs:
             results[env_id] = self._evaluate_task(env_id, step)
         if config.eval_envs:

@@ -46,9 +46,12 @@ def offer_positions(game, *, states: int, seed: int) -> list:
     return found  # fewer than asked only where such offers are rare (tiny max_quantity)
 
 
-def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperature: float = 1.0) -> dict:
+def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperature: float = 1.0) -> dict | None:
     """``{"favourable", "unfavourable", "states"}``: mean P(accept) over the offers that
-    would raise the player's margin and over those that would lower it, and how many of each."""
+    would raise the player's margin and over those that would lower it, and how many of each;
+    None in a one-turn game, where no offer is ever answered."""
+    if env.game.max_turns < 2:
+        return None
     positions = offer_positions(env.game, states=states, seed=seed)
     probabilities = policy.action_probabilities_of([env.prompt_for(s) for s in positions], [ACCEPT] * len(positions), temperature=temperature)
     split: dict[bool, list[float]] = {True: [], False: []}
