@@ -314,7 +314,7 @@ class SimpleNegotiationState(State):
                 f"and receive {_bundle_text(offer.get)})."
             )
             if self.game.offer_notes and offerer != player and not self.is_terminal():
-                lines.append(self._acceptance_note(player, offer))
+                lines.append(self._acceptance_note(player))
         shown = len(self._history) if self.game.shown_moves is None else min(self.game.shown_moves, len(self._history))
         if shown:
             first = len(self._history) - shown
@@ -335,14 +335,19 @@ class SimpleNegotiationState(State):
             lines.append("Your turn." if to_move == player else f"Player {to_move}'s turn.")
         return "\n".join(lines)
 
-    def _acceptance_note(self, player: int, offer: Offer) -> str:
-        """What accepting `offer` (made to `player`) would leave both players' gains at."""
-        other = 1 - player
-        # The offerer gives offer.give and gets offer.get; `player` is the other side.
-        mine = tuple(n + give - get for n, give, get in zip(self.inventory(player), offer.give, offer.get))
-        theirs = tuple(n - give + get for n, give, get in zip(self.inventory(other), offer.give, offer.get))
-        my_gain = inventory_value(player, mine) - inventory_value(player, START_INVENTORY)
-        their_gain = inventory_value(other, theirs) - inventory_value(other, START_INVENTORY)
+    def accepted(self) -> "SimpleNegotiationState":
+        """A copy of this state with the pending offer accepted (the trade done by the rules
+        themselves), for notes and analysis that ask what accepting would change."""
+        if self._pending is None or self.is_terminal():
+            raise ValueError("simple_negotiation: no offer is pending to accept")
+        twin = self.clone()
+        twin.apply_action(ACCEPT)
+        return twin
+
+    def _acceptance_note(self, player: int) -> str:
+        """What accepting the offer pending to `player` would leave both players' gains at."""
+        other, after = 1 - player, self.accepted()
+        my_gain, their_gain = after.gain(player), after.gain(other)
         lead = my_gain - their_gain
         standing = f"ahead by {lead}" if lead > 0 else f"behind by {-lead}" if lead < 0 else "level"
         return (

@@ -366,3 +366,5 @@ def test_offer_notes_state_what_accepting_would_leave_and_nothing_else_changes()
             state.apply_action(action)
             twin.apply_action(action)
     assert checked > 50
+    with pytest.raises(ValueError, match="no offer is pending"):
+        noted.new_initial_state().accepted()

@@ -21,6 +21,12 @@ from games.simple_negotiation import ACCEPT, DENY
 MAX_TRIES_PER_STATE = 100
 
 
+def margin_gained(state) -> float:
+    """How much accepting the pending offer would change the mover's score margin."""
+    player = state.current_player()
+    return state.accepted().score_margin(player) - state.score_margin(player)
+
+
 def offer_positions(game, *, states: int, seed: int) -> list:
     """`states` positions of `game` with an offer pending to the player to move whose
     acceptance changes that player's score margin, reached by seeded random play."""
@@ -36,12 +42,7 @@ def offer_positions(game, *, states: int, seed: int) -> list:
             state.apply_action(rng.choice(state.legal_actions()))
         if state.pending_offer() is None:  # the player to move makes an offer to the next one
             state.apply_action(rng.choice([a for a in state.legal_actions() if a not in (ACCEPT, DENY)]))
-        if state.is_terminal() or state.pending_offer() is None:
-            continue
-        player = state.current_player()
-        after = state.clone()
-        after.apply_action(ACCEPT)
-        if after.score_margin(player) != state.score_margin(player):
+        if not state.is_terminal() and state.pending_offer() is not None and margin_gained(state) != 0:
             found.append(state)
     return found  # fewer than asked only where such offers are rare (tiny max_quantity)
 
@@ -56,10 +57,7 @@ def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperatu
     probabilities = policy.action_probabilities_of([env.prompt_for(s) for s in positions], [ACCEPT] * len(positions), temperature=temperature)
     split: dict[bool, list[float]] = {True: [], False: []}
     for state, probability in zip(positions, probabilities):
-        player = state.current_player()
-        after = state.clone()
-        after.apply_action(ACCEPT)
-        split[after.score_margin(player) > state.score_margin(player)].append(probability)
+        split[margin_gained(state) > 0].append(probability)
     mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
     return {"favourable": mean(split[True]), "unfavourable": mean(split[False]), "states": [len(split[True]), len(split[False])]}
 
@@ -82,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model, tokenizer = load_model(args.model)
     policy = LanguagePolicy(TransformersBackend(model, tokenizer), tokenizer, mode="choice")
-    env = envs.make("simple_negotiation", mode="choice", **json.loads(args.env_kwargs))
+    env_kwargs = json.loads(args.env_kwargs)
+    env = envs.make("simple_negotiation", mode="choice", **env_kwargs)
     report = acceptance_report(policy, env, states=args.states, seed=args.seed, temperature=args.temperature)
-    print(json.dumps({"model": args.model, "env_kwargs": json.loads(args.env_kwargs), "temperature": args.temperature, **report}))
+    print(json.dumps({"model": args.model, "env_kwargs": env_kwargs, "temperature": args.temperature, **report}))
     return 0
 
 
