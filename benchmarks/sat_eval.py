@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--answer-format", choices=ANSWER_FORMATS, default="bits",
-                        help="the answer the prompt asks for: bits (\\boxed{101}, Saturn's) or named (\\boxed{A=1 B=0 C=1}); "
-                             "the checker accepts either")
+                        help="the answer the prompt asks for: bits (\\boxed{101}, Saturn's), named (\\boxed{A=1 B=0 C=1}) "
+                             "or counted (each name followed by its sign counts: \\boxed{A (2 as A, 1 as !A)=1 ...}); "
+                             "the checker accepts every form")
     parser.add_argument("--variable-notes", action="store_true",
                         help="list under the formula how often each variable occurs plain and negated (the env's variable_notes)")
     parser.add_argument("--thinking", choices=("plain", "markovian"), default="plain",

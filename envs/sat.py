@@ -4,7 +4,8 @@ Reinforcement Learning to Unleash Language Model Reasoning", arXiv:2505.16368).
 reset() draws a planted-solution CNF formula at a fixed (n, k, l) or at the level a
 curriculum names; the observation is the prompt; step() takes the raw model output and
 ends the episode. Reward: +1 if the last `\\boxed{...}` holds exactly k characters of 0/1
-that satisfy every clause, 0 for any other boxed answer (the published checker accepts
+that satisfy every clause (or every variable named in order, ``A=1 B=0 C=1``, a name
+optionally followed by a parenthesised note), 0 for any other boxed answer (the published checker accepts
 answers of the wrong length; this one does not), -1 when no boxed answer can be found.
 
 `score_answer` and `prompt_messages` are the same logic as pure functions, for trainers
@@ -48,11 +49,13 @@ CORRECT_REWARD = 1.0
 WRONG_REWARD = 0.0
 NO_ANSWER_REWARD = -1.0
 
-ANSWER_FORMATS = ("bits", "named")
-"""How an answer spells the assignment: ``bits`` (Saturn's, ``\\boxed{101}``) or ``named``
-(``\\boxed{A=1 B=0 C=1}``). The checker accepts either; the format sets what the prompt asks
-for and how choice mode spells its parts (a named part's label says which variable the next
-choice sets; a bit's position in the string does not)."""
+ANSWER_FORMATS = ("bits", "named", "counted")
+"""How an answer spells the assignment: ``bits`` (Saturn's, ``\\boxed{101}``), ``named``
+(``\\boxed{A=1 B=0 C=1}``) or ``counted`` (named, each name followed by how often the variable
+occurs plain and negated: ``\\boxed{A (2 as A, 1 as !A)=1 ...}``). The checker accepts every
+form; the format sets what the prompt asks for and how choice mode spells its parts (a named
+part's label says which variable the next choice sets, a counted one also what the formula asks
+of it, right where the choice is made; a bit's position in the string says neither)."""
 
 _PROMPT = """\
 Find an assignment of true/false values that makes the Boolean formula below true.
@@ -77,16 +80,32 @@ _FORMAT_TEXT = {
              "many bits as there are variables, inside \\boxed{}.", "\\boxed{101}", "with exactly {k} bits"),
     "named": ("every variable in alphabetical order with its value (1 = true, 0 = false), "
               "separated by spaces, inside \\boxed{}.", "\\boxed{A=1 B=0 C=1}", "naming all {k} variables"),
+    "counted": ("every variable in alphabetical order, each followed by how often it occurs plain and "
+                "negated in the clauses, in parentheses, and then its value (1 = true, 0 = false), "
+                "separated by spaces, inside \\boxed{}.",
+                "\\boxed{A (1 as A, 1 as !A)=1 B (1 as B, 1 as !B)=0 C (2 as C, 0 as !C)=1}",
+                "naming all {k} variables with their counts"),
 }
 
 _NAMED_SEPARATOR = re.compile(r"[\s,]+")
 _NAMED_PAIR = re.compile(r"([A-Z])=([01])")
+_ANNOTATION = re.compile(r"\([^()]*\)")
 
 
 def check_answer_format(answer_format: str) -> str:
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"sat: answer_format must be one of {', '.join(ANSWER_FORMATS)}; got {answer_format!r}")
     return answer_format
+
+
+def sign_counts(clauses, k: int) -> list[tuple[int, int]]:
+    """(plain, negated): in how many clauses each of the first k variables occurs each way."""
+    return [(sum(v in c for c in clauses), sum(-v in c for c in clauses)) for v in range(1, k + 1)]
+
+
+def counted_label(name: str, plain: int, negated: int) -> str:
+    """A variable's name with its sign counts, as the counted format writes it: ``A (2 as A, 1 as !A)``."""
+    return f"{name} ({plain} as {name}, {negated} as !{name})"
 
 
 def variable_notes_text(instance: SatInstance) -> str:
@@ -97,9 +116,7 @@ def variable_notes_text(instance: SatInstance) -> str:
     every variable to its more frequent sign satisfies most small planted formulas
     (0.85 of (3, 5, 5)'s held-out set)."""
     lines = ["How often each variable occurs in the clauses:"]
-    for index, name in enumerate(VARIABLE_NAMES[: instance.k], start=1):
-        plain = sum(index in clause for clause in instance.clauses)
-        negated = sum(-index in clause for clause in instance.clauses)
+    for name, (plain, negated) in zip(VARIABLE_NAMES, sign_counts(instance.clauses, instance.k)):
         lines.append(f"{name}: {_times(plain)} as {name}, {_times(negated)} as !{name}")
     return "\n".join(lines) + "\n"
 
@@ -126,9 +143,17 @@ def prompt_messages(instance: SatInstance, *, answer_format: str = "bits", varia
 
 def named_assignment(text: str, k: int) -> str | None:
     """The k bits of a named answer (``"A=1 B=0 C=1"``, commas allowed) that names the first
-    k variables once each in alphabetical order, else None. Linear in the text (a split, no
-    backtracking pattern): answers are model output, of any length."""
-    pairs = [_NAMED_PAIR.fullmatch(token) for token in _NAMED_SEPARATOR.split(text.strip())]
+    k variables once each in alphabetical order, else None. A parenthesised note after a name
+    (the counted format's ``A (2 as A, 1 as !A)=1``) is read past, whatever it says: the
+    assignment is the answer. Linear in the text (a split, no backtracking pattern): answers
+    are model output, of any length."""
+    tokens: list[str] = []
+    for token in _NAMED_SEPARATOR.split(_ANNOTATION.sub("", text).strip()):
+        if token.startswith("=") and tokens:
+            tokens[-1] += token  # "A (..)=1" leaves "A" and "=1"
+        else:
+            tokens.append(token)
+    pairs = [_NAMED_PAIR.fullmatch(token) for token in tokens]
     if len(pairs) != k or not all(pairs) or [p.group(1) for p in pairs] != list(VARIABLE_NAMES[:k]):
         return None
     return "".join(p.group(2) for p in pairs)
@@ -224,17 +249,23 @@ class SatTask(GenericTask):
 
     def answer_parts(self, info: dict) -> AnswerParts:
         """One 0/1 choice per variable, in alphabetical order, inside ``\\boxed{}``; in the named
-        format each choice follows its variable's name (``"\\boxed{A=1 B="``)."""
-        return self._parts(int(info["level"][1]))
+        format each choice follows its variable's name (``"\\boxed{A=1 B="``), in the counted
+        format its name and sign counts (``"\\boxed{A (2 as A, 1 as !A)=1 B (0 as B, 3 as !B)="``)."""
+        k = int(info["level"][1])
+        return self._parts(k, text_to_clauses(info["formula"]) if self.answer_format == "counted" else ())
 
     def item_answer_parts(self, item: SatInstance) -> AnswerParts:
-        return self._parts(item.k)
+        return self._parts(item.k, item.clauses)
 
-    def _parts(self, k: int) -> AnswerParts:
-        labels = ()
+    def _parts(self, k: int, clauses) -> AnswerParts:
+        names = VARIABLE_NAMES[:k]
         if self.answer_format == "named":
-            labels = tuple(("" if i == 0 else " ") + name + "=" for i, name in enumerate(VARIABLE_NAMES[:k]))
-        return AnswerParts("\\boxed{", (("0", "1"),) * k, "}", labels)
+            labels = names
+        elif self.answer_format == "counted":
+            labels = tuple(counted_label(name, *counts) for name, counts in zip(names, sign_counts(clauses, k)))
+        else:
+            return AnswerParts("\\boxed{", (("0", "1"),) * k, "}")
+        return AnswerParts("\\boxed{", (("0", "1"),) * k, "}", tuple(("" if i == 0 else " ") + label + "=" for i, label in enumerate(labels)))
 
 
 class SatEnv(gymnasium.Env):

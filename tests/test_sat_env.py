@@ -125,7 +125,8 @@ def test_excluded_formulas_are_never_drawn():
     assert SatEnv(n=2, k=3, l=2, exclude=[h.formula for h in heldout]).exclude == keys
 
 
-@pytest.mark.parametrize("kwargs", [dict(n=3, k=5, l=5, seed=0), dict(n=5, k=8, l=40), dict(curriculum=saturn_curriculum(), seed=0)])
+@pytest.mark.parametrize("kwargs", [dict(n=3, k=5, l=5, seed=0), dict(n=5, k=8, l=40), dict(curriculum=saturn_curriculum(), seed=0),
+                                    dict(seed=1, answer_format="counted", variable_notes=True)])
 def test_gymnasium_check_env(kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -180,10 +181,34 @@ def test_the_env_asks_in_its_format_everywhere_it_asks():
         SatEnv(variable_notes="yes")
 
 
+def test_counted_answers_carry_each_variables_sign_counts_where_its_value_is_chosen():
+    from curricula.sat import SatInstance, text_to_clauses
+    from envs.tasks import task_hooks
+
+    instance = SatInstance(3, 4, 3, text_to_clauses("A!B!C & !AC!D & AB!D"), "1001", 0, False)
+    prompt = task_prompt_text(instance, answer_format="counted")
+    assert "naming all 4 variables with their counts" in prompt and "\\boxed{A (1 as A, 1 as !A)=1 B (" in prompt
+    parts = task_hooks(SatEnv(answer_format="counted")).item_answer_parts(instance)
+    assert parts.next_options([1, 0]) == ("\\boxed{A (2 as A, 1 as !A)=1 B (1 as B, 1 as !B)=0 C (1 as C, 1 as !C)=", ("0", "1"))
+    assert parts.spell([1, 0, 0, 1]) == "\\boxed{A (2 as A, 1 as !A)=1 B (1 as B, 1 as !B)=0 C (1 as C, 1 as !C)=0 D (0 as D, 2 as !D)=1}"
+    # the scorer reads the assignment past any note, right or wrong, and nothing else
+    assert score_answer(instance, parts.spell([1, 0, 0, 1]))[1]["assignment"] == "1001"
+    assert score_answer(instance, "\\boxed{A (whatever)=1 B=0 C (9 as C)=0 D ()=1}")[1]["assignment"] == "1001"
+    for bad in ("A (1 as A=1 B=0 C=0 D=1", "A (x) (y) 1 B=0 C=0 D=1", "(A)=1 B=0 C=0 D=1", "A=1 B (x)=0 C=0"):
+        assert score_answer(instance, f"\\boxed{{{bad}}}")[1]["assignment"] is None, bad
+    # a drawn env's parts (from its reset info) are its instance's
+    env = SatEnv(seed=3, answer_format="counted", variable_notes=True)
+    _, info = env.reset()
+    hooks = task_hooks(env)
+    assert hooks.answer_parts(info) == hooks.item_answer_parts(env.instance)
+    assert env.step(hooks.answer_parts(info).spell([int(b) for b in env.instance.solution]))[1] == 1.0
+
+
 def test_a_long_adversarial_named_answer_is_read_in_linear_time():
     import time
 
     start = time.perf_counter()
-    for text in ("A=1" + " " * 200_000 + "x", "A=1 " * 100_000, "A=" + "1" * 200_000):
+    for text in ("A=1" + " " * 200_000 + "x", "A=1 " * 100_000, "A=" + "1" * 200_000, "A" + " (" * 100_000 + "=1",
+                 "A" + "(x)" * 100_000 + "=1 B" + " " * 100_000 + "=1", "A (" + "x" * 200_000):
         assert score_answer(INSTANCE, f"\\boxed{{{text}}}")[0] == 0.0
     assert time.perf_counter() - start < 5.0  # a backtracking pattern took minutes on the first
