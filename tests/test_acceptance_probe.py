@@ -68,6 +68,12 @@ def test_the_cli_reports_a_real_models_acceptance(capsys):
         assert report[key] is None or 0.0 < report[key] < 1.0
 
 
+def test_the_cli_refuses_a_one_turn_negotiation_by_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["tiny-random", '{"max_turns": 1}'])
+    assert "one-turn negotiation answers no offer" in capsys.readouterr().err
+
+
 def test_a_one_turn_negotiation_run_evaluates_without_the_report(tmp_path):
     from trainers.selfplay import main as train
 

@@ -47,11 +47,16 @@ def offer_positions(game, *, states: int, seed: int) -> list:
     return found  # fewer than asked only where such offers are rare (tiny max_quantity)
 
 
+def answers_offers(game) -> bool:
+    """Whether any offer in `game` is ever answered: not in a one-turn negotiation."""
+    return game.max_turns >= 2
+
+
 def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperature: float = 1.0) -> dict | None:
     """``{"favourable", "unfavourable", "states"}``: mean P(accept) over the offers that
     would raise the player's margin and over those that would lower it, and how many of each;
     None in a one-turn game, where no offer is ever answered."""
-    if env.game.max_turns < 2:
+    if not answers_offers(env.game):
         return None
     positions = offer_positions(env.game, states=states, seed=seed)
     probabilities = policy.action_probabilities_of([env.prompt_for(s) for s in positions], [ACCEPT] * len(positions), temperature=temperature)
@@ -78,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=0.6)
     args = parser.parse_args(argv)
+    env_kwargs = json.loads(args.env_kwargs)
+    env = envs.make("simple_negotiation", mode="choice", **env_kwargs)  # before the model: bad arguments fail fast
+    if not answers_offers(env.game):
+        parser.error("a one-turn negotiation answers no offer: there is no acceptance to report")
     model, tokenizer = load_model(args.model)
     policy = LanguagePolicy(TransformersBackend(model, tokenizer), tokenizer, mode="choice")
-    env_kwargs = json.loads(args.env_kwargs)
-    env = envs.make("simple_negotiation", mode="choice", **env_kwargs)
     report = acceptance_report(policy, env, states=args.states, seed=args.seed, temperature=args.temperature)
     print(json.dumps({"model": args.model, "env_kwargs": env_kwargs, "temperature": args.temperature, **report}))
     return 0
