@@ -199,8 +199,9 @@ class GameEnv(TextAECEnv):
         """
         action_ids = tuple(state.legal_actions())
         choices = tuple([state.action_to_string(a) for a in action_ids])
-        observation = state.observation_string(state.current_player())
-        return self._template.render(observation, action_ids, choices, feedback)
+        player = state.current_player()
+        observation = state.observation_string(player)
+        return self._template.render(observation, action_ids, choices, feedback, state.decision_note(player))
 
 
 

@@ -124,11 +124,13 @@ class PromptTemplate:
         action_ids: tuple[int, ...],
         choices: tuple[str, ...],
         feedback: str = "",
+        note: str = "",
     ) -> TurnPrompt:
         """The prompt for one turn; `choices[i]` is the canonical string of `action_ids[i]`.
 
         `feedback` (e.g. why the previous answer was rejected) goes just before the
-        answer format, where a model is most likely to read it.
+        answer format, where a model is most likely to read it; `note` (the state's
+        `decision_note`) goes after it, the prompt's last line.
         """
         chained = self.chain_above is not None and len(choices) > self.chain_above
         listed = describe_actions(choices) if chained else ", ".join(choices)
@@ -139,6 +141,7 @@ class PromptTemplate:
         text = (
             f"{self._header}{observation}\n\nLegal actions: {listed}\n"
             f"{feedback + chr(10) if feedback else ''}{answer_format}"
+            f"{chr(10) + note if note else ''}"
         )
         return TurnPrompt(text, choices, action_ids, chained)
 

@@ -113,8 +113,9 @@ def variable_notes_text(instance: SatInstance) -> str:
 
     A derived view of the formula (nothing the formula does not say), as TicTacToe's line
     notes are of the board: the counts a reader would tally before trying values. Setting
-    every variable to its more frequent sign satisfies most small planted formulas
-    (0.85 of (3, 5, 5)'s held-out set)."""
+    every variable to its more frequent sign satisfies most small planted formulas: of the
+    20 held-out formulas at (3, 5, 5) and at (3, 5, 6), 20 and 16 with a tie set negated,
+    18 and 18 with a tie set plain."""
     lines = ["How often each variable occurs in the clauses:"]
     for name, (plain, negated) in zip(VARIABLE_NAMES, sign_counts(instance.clauses, instance.k)):
         lines.append(f"{name}: {_times(plain)} as {name}, {_times(negated)} as !{name}")

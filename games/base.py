@@ -143,6 +143,18 @@ class State(abc.ABC):
     def information_state_string(self, player: int) -> str:
         """A unique key of `player`'s information set (equal iff indistinguishable)."""
 
+    def decision_note(self, player: int) -> str:
+        """Text that bears on the decision of `player`, the player to move; "" by default.
+
+        The prompt puts it after everything else, the last line read before the answer. A
+        fact the choice turns on (what accepting an offer would do, which cell completes a
+        line) is learnt from far more readily there than among the observation's lines: on
+        SAT, the sign counts written beside each variable's choice were followed where the
+        same counts two lines up were not (docs/learning_runs). Only asked while the game
+        is not over.
+        """
+        return ""
+
     def score_margin(self, player: int) -> float | None:
         """How far `player` is ahead of the others now, on the game's own scale; None by default.
 

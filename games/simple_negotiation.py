@@ -98,9 +98,10 @@ class SimpleNegotiationGame(Game):
     (a 10-turn game's last prompts carry 9 moves), and a prompt's tokens are what a
     training step pays for. The game is the same either way.
 
-    `offer_notes=True` adds, under an offer pending to the player to move, what accepting
-    it would do: both players' gains after the trade and whether the player would then be
-    ahead, behind or level. Deciding that from the offer text takes arithmetic on two
+    `offer_notes=True` adds, as the `decision_note` of a player an offer is pending to (the
+    prompt's last line, right before the answer), what accepting it would do: both
+    players' gains after the trade and whether the player would then be ahead, behind or
+    level. Deciding that from the offer text takes arithmetic on two
     values per resource, which a small model does not do reliably, so the notes set the
     accept/deny decision apart the way Kuhn Poker's `card_notes` set the cards apart. Off
     by default (SPIRAL's prompt); the game is the same either way.
@@ -313,8 +314,6 @@ class SimpleNegotiationState(State):
                 f"({giver} would give {_bundle_text(offer.give)} "
                 f"and receive {_bundle_text(offer.get)})."
             )
-            if self.game.offer_notes and offerer != player and not self.is_terminal():
-                lines.append(self._acceptance_note(player))
         shown = len(self._history) if self.game.shown_moves is None else min(self.game.shown_moves, len(self._history))
         if shown:
             first = len(self._history) - shown
@@ -343,6 +342,11 @@ class SimpleNegotiationState(State):
         twin = self.clone()
         twin.apply_action(ACCEPT)
         return twin
+
+    def decision_note(self, player: int) -> str:
+        if not self.game.offer_notes or self._pending is None or self._pending[0] == player:
+            return ""
+        return self._acceptance_note(player)
 
     def _acceptance_note(self, player: int) -> str:
         """What accepting the offer pending to `player` would leave both players' gains at."""

@@ -39,9 +39,9 @@ SEAT_TEXT = tuple(f"You are Player {p} ({SYMBOLS[p]})." for p in range(NUM_PLAYE
 class TicTacToeGame(Game):
     """Tic-tac-toe.
 
-    `line_notes=True` adds, on the player's own turn, which free cells complete a line of
-    theirs and which would complete one of the opponent's (``You complete a line at: 2.
-    Player 0 (X) completes a line at: 6.``). The board says the same to whoever reads it
+    `line_notes=True` adds, as the player's `decision_note` (the prompt's last line), which
+    free cells complete a line of theirs and which would complete one of the opponent's
+    (``You complete a line at: 2. Player 0 (X) completes a line at: 6.``). The board says the same to whoever reads it
     line by line; a 135M model that must find two marks and a gap among eight lines of a
     drawn grid may not, as Kuhn Poker's model did not tell a Jack from a King without
     `card_notes`. Off by default (SPIRAL's prompt); the game is the same either way.
@@ -151,8 +151,6 @@ class TicTacToeState(State):
             to_move = self._moves % NUM_PLAYERS
             who = "you" if to_move == player else f"Player {to_move} ({SYMBOLS[to_move]})"
             status = f"Move {self._moves + 1}: {who} to play."
-            if self.game.line_notes and to_move == player:
-                status += "\n" + self._line_notes(player)
         return f"{BOARD_HEADER}\n{self._board_text()}\n{SEAT_TEXT[player]} {status}"
 
     def completing_cells(self, player: int) -> list[int]:
@@ -160,6 +158,9 @@ class TicTacToeState(State):
         board = self._board
         return [cell for cell in range(NUM_CELLS) if board[cell] == EMPTY and any(
             all(board[other] == player for other in line if other != cell) for line in LINES_THROUGH[cell])]
+
+    def decision_note(self, player: int) -> str:
+        return self._line_notes(player) if self.game.line_notes else ""
 
     def _line_notes(self, player: int) -> str:
         other = 1 - player

@@ -39,6 +39,15 @@ def test_feedback_goes_before_the_answer_format():
     assert text.index("previous answer") < text.index("Reply with")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_the_decision_note_is_the_last_line_after_feedback_and_answer_format(mode):
+    template = PromptTemplate(title="Kuhn Poker", rules="Three cards.", mode=mode)
+    plain = template.render("Your card: K.", (0, 1), ("[check]", "[bet]"), "Answer again.")
+    noted = template.render("Your card: K.", (0, 1), ("[check]", "[bet]"), "Answer again.", "Your card beats a J.")
+    assert noted.text == plain.text + "\nYour card beats a J."
+    assert noted.choices == plain.choices and noted.action_ids == plain.action_ids
+
+
 def test_unknown_mode_names_the_valid_ones():
     with pytest.raises(ValueError, match="think, direct, choice"):
         PromptTemplate(title="x", rules="", mode="chatty")

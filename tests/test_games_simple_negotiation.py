@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+import envs
 import games
 from games.base import TERMINAL_PLAYER, IllegalActionError
 from games.simple_negotiation import ACCEPT, DENY, Offer, format_offer
@@ -333,7 +334,7 @@ def test_final_score_margin_has_the_sign_of_the_outcome(game):
     assert signs == {-1.0, 0.0, 1.0}
 
 
-def test_offer_notes_state_what_accepting_would_leave_and_nothing_else_changes():
+def test_offer_notes_state_what_accepting_would_leave_as_the_decision_note_and_nothing_else_changes():
     noted = games.load("simple_negotiation", offer_notes=True)
     plain = games.load("simple_negotiation")
     assert noted.params()["offer_notes"] is True and "offer_notes" not in plain.params()
@@ -344,7 +345,9 @@ def test_offer_notes_state_what_accepting_would_leave_and_nothing_else_changes()
         twin = plain.new_initial_state()
         while not state.is_terminal():
             player = state.current_player()
-            text = state.observation_string(player)
+            text = state.decision_note(player)
+            assert state.observation_string(player) == twin.observation_string(player)
+            assert twin.decision_note(player) == ""
             pending = state.pending_offer()
             if pending is not None and pending[0] != player:
                 after = state.clone()
@@ -354,17 +357,21 @@ def test_offer_notes_state_what_accepting_would_leave_and_nothing_else_changes()
                 standing = f"ahead by {lead}" if lead > 0 else f"behind by {-lead}" if lead < 0 else "level"
                 note = (f"If you accept: your gain becomes {mine:+d}, Player {1 - player}'s {theirs:+d} "
                         f"(you would be {standing}).")
-                assert note in text.splitlines()
-                assert text.replace(note + "\n", "") == twin.observation_string(player)
+                assert text == note
                 checked += 1
             else:
-                assert "If you accept" not in text
-                assert text == twin.observation_string(player)
+                assert text == ""
             # the other player's view never carries the note
-            assert "If you accept" not in state.observation_string(1 - player)
+            assert state.decision_note(1 - player) == ""
             action = rng.choice(state.legal_actions())
             state.apply_action(action)
             twin.apply_action(action)
     assert checked > 50
+    env = envs.make("simple_negotiation", mode="choice", offer_notes=True)
+    env.reset(seed=0)
+    prompt = env.turn_prompt()
+    env.step(prompt.action_ids[prompt.choices.index("[Offer: 1 Wood -> 1 Gold]")])
+    last_line = env.turn_prompt().text.splitlines()[-1]
+    assert last_line.startswith("If you accept: your gain becomes") and last_line.endswith(").")
     with pytest.raises(ValueError, match="no offer is pending"):
         noted.new_initial_state().accepted()

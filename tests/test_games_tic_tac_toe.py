@@ -4,6 +4,7 @@
 import pyspiel
 import pytest
 
+import envs
 import games
 from games.base import TERMINAL_PLAYER, IllegalActionError
 
@@ -121,14 +122,17 @@ def test_line_notes_name_the_cells_that_complete_a_line_on_the_players_own_turn(
     for cell in (4, 0, 8, 2):  # X: 4, 8; O: 0, 2
         state.apply_action(cell)
     assert state.completing_cells(1) == [1] and state.completing_cells(0) == []
-    assert state.observation_string(0).endswith("Move 5: you to play.\nPlayer 1 (O) completes a line at: 1.")
-    assert "completes" not in state.observation_string(1)  # only the player to move gets notes
+    assert state.decision_note(0) == "Player 1 (O) completes a line at: 1."
+    assert state.observation_string(0).endswith("Move 5: you to play.")  # the note is not in the observation
     state.apply_action(6)  # X: 4, 6, 8 (6-7-8 open at 7); O: 0, 2 (0-1-2 open at 1)
     assert state.completing_cells(0) == [7] and state.completing_cells(1) == [1]
-    assert state.observation_string(1).endswith("You complete a line at: 1. Player 0 (X) completes a line at: 7.")
+    assert state.decision_note(1) == "You complete a line at: 1. Player 0 (X) completes a line at: 7."
     quiet = game.new_initial_state()
-    assert quiet.observation_string(0).endswith("No free cell completes a line for either player.")
+    assert quiet.decision_note(0) == "No free cell completes a line for either player."
+    prompt = envs.make("tic_tac_toe", mode="choice", line_notes=True)
+    prompt.reset(seed=0)
+    assert prompt.turn_prompt().text.endswith("written as listed.\nNo free cell completes a line for either player.")
     plain = games.load("tic_tac_toe").new_initial_state()
-    assert plain.observation_string(0).endswith("Move 1: you to play.")
+    assert plain.observation_string(0).endswith("Move 1: you to play.") and plain.decision_note(0) == ""
     with pytest.raises(ValueError, match="line_notes"):
         games.load("tic_tac_toe", line_notes="yes")
