@@ -89,6 +89,36 @@ def test_margin_reward_is_each_turns_margin_to_the_end_and_results_keep_the_outc
         assert all(s.reward == result.returns[s.role] for s in mine)
 
 
+def test_turn_margin_credits_each_turn_with_the_change_until_its_players_next_turn(tiny):
+    from trainers.rollouts.play import GameSetup, play_games
+
+    rule = make_opponent("rule_based", games.load("simple_negotiation"))
+    setups = [GameSetup("simple_negotiation", envs.make("simple_negotiation", max_turns=6), seed=s,
+                        learner_seats=frozenset({0, 1} if s < 2 else {s % 2}), game_id=s,
+                        opponent=None if s < 2 else rule, opponent_name="rule_based") for s in range(6)]
+    samples, results, _ = play_games(setups, tiny, seed=1, reward="turn_margin")
+    nonzero = 0
+    for setup, result in zip(setups, results):
+        before, final = _margins_before_each_turn(setup.env.game, setup.env.state.history())
+        assert result.returns == final.returns()
+        for player in setup.learner_seats:
+            turns = []
+            for sample in samples:
+                if sample.game_id == setup.game_id and sample.role == player and _turn(sample) not in turns:
+                    turns.append(_turn(sample))
+            assert len(turns) == len(before[player])
+            after = before[player][1:] + [final.score_margin(player)]
+            rewards = []
+            for turn, margin_before, margin_after in zip(turns, before[player], after):
+                parts = [s for s in samples if _turn(s) == turn]
+                assert all(s.reward == pytest.approx(margin_after - margin_before) for s in parts)
+                rewards.append(parts[0].reward)
+                nonzero += parts[0].reward != 0
+            # the turns' own changes add up to the margin to the end of the first turn (reward=margin's)
+            assert sum(rewards) == pytest.approx(final.score_margin(player) - before[player][0])
+    assert nonzero  # trades happened, and some turn was credited with one
+
+
 def test_a_forfeit_keeps_its_penalty_on_top_of_the_margin():
     env = envs.make("simple_negotiation", max_turns=4)
     env.reset(seed=0)
@@ -121,7 +151,7 @@ def test_reward_refusals_name_the_key(tmp_path):
         preflight(parse_overrides([*base, "env=simple_negotiation,tic_tac_toe"]))
     with pytest.raises(ValueError, match="reward=margin says what game turns are trained on; sat has no game env"):
         preflight(parse_overrides([*base, "env=sat"]))
-    with pytest.raises(ValueError, match=r"reward.*outcome.*margin"):
+    with pytest.raises(ValueError, match=r"reward.*outcome.*margin.*turn_margin"):
         parse_overrides(["reward=score"])
     with pytest.raises(ValueError, match="reward='margin'"):
         refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["simple_negotiation"], reward="margin"))

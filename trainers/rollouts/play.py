@@ -210,7 +210,7 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
             invalid_before = env.infos[agent]["invalid_actions"]
             state_key = env.state.information_state_string(player)
             info = {"state_key": state_key, "messages": prompt.messages()}
-            if reward == "margin":
+            if reward != "outcome":  # margin, turn_margin
                 info[MARGIN_KEY] = margin_now(env, player)
                 info[TURN_KEY] = env.turns
             parsed = prompt.parse(reply.text)
