@@ -40,17 +40,29 @@ def _turn(sample):
     return sample.info.get(TRACE_KEY, id(sample))
 
 
-def test_margin_reward_is_each_turns_margin_to_the_end_and_results_keep_the_outcome(tiny):
-    from trainers.rollouts.play import GameSetup, play_games
-
-    def setups():
-        """Two self-play games and four against the rule (which offers trades the model may accept)."""
-        return [GameSetup("simple_negotiation", envs.make("simple_negotiation", max_turns=4), seed=s,
-                          learner_seats=frozenset({0, 1} if s < 2 else {s % 2}), game_id=s,
-                          opponent=None if s < 2 else rule, opponent_name="rule_based") for s in range(6)]
+def _negotiation_setups(max_turns):
+    """Two self-play games and four against the rule (which offers trades the model may accept)."""
+    from trainers.rollouts.play import GameSetup
 
     rule = make_opponent("rule_based", games.load("simple_negotiation"))
-    margin_setups = setups()
+    return [GameSetup("simple_negotiation", envs.make("simple_negotiation", max_turns=max_turns), seed=s,
+                      learner_seats=frozenset({0, 1} if s < 2 else {s % 2}), game_id=s,
+                      opponent=None if s < 2 else rule, opponent_name="rule_based") for s in range(6)]
+
+
+def _turns_of(samples, game_id, player):
+    """The keys of `player`'s turns in game `game_id`, in order (a chained turn's part samples share one)."""
+    turns = []
+    for sample in samples:
+        if sample.game_id == game_id and sample.role == player and _turn(sample) not in turns:
+            turns.append(_turn(sample))
+    return turns
+
+
+def test_margin_reward_is_each_turns_margin_to_the_end_and_results_keep_the_outcome(tiny):
+    from trainers.rollouts.play import play_games
+
+    margin_setups = _negotiation_setups(max_turns=4)
     samples, results, _ = play_games(margin_setups, tiny, seed=1, reward="margin")  # a seed whose games trade
     nonzero = 0
     for setup, result in zip(margin_setups, results):
@@ -58,10 +70,7 @@ def test_margin_reward_is_each_turns_margin_to_the_end_and_results_keep_the_outc
         assert result.returns == final.returns()  # results report win/draw/loss
         for player in setup.learner_seats:
             # a chained turn is several part samples of one trace; each turn gets its own margin to go
-            turns = []
-            for sample in samples:
-                if sample.game_id == setup.game_id and sample.role == player and _turn(sample) not in turns:
-                    turns.append(_turn(sample))
+            turns = _turns_of(samples, setup.game_id, player)
             assert len(turns) == len(before[player])
             for turn, margin_before in zip(turns, before[player]):
                 for sample in (s for s in samples if _turn(s) == turn):
@@ -90,22 +99,16 @@ def test_margin_reward_is_each_turns_margin_to_the_end_and_results_keep_the_outc
 
 
 def test_turn_margin_credits_each_turn_with_the_change_until_its_players_next_turn(tiny):
-    from trainers.rollouts.play import GameSetup, play_games
+    from trainers.rollouts.play import play_games
 
-    rule = make_opponent("rule_based", games.load("simple_negotiation"))
-    setups = [GameSetup("simple_negotiation", envs.make("simple_negotiation", max_turns=6), seed=s,
-                        learner_seats=frozenset({0, 1} if s < 2 else {s % 2}), game_id=s,
-                        opponent=None if s < 2 else rule, opponent_name="rule_based") for s in range(6)]
+    setups = _negotiation_setups(max_turns=6)
     samples, results, _ = play_games(setups, tiny, seed=1, reward="turn_margin")
     nonzero = 0
     for setup, result in zip(setups, results):
         before, final = _margins_before_each_turn(setup.env.game, setup.env.state.history())
         assert result.returns == final.returns()
         for player in setup.learner_seats:
-            turns = []
-            for sample in samples:
-                if sample.game_id == setup.game_id and sample.role == player and _turn(sample) not in turns:
-                    turns.append(_turn(sample))
+            turns = _turns_of(samples, setup.game_id, player)
             assert len(turns) == len(before[player])
             after = before[player][1:] + [final.score_margin(player)]
             rewards = []
