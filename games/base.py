@@ -146,12 +146,12 @@ class State(abc.ABC):
     def decision_note(self, player: int) -> str:
         """Text that bears on the decision of `player`, the player to move; "" by default.
 
-        The prompt puts it after everything else, the last line read before the answer. A
-        fact the choice turns on (what accepting an offer would do, which cell completes a
-        line) is learnt from far more readily there than among the observation's lines: on
-        SAT, the sign counts written beside each variable's choice were followed where the
-        same counts two lines up were not (docs/learning_runs). Only asked while the game
-        is not over.
+        The prompt puts it after everything else, the last line read before the answer,
+        for a fact the choice turns on (what accepting an offer would do, which cell
+        completes a line): on SAT, sign counts written beside each variable's choice were
+        learnt where the same counts two lines up were not. The place is no guarantee:
+        Simple Negotiation's verdict there has not been learnt yet (docs/learning_runs).
+        Only asked while the game is not over.
         """
         return ""
 

@@ -20,8 +20,9 @@ same penalties: what the turn itself and the reply to it did, and nothing that c
 after. The margin to the end is the sum of these, so ``margin`` is ``turn_margin``
 undiscounted over a player's turns and this is it with discount 0. In a game where each
 move's worth is settled at once (accepting a trade, an offer accepted or not in the
-reply) it is the turn's own credit without the noise of every later trade: a self-play
-run on ``margin`` learnt to accept every offer, good or bad (docs/learning_runs).
+reply) it is the turn's own credit without the noise of every later trade. (A self-play
+run on ``margin`` learnt to accept every offer, good or bad; in the few steps run so far
+``turn_margin`` did not teach the model to tell them apart either: docs/learning_runs.)
 """
 
 from __future__ import annotations
