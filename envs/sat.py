@@ -259,12 +259,12 @@ class SatTask(GenericTask):
         return self._parts(item.k, item.clauses)
 
     def _parts(self, k: int, clauses) -> AnswerParts:
-        names: tuple[str, ...] = ()  # bits: no labels
+        labels: tuple[str, ...] = ()  # bits: no labels
         if self.answer_format == "named":
-            names = tuple(VARIABLE_NAMES[:k])
+            labels = tuple(VARIABLE_NAMES[:k])
         elif self.answer_format == "counted":
-            names = tuple(counted_label(name, *counts) for name, counts in zip(VARIABLE_NAMES, sign_counts(clauses, k)))
-        return AnswerParts("\\boxed{", (("0", "1"),) * k, "}", tuple(("" if i == 0 else " ") + name + "=" for i, name in enumerate(names)))
+            labels = tuple(counted_label(name, *counts) for name, counts in zip(VARIABLE_NAMES, sign_counts(clauses, k)))
+        return AnswerParts("\\boxed{", (("0", "1"),) * k, "}", tuple(("" if i == 0 else " ") + label + "=" for i, label in enumerate(labels)))
 
 
 class SatEnv(gymnasium.Env):

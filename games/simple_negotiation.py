@@ -102,9 +102,9 @@ class SimpleNegotiationGame(Game):
     prompt's last line, right before the answer), what accepting it would do: both
     players' gains after the trade and whether the player would then be ahead, behind or
     level. Deciding that from the offer text takes arithmetic on two values per resource,
-    which a small model does not do reliably, so the notes set the
-    accept/deny decision apart the way Kuhn Poker's `card_notes` set the cards apart. Off
-    by default (SPIRAL's prompt); the game is the same either way.
+    which a small model does not do reliably, so the notes set the accept/deny decision
+    apart the way Kuhn Poker's `card_notes` set the cards apart. Off by default (SPIRAL's
+    prompt); the game is the same either way.
     """
 
     name = "simple_negotiation"

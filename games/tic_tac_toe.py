@@ -42,9 +42,9 @@ class TicTacToeGame(Game):
     `line_notes=True` adds, as the player's `decision_note` (the prompt's last line), which
     free cells complete a line of theirs and which would complete one of the opponent's
     (``You complete a line at: 2. Player 0 (X) completes a line at: 6.``). The board says
-    the same to whoever reads it line by line; a 135M model that must find two marks and a gap among eight lines of a
-    drawn grid may not, as Kuhn Poker's model did not tell a Jack from a King without
-    `card_notes`. Off by default (SPIRAL's prompt); the game is the same either way.
+    the same to whoever reads it line by line; a 135M model that must find two marks and a
+    gap among eight lines of a drawn grid may not, as Kuhn Poker's model did not tell a
+    Jack from a King without `card_notes`. Off by default (SPIRAL's prompt); the game is the same either way.
     """
 
     name = "tic_tac_toe"
@@ -160,9 +160,8 @@ class TicTacToeState(State):
             all(board[other] == player for other in line if other != cell) for line in LINES_THROUGH[cell])]
 
     def decision_note(self, player: int) -> str:
-        return self._line_notes(player) if self.game.line_notes else ""
-
-    def _line_notes(self, player: int) -> str:
+        if not self.game.line_notes:
+            return ""
         other = 1 - player
         mine, theirs = self.completing_cells(player), self.completing_cells(other)
         if not mine and not theirs:
