@@ -1,4 +1,11 @@
-"""What game turns are trained on: the outcome (default) or the score margin to the end (reward=margin)."""
+"""What game turns are trained on: the outcome (default) or the score margin to the end
+(reward=margin, turn_margin), and how a turn's choices are credited (game_credit).
+
+game_credit=counterfactual is checked against the game replayed move by move and the
+model's own action distribution: an answer to a pending trade carries
+``Q(chosen) - sum pi Q`` with Q(accept) the trade's worth and Q(deny) = Q(any offer) = 0,
+no other choice carries a gap, and the trainer credits the gapped choices by gap / std
+while every other sample keeps its turn's credit."""
 
 import json
 
@@ -7,7 +14,9 @@ import pytest
 import envs
 import games
 from envs.opponents import make_opponent
+from games.simple_negotiation import ACCEPT
 from trainers.learning.samples import TurnSample
+from trainers.rollouts.decision_credit import DECISION_GAP_KEY, decision_gaps, immediate_margin_changes
 from trainers.rollouts.rewards import MARGIN_KEY, assign_rewards, has_margin
 from trainers.run.config import TrainConfig, parse_overrides
 from trainers.selfplay import main
@@ -40,12 +49,13 @@ def _turn(sample):
     return sample.info.get(TRACE_KEY, id(sample))
 
 
-def _negotiation_setups(max_turns):
-    """Two self-play games and four against the rule (which offers trades the model may accept)."""
+def _negotiation_setups(max_turns, mode="think"):
+    """Two self-play games and four against the rule (which offers trades the model may accept);
+    ``mode="choice"`` chains the turns as a choice-mode run does."""
     from trainers.rollouts.play import GameSetup
 
     rule = make_opponent("rule_based", games.load("simple_negotiation"))
-    return [GameSetup("simple_negotiation", envs.make("simple_negotiation", max_turns=max_turns), seed=s,
+    return [GameSetup("simple_negotiation", envs.make("simple_negotiation", max_turns=max_turns, mode=mode), seed=s,
                       learner_seats=frozenset({0, 1} if s < 2 else {s % 2}), game_id=s,
                       opponent=None if s < 2 else rule, opponent_name="rule_based") for s in range(6)]
 
@@ -183,3 +193,106 @@ def test_a_margin_run_trains_and_evaluates_on_the_outcome(tmp_path, monkeypatch)
     report = json.loads((out / "eval" / "step_00000001.json").read_text())
     assert report["simple_negotiation/random"]["mean_return"] in {-1.0, -0.5, 0.0, 0.5, 1.0}
     assert sum(report["simple_negotiation/acceptance"]["states"]) == 40  # trainers/evaluation/acceptance.py
+
+def test_only_accepting_changes_the_margin_at_once():
+    state = games.load("simple_negotiation").new_initial_state()
+    state.apply_action(state.legal_actions()[5])  # player 0 offers
+    legal = state.legal_actions()
+    changes = immediate_margin_changes(state, 1, legal)
+    worth = state.accepted().score_margin(1) - state.score_margin(1)
+    assert worth != 0
+    assert changes[legal.index(ACCEPT)] == pytest.approx(worth)
+    assert all(change == 0.0 for action, change in zip(legal, changes) if action != ACCEPT)
+    assert state.pending_offer() is not None  # the clones played, not the state
+
+
+def test_a_choice_qualifies_only_where_its_options_differ_and_each_is_settled():
+    class Choice:
+        def __init__(self, index, probs):
+            self.choice_index, self.choice_probs = index, probs
+
+    # unchained: one option per action
+    assert decision_gaps(Choice(0, [0.25, 0.75]), ["a", "b"], False, [0.4, 0.0]) == [pytest.approx(0.4 - 0.1)]
+    assert decision_gaps(Choice(1, [0.25, 0.75]), ["a", "b"], False, [0.0, 0.0]) == [None]  # nothing to tell apart
+    # chained: "[Offer: 1 X]" and "[Offer: 2 X]" share the option "[Offer:" with one change (0);
+    # the second part tells two offers apart that change nothing: no gap
+    chained = Choice(None, None)
+    chained.parts = [Choice(1, [0.2, 0.8]), Choice(0, [0.5, 0.5])]
+    actions = ["[Accept]", "[Offer: 1 X]", "[Offer: 2 X]"]
+    assert decision_gaps(chained, actions, True, [-0.3, 0.0, 0.0]) == [pytest.approx(0.0 - 0.2 * -0.3), None]
+    # an option whose actions change the margin by different amounts does not qualify
+    assert decision_gaps(chained, actions, True, [-0.3, 0.0, 0.1])[0] is None
+
+
+def test_every_answer_to_a_trade_carries_its_counterfactual_gap(tiny):
+    from trainers.rollouts.play import play_games
+
+    setups = _negotiation_setups(max_turns=6, mode="choice")
+    hot = 20.0  # the random model almost never accepts at its own temperature; hot, a third of answers are accepts
+    samples, _, _ = play_games(setups, tiny, seed=1, credit="counterfactual", temperature=hot)
+    checked = {"accept": 0, "other": 0}
+    for setup in setups:
+        replay = envs.make("simple_negotiation", max_turns=6, mode="choice")
+        replay.reset(seed=setup.seed)
+        turns = {player: iter(_turns_of(samples, setup.game_id, player)) for player in setup.learner_seats}
+        for action in setup.env.state.history():
+            state, player = replay.state, replay.current_player()
+            prompt = replay.turn_prompt()
+            if player in setup.learner_seats:
+                turn = next(turns[player])
+                parts = [s for s in samples if _turn(s) == turn]
+                gapped = [s for s in parts if DECISION_GAP_KEY in s.info]
+                worth = 0.0 if state.pending_offer() is None else state.accepted().score_margin(player) - state.score_margin(player)
+                if worth == 0.0:
+                    assert not gapped  # nothing pending, or an even trade: no option differs, turn credit
+                else:
+                    accept = tiny.action_distributions([prompt], temperature=hot)[0][ACCEPT]
+                    expected = (worth if action == ACCEPT else 0.0) - accept * worth
+                    assert gapped == [parts[0]]  # the answer's first choice only (not how much to offer)
+                    assert gapped[0].info[DECISION_GAP_KEY] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+                    checked["accept" if action == ACCEPT else "other"] += 1
+            replay.step(prompt.choices[prompt.action_ids.index(action)])
+    assert checked["accept"] and checked["other"] > 5, checked
+    assert any(s.info.get("chunk_index", 0) > 0 for s in samples)  # chained turns (the offers' later parts)
+
+
+def test_the_trainer_credits_gapped_choices_by_gap_over_std_and_keeps_the_rest(tiny):
+    from trainers.learning.advantages import DEFAULT_EPS, AdvantageState, trace_advantages
+    from trainers.rollouts.play import play_games
+    from trainers.selfplay import Trainer
+
+    samples, _, _ = play_games(_negotiation_setups(max_turns=6, mode="choice"), tiny, seed=1, reward="turn_margin",
+                               credit="counterfactual", temperature=20.0)
+    plain = [s.__class__(**{**s.__dict__, "info": dict(s.info)}) for s in samples]
+    trace_advantages(plain, "rae", AdvantageState())  # what every sample gets without the gaps
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = parse_overrides(["env=simple_negotiation", "reward=turn_margin", "advantage=rae", "game_credit=counterfactual"])
+    trainer.game_envs, trainer.advantage_state = {"simple_negotiation": None}, AdvantageState()
+    kept, _ = trainer.advantages(samples)
+    gaps = [s.info[DECISION_GAP_KEY] for s in samples if DECISION_GAP_KEY in s.info]
+    std = (sum((g - sum(gaps) / len(gaps)) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    for sample, before in zip(samples, plain):
+        if DECISION_GAP_KEY in sample.info:
+            assert sample.advantage == pytest.approx(sample.info[DECISION_GAP_KEY] / (std + DEFAULT_EPS), rel=1e-6)
+        else:
+            assert sample.advantage == pytest.approx(before.advantage)
+    assert len(gaps) > 5 and len(set(gaps)) > 2 and min(gaps) < 0 < max(gaps)
+    assert len(samples) > len(gaps)  # the offers' parts kept their turn credit
+    assert kept and all(s.advantage != 0 for s in kept)
+
+
+def test_game_credit_refusals_name_the_key(tmp_path):
+    from trainers.backends.openrlhf.launcher import refuse_unmapped_keys
+    from trainers.run.preflight import preflight
+
+    base = ["model=tiny-random", f"out={tmp_path / 'run'}", "game_credit=counterfactual"]
+    with pytest.raises(ValueError, match=r"game_credit=counterfactual values a choice's options by the score margin .* which kuhn_poker does not define"):
+        preflight(parse_overrides([*base, "env=kuhn_poker"]))
+    with pytest.raises(ValueError, match=r"games answer in mode=direct \(use mode=choice\)"):
+        preflight(parse_overrides([*base, "env=simple_negotiation", "mode=direct"]))
+    with pytest.raises(ValueError, match="sat has no game env"):
+        preflight(parse_overrides([*base, "env=sat"]))
+    with pytest.raises(ValueError, match=r"game_credit.*turn, counterfactual"):
+        parse_overrides(["game_credit=exact"])
+    with pytest.raises(ValueError, match="game_credit='counterfactual'"):
+        refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["simple_negotiation"], game_credit="counterfactual"))

@@ -46,6 +46,7 @@ from trainers.rollouts.league import referenced_snapshot_folders
 from trainers.run.preflight import preflight
 from trainers.evaluation.ratings import Ratings, policy_name
 from trainers.run.report import headline, postfix, progress_bar, scalars, tensorboard_writer
+from trainers.rollouts.decision_credit import DECISION_GAP_KEY
 from trainers.rollouts.parts import PART_GAP_KEY, answer_in_parts
 from trainers.rollouts.play import GameResult, GameSetup, GameSpec, RolloutTiming, play_games, run_tasks
 from trainers.rollouts.step_size import games_kept, sample_shares, wave_size
@@ -220,7 +221,8 @@ class Trainer:
             if spec.opponent_path:
                 setup.opponent, setup.opponent_name = self.league.policy_at(spec.opponent_path), spec.opponent_name
             setups.append(setup)
-        return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.thinking, reward=self.config.reward)
+        return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.thinking, reward=self.config.reward,
+                          credit=self.config.game_credit)
 
     def _play_step_games(self, step: int):
         if self.config.games_per_step:
@@ -319,6 +321,12 @@ class Trainer:
         if games:
             adjust = equalize_state_weights if self.config.state_weighting == "uniform" else None
             trace_advantages(games, self.config.advantage_method(), self.advantage_state, adjust=adjust)
+            if self.config.game_credit == "counterfactual":
+                # after the turn's advantages (the baselines still learn every turn's reward):
+                # a choice with a counterfactual gap is credited by that gap instead
+                gapped = [s for s in games if DECISION_GAP_KEY in s.info]
+                if gapped:
+                    part_gap_advantages(gapped, DECISION_GAP_KEY)
         if tasks and self.config.task_credit == "counterfactual":
             part_gap_advantages(tasks, PART_GAP_KEY)
         elif tasks:

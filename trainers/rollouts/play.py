@@ -33,6 +33,7 @@ from envs.game_env import GameEnv, agent_name
 from envs.opponents import Opponent
 from envs.tasks import task_hooks
 from trainers.run import seeds
+from trainers.rollouts.decision_credit import DECISION_GAP_KEY, GAME_CREDITS, decision_gaps, immediate_margin_changes
 from trainers.rollouts.parts import PART_GAP_KEY, TASK_CREDITS, answer_in_parts, counterfactual_gaps
 from trainers.rollouts.policy import LanguagePolicy
 from trainers.rollouts.rewards import MARGIN_KEY, assign_rewards, margin_now
@@ -119,6 +120,7 @@ def play_games(
     temperature: float | None = None,
     thinking: ThinkingStrategy = PLAIN,
     reward: str = "outcome",
+    credit: str = "turn",
 ) -> tuple[list[TurnSample], list[GameResult], RolloutTiming]:
     """Play every game to its end; return the learner turns, the results and timings.
 
@@ -128,7 +130,14 @@ def play_games(
     (``trainers.rollouts.thinking``): plain, one call per round; Markovian, one chunk of every open
     trace per round, a turn being played once its trace is over. `reward` is what the
     samples are trained on (``trainers.rollouts.rewards``); results report the outcome.
+    ``credit="counterfactual"`` (choice mode) writes the counterfactual advantage of every
+    choice whose options settle the mover's margin at once into ``info[DECISION_GAP_KEY]``
+    (``trainers.rollouts.decision_credit``).
     """
+    if credit not in GAME_CREDITS:
+        raise ValueError(f"unknown game credit {credit!r}; valid: {', '.join(GAME_CREDITS)}")
+    if credit == "counterfactual" and policy.mode != "choice":
+        raise ValueError(f"game_credit=counterfactual credits choices by the policy's own distribution; this policy answers in {policy.mode} mode")
     timing = RolloutTiming()
     rng = random.Random(seed)
     with timing.measure("env"):
@@ -144,7 +153,7 @@ def play_games(
         for group in model_turns.values():
             _answer_opponent_turns(setups, opponents[group[0]], group, seed, temperature, timing)
         if learner_turns:
-            _answer_learner_turns(setups, learner_turns, session, timing, samples_per_game, answers_given, reward)
+            _answer_learner_turns(setups, learner_turns, session, timing, samples_per_game, answers_given, reward, credit)
         timing.rounds += 1
     with timing.measure("env"):
         samples, results = _collect(setups, samples_per_game, reward)
@@ -194,7 +203,7 @@ def _answer_opponent_turns(setups, opponent: LanguagePolicy, games: list[int], s
             setups[index].env.step(reply.text)
 
 
-def _answer_learner_turns(setups, games, session, timing, samples_per_game, answers_given, reward="outcome") -> None:
+def _answer_learner_turns(setups, games, session, timing, samples_per_game, answers_given, reward="outcome", credit="turn") -> None:
     """One round of the thinking session for every game where a learner seat is to move;
     play the answers that are ready and record their samples."""
     with timing.measure("env"):
@@ -214,8 +223,12 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
                 info[MARGIN_KEY] = margin_now(env, player)
                 info[TURN_KEY] = env.turns
             parsed = prompt.parse(reply.text)
+            gaps = None
+            if credit == "counterfactual":
+                changes = immediate_margin_changes(env.state, player, prompt.action_ids)
+                gaps = decision_gaps(reply.decision, prompt.choices, prompt.chained, changes)
             env.step(reply.text)
-            samples_per_game[index] += reply.samples(
+            turn_samples = reply.samples(
                 setup.env_id,
                 player,
                 setup.game_id,
@@ -230,6 +243,10 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
                     "choices": prompt.choices,
                 },
             )
+            for sample, gap in zip(turn_samples, gaps or ()):
+                if gap is not None:
+                    sample.info[DECISION_GAP_KEY] = gap
+            samples_per_game[index] += turn_samples
             answers_given[index] += 1
 
 

@@ -28,6 +28,7 @@ from envs.opponents import OPPONENT_NAMES as FIXED_OPPONENTS
 from envs.protocol import CHAIN_ABOVE, CHOICE_CHAIN, MODES
 from trainers.learning.advantages import METHODS as ADVANTAGE_METHODS
 from trainers.rollouts.parts import TASK_CREDITS
+from trainers.rollouts.decision_credit import GAME_CREDITS
 from trainers.rollouts.rewards import GAME_REWARDS
 from trainers.learning.advantages import STATE_WEIGHTINGS
 
@@ -87,6 +88,7 @@ class TrainConfig:
     choice_chain: str = _help(f"auto (mode=choice: a game turn with more than {CHAIN_ABOVE} legal actions, as Simple Negotiation's 200 offers, is answered as a chain of small choices over the actions' words, and its prompt describes the actions in patterns instead of listing them; envs/action_chain.py) | off (every legal action is one candidate)", default="auto")
     task_mode: str = _help("how tasks answer: auto (choice when mode=choice and every task spells its answers in parts, as SAT's bits; else the games' free-text mode) | choice (part by part: one choice per variable; trainers/rollouts/parts.py) | direct | think", default="auto")
     task_credit: str = _help("how the parts of a task answer chosen part by part share its credit: answer (each part gets the answer's GRPO advantage) | counterfactual (each part gets R minus the expected R of swapping that part alone under the policy's own distribution, from the task's scorer; trainers/rollouts/parts.py)", default="answer")
+    game_credit: str = _help("how a game turn's choices are credited: turn (every choice of a turn gets the advantage of the turn's reward) | counterfactual (choice mode: a choice whose options each move the mover's score margin at once by a known amount, as accepting or denying a pending trade, gets the margin change of the option taken minus its expectation under the policy's own distribution, from the game's rules; other choices keep their turn's credit; trainers/rollouts/decision_credit.py)", default="turn")
     reward: str = _help("what game turns are trained on: outcome (each turn gets its player's return: win/draw/loss) | margin (each turn gets the change of its player's score margin from that turn to the game's end, in games that define one, as Simple Negotiation's difference of gains; trainers/rollouts/rewards.py) | turn_margin (the change from that turn to the same player's next turn: the turn's own effect, none of the later trades'). Evaluation reports the outcome either way", default="outcome")
     invalid_action_policy: str = _help("what an invalid answer costs: forfeit | spiral | textarena", default="forfeit")
     turn_limit: int = _help("cut a game after this many turns and score it a draw", default=50)
@@ -189,6 +191,7 @@ class TrainConfig:
         _one_of("task_mode", self.task_mode, ("auto",) + MODES)
         _one_of("task_credit", self.task_credit, TASK_CREDITS)
         _one_of("reward", self.reward, GAME_REWARDS)
+        _one_of("game_credit", self.game_credit, GAME_CREDITS)
         _one_of("choice_chain", self.choice_chain, CHOICE_CHAIN)
         _one_of("advantage", self.advantage, ("auto",) + ADVANTAGE_METHODS)
         _one_of("length_norm", self.length_norm, LENGTH_NORMS)

@@ -55,6 +55,16 @@ def preflight(config: TrainConfig) -> dict | None:
         if lacking:
             raise ValueError(f"reward={config.reward} needs a score margin (State.score_margin), which {', '.join(lacking)} "
                              "does not define; use reward=outcome")
+    if config.game_credit != "turn":
+        if not game_env_objects or config.mode != "choice":
+            raise ValueError(f"game_credit={config.game_credit} credits game choices by the policy's choice distribution; "
+                             + (f"{', '.join(config.env)} has no game env" if not game_env_objects else f"games answer in mode={config.mode} (use mode=choice)"))
+        from trainers.rollouts.rewards import has_margin
+
+        lacking = [env_id for env_id, env in game_env_objects.items() if not has_margin(env.game)]
+        if lacking:
+            raise ValueError(f"game_credit={config.game_credit} values a choice's options by the score margin (State.score_margin), "
+                             f"which {', '.join(lacking)} does not define; use game_credit=turn")
     from trainers.learning.diagnostics import diagnosed_trees
 
     diagnosed_trees(config, game_env_objects)

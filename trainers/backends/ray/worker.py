@@ -120,7 +120,7 @@ class RolloutWorker:
         try:
             setups = self._setups(specs)
             return play_games(setups, self.policy, seed=seed, opponent=self.opponent, thinking=self.setup.thinking,
-                              reward=self.config.reward)
+                              reward=self.config.reward, credit=self.config.game_credit)
         finally:
             self._playing.clear()
 

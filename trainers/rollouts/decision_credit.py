@@ -1,0 +1,83 @@
+"""Counterfactual credit for a game choice whose options settle the mover's margin at once.
+
+Answering a pending trade in Simple Negotiation is such a choice: accepting moves the
+mover's score margin (`State.score_margin`) by the trade's worth the moment it is played,
+denying or making an offer instead moves it by nothing. With credit from the game's
+reward, the choice learns from whichever option was sampled: a model that accepts 1% of
+offers sees about one accept a step, and every deny carries its game's noise, so the runs
+recorded in docs/learning_runs moved the accept rate as a whole, never with the offer's
+worth. Here (``game_credit=counterfactual``, choice mode) such a choice instead gets
+
+    gap = Q(chosen) - sum_o pi(o) Q(o),   Q(o) = the mover's margin change if o is played now,
+
+computed from the game itself (a clone of the state plays each legal action) and from the
+distribution the choice was sampled with: a deny of a good trade gets ``-pi(accept) * worth``,
+of a bad trade ``+pi(accept) * |worth|``, whichever is sampled, so every answer says which
+way the verdict should move. The learner divides the gaps by their std over the step
+(``trainers.learning.advantages.part_gap_advantages``), as ``task_credit=counterfactual``
+does for task parts (COMA's counterfactual baseline, Foerster et al., 2018).
+
+What it ignores: the value of what comes later (a denied trade may be followed by a better
+one), so it is the answer's immediate worth only, as ``reward=turn_margin`` credits a turn
+with what it and the reply to it did. A choice qualifies when every option leads only to
+actions with one and the same margin change (a chained turn's ``[Offer:`` option: every
+offer changes nothing yet) and the options differ; every other choice (making an offer,
+a game without such moments) keeps the credit of its turn's reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envs.action_chain import ActionChain
+
+GAME_CREDITS = ("turn", "counterfactual")
+DECISION_GAP_KEY = "decision_gap"
+"""``sample.info`` key of a choice's counterfactual advantage (``game_credit=counterfactual``)."""
+
+
+def immediate_margin_changes(state, player: int, action_ids: Sequence[int]) -> list[float]:
+    """How much each action, played now, moves `player`'s score margin (the game's rules
+    play it on a clone; `state` is left as it is)."""
+    before = float(state.score_margin(player))
+    changes = []
+    for action in action_ids:
+        twin = state.clone()
+        twin.apply_action(action)
+        changes.append(float(twin.score_margin(player)) - before)
+    return changes
+
+
+def decision_gaps(decision, choices: Sequence[str], chained: bool, changes: Sequence[float]) -> list[float | None]:
+    """Per choice of `decision` (one, or one per part of a chained turn): its gap, or None
+    where the choice does not qualify (see the module docstring).
+
+    `choices` are the turn's legal action strings, `changes` their margin changes
+    (`immediate_margin_changes`), `chained` whether the policy answered along
+    ``ActionChain(choices)``.
+    """
+    if not chained:
+        return [_gap(decision.choice_index, decision.choice_probs, [{change} for change in changes])]
+    chain = ActionChain(choices)
+    paths = [chain.picks_of(action) for action in choices]
+    picks = [part.choice_index for part in decision.parts]
+    gaps = []
+    for depth, part in enumerate(decision.parts):
+        prefix = tuple(picks[:depth])
+        reached: list[set[float]] = [set() for _ in part.choice_probs]
+        for path, change in zip(paths, changes):
+            if len(path) > depth and path[:depth] == prefix:
+                reached[path[depth]].add(change)
+        gaps.append(_gap(part.choice_index, part.choice_probs, reached))
+    return gaps
+
+
+def _gap(chosen: int, probabilities: Sequence[float], reached: list[set[float]]) -> float | None:
+    """``Q(chosen) - E_pi[Q]`` when every option's actions share one margin change and the
+    options do not all share the same one; else None."""
+    if any(len(values) != 1 for values in reached):
+        return None
+    values = [next(iter(v)) for v in reached]
+    if len(set(values)) == 1:
+        return None
+    return values[chosen] - sum(p * q for p, q in zip(probabilities, values))
