@@ -16,7 +16,7 @@ import games
 from envs.opponents import make_opponent
 from games.simple_negotiation import ACCEPT
 from trainers.learning.samples import TurnSample
-from trainers.rollouts.decision_credit import DECISION_GAP_KEY, decision_gaps, immediate_margin_changes
+from trainers.rollouts.decision_credit import DECISION_GAP_KEY, DECISION_REGRET_KEY, decision_gaps, immediate_margin_changes
 from trainers.rollouts.rewards import MARGIN_KEY, assign_rewards, has_margin
 from trainers.run.config import TrainConfig, parse_overrides
 from trainers.selfplay import main
@@ -212,14 +212,15 @@ def test_a_choice_qualifies_only_where_its_options_differ_and_each_is_settled():
             self.choice_index, self.choice_probs = index, probs
 
     # unchained: one option per action
-    assert decision_gaps(Choice(0, [0.25, 0.75]), ["a", "b"], False, [0.4, 0.0]) == [pytest.approx(0.4 - 0.1)]
+    assert decision_gaps(Choice(0, [0.25, 0.75]), ["a", "b"], False, [0.4, 0.0]) == [pytest.approx((0.4 - 0.1, 0.4 - 0.1))]
+    assert decision_gaps(Choice(1, [0.25, 0.75]), ["a", "b"], False, [0.4, 0.0]) == [pytest.approx((0.0 - 0.1, 0.4 - 0.1))]
     assert decision_gaps(Choice(1, [0.25, 0.75]), ["a", "b"], False, [0.0, 0.0]) == [None]  # nothing to tell apart
     # chained: "[Offer: 1 X]" and "[Offer: 2 X]" share the option "[Offer:" with one change (0);
     # the second part tells two offers apart that change nothing: no gap
     chained = Choice(None, None)
     chained.parts = [Choice(1, [0.2, 0.8]), Choice(0, [0.5, 0.5])]
     actions = ["[Accept]", "[Offer: 1 X]", "[Offer: 2 X]"]
-    assert decision_gaps(chained, actions, True, [-0.3, 0.0, 0.0]) == [pytest.approx(0.0 - 0.2 * -0.3), None]
+    assert decision_gaps(chained, actions, True, [-0.3, 0.0, 0.0]) == [pytest.approx((0.0 - 0.2 * -0.3, 0.0 - 0.2 * -0.3)), None]
     # an option whose actions change the margin by different amounts does not qualify
     assert decision_gaps(chained, actions, True, [-0.3, 0.0, 0.1])[0] is None
 
@@ -250,6 +251,8 @@ def test_every_answer_to_a_trade_carries_its_counterfactual_gap(tiny):
                     expected = (worth if action == ACCEPT else 0.0) - accept * worth
                     assert gapped == [parts[0]]  # the answer's first choice only (not how much to offer)
                     assert gapped[0].info[DECISION_GAP_KEY] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+                    regret = max(worth, 0.0) - accept * worth  # the better of accepting and not, minus the policy's
+                    assert gapped[0].info[DECISION_REGRET_KEY] == pytest.approx(regret, rel=1e-4, abs=1e-9)
                     checked["accept" if action == ACCEPT else "other"] += 1
             replay.step(prompt.choices[prompt.action_ids.index(action)])
     assert checked["accept"] and checked["other"] > 5, checked
@@ -268,7 +271,7 @@ def test_the_trainer_credits_gapped_choices_by_gap_over_std_and_keeps_the_rest(t
     trainer = Trainer.__new__(Trainer)
     trainer.config = parse_overrides(["env=simple_negotiation", "reward=turn_margin", "advantage=rae", "game_credit=counterfactual"])
     trainer.game_envs, trainer.advantage_state = {"simple_negotiation": None}, AdvantageState()
-    kept, _ = trainer.advantages(samples)
+    kept, metrics = trainer.advantages(samples)
     gaps = [s.info[DECISION_GAP_KEY] for s in samples if DECISION_GAP_KEY in s.info]
     std = (sum((g - sum(gaps) / len(gaps)) ** 2 for g in gaps) / len(gaps)) ** 0.5
     for sample, before in zip(samples, plain):
@@ -277,6 +280,9 @@ def test_the_trainer_credits_gapped_choices_by_gap_over_std_and_keeps_the_rest(t
         else:
             assert sample.advantage == pytest.approx(before.advantage)
     assert len(gaps) > 5 and len(set(gaps)) > 2 and min(gaps) < 0 < max(gaps)
+    regrets = [s.info[DECISION_REGRET_KEY] for s in samples if DECISION_REGRET_KEY in s.info]
+    assert metrics["credit/choices"] == len(gaps) and metrics["credit/regret"] == pytest.approx(sum(regrets) / len(regrets))
+    assert all(r > 0 for r in regrets)  # a random model never puts all its probability on the better option
     assert len(samples) > len(gaps)  # the offers' parts kept their turn credit
     assert kept and all(s.advantage != 0 for s in kept)
 

@@ -28,12 +28,21 @@ a game without such moments) keeps the credit of its turn's reward.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from envs.action_chain import ActionChain
 
 GAME_CREDITS = ("turn", "counterfactual")
 DECISION_GAP_KEY = "decision_gap"
 """``sample.info`` key of a choice's counterfactual advantage (``game_credit=counterfactual``)."""
+DECISION_REGRET_KEY = "decision_regret"
+"""``sample.info`` key: the best option's margin change minus the policy's expected one at
+that choice (0 for a policy that always takes the best option; logged as ``credit/regret``)."""
+
+
+class ChoiceCredit(NamedTuple):
+    gap: float
+    regret: float
 
 
 def immediate_margin_changes(state, player: int, action_ids: Sequence[int]) -> list[float]:
@@ -48,9 +57,9 @@ def immediate_margin_changes(state, player: int, action_ids: Sequence[int]) -> l
     return changes
 
 
-def decision_gaps(decision, choices: Sequence[str], chained: bool, changes: Sequence[float]) -> list[float | None]:
-    """Per choice of `decision` (one, or one per part of a chained turn): its gap, or None
-    where the choice does not qualify (see the module docstring).
+def decision_gaps(decision, choices: Sequence[str], chained: bool, changes: Sequence[float]) -> list[ChoiceCredit | None]:
+    """Per choice of `decision` (one, or one per part of a chained turn): its gap and
+    regret, or None where the choice does not qualify (see the module docstring).
 
     `choices` are the turn's legal action strings, `changes` their margin changes
     (`immediate_margin_changes`), `chained` whether the policy answered along
@@ -72,12 +81,21 @@ def decision_gaps(decision, choices: Sequence[str], chained: bool, changes: Sequ
     return gaps
 
 
-def _gap(chosen: int, probabilities: Sequence[float], reached: list[set[float]]) -> float | None:
-    """``Q(chosen) - E_pi[Q]`` when every option's actions share one margin change and the
-    options do not all share the same one; else None."""
+def _gap(chosen: int, probabilities: Sequence[float], reached: list[set[float]]) -> ChoiceCredit | None:
+    """``Q(chosen) - E_pi[Q]`` and ``max Q - E_pi[Q]`` when every option's actions share one
+    margin change and the options do not all share the same one; else None."""
     if any(len(values) != 1 for values in reached):
         return None
     values = [next(iter(v)) for v in reached]
     if len(set(values)) == 1:
         return None
-    return values[chosen] - sum(p * q for p, q in zip(probabilities, values))
+    expected = sum(p * q for p, q in zip(probabilities, values))
+    return ChoiceCredit(values[chosen] - expected, max(values) - expected)
+
+
+def decision_credit_metrics(samples: Sequence) -> dict[str, float]:
+    """``credit/choices`` (how many choices of the step were credited counterfactually) and
+    ``credit/regret`` (their mean regret: how much margin the policy's own distribution
+    leaves on the table at them; it falls as the verdict is learned)."""
+    regrets = [sample.info[DECISION_REGRET_KEY] for sample in samples]
+    return {"credit/choices": float(len(regrets)), "credit/regret": sum(regrets) / len(regrets) if regrets else 0.0}

@@ -33,7 +33,7 @@ from envs.game_env import GameEnv, agent_name
 from envs.opponents import Opponent
 from envs.tasks import task_hooks
 from trainers.run import seeds
-from trainers.rollouts.decision_credit import DECISION_GAP_KEY, GAME_CREDITS, decision_gaps, immediate_margin_changes
+from trainers.rollouts.decision_credit import DECISION_GAP_KEY, DECISION_REGRET_KEY, GAME_CREDITS, decision_gaps, immediate_margin_changes
 from trainers.rollouts.parts import PART_GAP_KEY, TASK_CREDITS, answer_in_parts, counterfactual_gaps
 from trainers.rollouts.policy import LanguagePolicy
 from trainers.rollouts.rewards import MARGIN_KEY, assign_rewards, margin_now
@@ -131,8 +131,8 @@ def play_games(
     trace per round, a turn being played once its trace is over. `reward` is what the
     samples are trained on (``trainers.rollouts.rewards``); results report the outcome.
     ``credit="counterfactual"`` (choice mode) writes the counterfactual advantage of every
-    choice whose options settle the mover's margin at once into ``info[DECISION_GAP_KEY]``
-    (``trainers.rollouts.decision_credit``).
+    choice whose options settle the mover's margin at once into ``info[DECISION_GAP_KEY]``,
+    and its regret into ``info[DECISION_REGRET_KEY]`` (``trainers.rollouts.decision_credit``).
     """
     if credit not in GAME_CREDITS:
         raise ValueError(f"unknown game credit {credit!r}; valid: {', '.join(GAME_CREDITS)}")
@@ -243,9 +243,9 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
                     "choices": prompt.choices,
                 },
             )
-            for sample, gap in zip(turn_samples, gaps or ()):
-                if gap is not None:
-                    sample.info[DECISION_GAP_KEY] = gap
+            for sample, choice in zip(turn_samples, gaps or ()):
+                if choice is not None:
+                    sample.info[DECISION_GAP_KEY], sample.info[DECISION_REGRET_KEY] = choice
             samples_per_game[index] += turn_samples
             answers_given[index] += 1
 
