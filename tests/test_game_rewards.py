@@ -292,7 +292,7 @@ def test_game_credit_refusals_name_the_key(tmp_path):
     from trainers.run.preflight import preflight
 
     base = ["model=tiny-random", f"out={tmp_path / 'run'}", "game_credit=counterfactual"]
-    with pytest.raises(ValueError, match=r"game_credit=counterfactual values a choice's options by the score margin .* which kuhn_poker does not define"):
+    with pytest.raises(ValueError, match=r"game_credit=counterfactual values a choice's options by a score margin .* which kuhn_poker does not define; use game_credit=turn"):
         preflight(parse_overrides([*base, "env=kuhn_poker"]))
     with pytest.raises(ValueError, match=r"games answer in mode=direct \(use mode=choice\)"):
         preflight(parse_overrides([*base, "env=simple_negotiation", "mode=direct"]))

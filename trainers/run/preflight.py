@@ -49,22 +49,12 @@ def preflight(config: TrainConfig) -> dict | None:
     if config.reward != "outcome":
         if not game_env_objects:
             raise ValueError(f"reward={config.reward} says what game turns are trained on; {', '.join(config.env)} has no game env")
-        from trainers.rollouts.rewards import has_margin
-
-        lacking = [env_id for env_id, env in game_env_objects.items() if not has_margin(env.game)]
-        if lacking:
-            raise ValueError(f"reward={config.reward} needs a score margin (State.score_margin), which {', '.join(lacking)} "
-                             "does not define; use reward=outcome")
+        _require_margin(game_env_objects, f"reward={config.reward} needs", "use reward=outcome")
     if config.game_credit != "turn":
         if not game_env_objects or config.mode != "choice":
             raise ValueError(f"game_credit={config.game_credit} credits game choices by the policy's choice distribution; "
                              + (f"{', '.join(config.env)} has no game env" if not game_env_objects else f"games answer in mode={config.mode} (use mode=choice)"))
-        from trainers.rollouts.rewards import has_margin
-
-        lacking = [env_id for env_id, env in game_env_objects.items() if not has_margin(env.game)]
-        if lacking:
-            raise ValueError(f"game_credit={config.game_credit} values a choice's options by the score margin (State.score_margin), "
-                             f"which {', '.join(lacking)} does not define; use game_credit=turn")
+        _require_margin(game_env_objects, f"game_credit={config.game_credit} values a choice's options by", "use game_credit=turn")
     from trainers.learning.diagnostics import diagnosed_trees
 
     diagnosed_trees(config, game_env_objects)
@@ -121,3 +111,13 @@ def sat_exclusions(config: TrainConfig, curriculum) -> list:
     """Formulas SAT training must never draw: the curriculum's held-out sets and a benchmark's
     test and held-out files (``RunSetup.exclusions``, kept under this name for the OpenRLHF launcher)."""
     return RunSetup(config, curriculum=curriculum).exclusions("sat")
+
+
+def _require_margin(game_env_objects: dict, needs: str, instead: str) -> None:
+    """Raise ``"<needs> a score margin ..., which <envs> does not define; <instead>"`` for the
+    game envs whose states have no score margin."""
+    from trainers.rollouts.rewards import has_margin
+
+    lacking = [env_id for env_id, env in game_env_objects.items() if not has_margin(env.game)]
+    if lacking:
+        raise ValueError(f"{needs} a score margin (State.score_margin), which {', '.join(lacking)} does not define; {instead}")
