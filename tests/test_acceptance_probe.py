@@ -6,7 +6,7 @@ import pytest
 
 import envs
 import games
-from games.simple_negotiation import ACCEPT
+from games.simple_negotiation import ACCEPT, DENY
 from trainers.evaluation.acceptance import acceptance_report, main, offer_positions
 
 
@@ -44,9 +44,14 @@ class _Discerning:
         self.prompts = []
 
     def action_probabilities_of(self, prompts, actions, *, temperature):
+        """Accepts the good offers; of the bad ones denies a quarter and counter-offers the rest."""
         self.prompts = prompts
-        assert set(actions) == {ACCEPT}
-        return [1.0 if _raises_margin(s) else 0.0 for s in offer_positions(self.env.game, states=len(prompts), seed=7)]
+        (action,) = set(actions)
+        good = [_raises_margin(s) for s in offer_positions(self.env.game, states=len(prompts), seed=7)]
+        if action == ACCEPT:
+            return [1.0 if g else 0.0 for g in good]
+        assert action == DENY
+        return [0.0 if g else 0.25 for g in good]
 
 
 def test_report_splits_by_whether_accepting_puts_the_player_ahead():
@@ -55,6 +60,8 @@ def test_report_splits_by_whether_accepting_puts_the_player_ahead():
     report = acceptance_report(policy, env, states=20, seed=7)
     assert report["favourable"] == 1.0 and report["unfavourable"] == 0.0
     assert sum(report["states"]) == 20
+    bad = report["states"][1] / 20
+    assert report["deny"] == pytest.approx(0.25 * bad) and report["counter_offer"] == pytest.approx(0.75 * bad)
     assert all("If you accept" in p.messages()[-1]["content"] for p in policy.prompts)
     one_turn = envs.make("simple_negotiation", mode="choice", max_turns=1)
     assert acceptance_report(_Discerning(one_turn), one_turn, states=5) is None  # nothing is ever answered
@@ -64,8 +71,11 @@ def test_the_cli_reports_a_real_models_acceptance(capsys):
     assert main(["tiny-random", '{"max_turns": 4}', "--states", "6"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sum(report["states"]) == 6
-    for key in ("favourable", "unfavourable"):
+    for key in ("favourable", "unfavourable", "deny", "counter_offer"):
         assert report[key] is None or 0.0 < report[key] < 1.0
+    # the three answers share the probability (accept averaged over both kinds of offer)
+    accept = (report["favourable"] or 0.0) * report["states"][0] + (report["unfavourable"] or 0.0) * report["states"][1]
+    assert accept / 6 + report["deny"] + report["counter_offer"] == pytest.approx(1.0)
 
 
 def test_the_cli_refuses_a_one_turn_negotiation_by_name(capsys):

@@ -7,7 +7,10 @@ wins. Win rates mix this with everything else a game holds; this report isolates
 `states` positions reached by seeded random play, each with an offer pending to the player
 to move that changes the margin, the model's exact probability of ``[Accept]`` (choice
 mode, `LanguagePolicy.action_probabilities_of`), averaged over the offers that would put
-it ahead (``favourable``) and over those that would set it back (``unfavourable``).
+it ahead (``favourable``) and over those that would set it back (``unfavourable``); and
+where the rest goes: ``deny`` and ``counter_offer`` (any offer of its own, which denies
+implicitly), averaged over all of them. (Untrained SmolLM2 answers 98.6% of such offers
+with one of its own.)
 
     python -m trainers.evaluation.acceptance MODEL ['{"offer_notes": true}'] [--states 40]
 """
@@ -53,18 +56,28 @@ def answers_offers(game) -> bool:
 
 
 def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperature: float = 1.0) -> dict | None:
-    """``{"favourable", "unfavourable", "states"}``: mean P(accept) over the offers that
-    would raise the player's margin and over those that would lower it, and how many of each;
-    None in a one-turn game, where no offer is ever answered."""
+    """``{"favourable", "unfavourable", "deny", "counter_offer", "states"}``: mean P(accept)
+    over the offers that would raise the player's margin and over those that would lower it,
+    mean P(deny) and P(a counter-offer) over all of them (where an answer's probability goes
+    when it is not an accept), and how many offers of each kind; None in a one-turn game,
+    where no offer is ever answered."""
     if not answers_offers(env.game):
         return None
     positions = offer_positions(env.game, states=states, seed=seed)
-    probabilities = policy.action_probabilities_of([env.prompt_for(s) for s in positions], [ACCEPT] * len(positions), temperature=temperature)
+    prompts = [env.prompt_for(s) for s in positions]
+    accepts = policy.action_probabilities_of(prompts, [ACCEPT] * len(positions), temperature=temperature)
+    denies = policy.action_probabilities_of(prompts, [DENY] * len(positions), temperature=temperature)
     split: dict[bool, list[float]] = {True: [], False: []}
-    for state, probability in zip(positions, probabilities):
+    for state, probability in zip(positions, accepts):
         split[margin_gained(state) > 0].append(probability)
     mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
-    return {"favourable": mean(split[True]), "unfavourable": mean(split[False]), "states": [len(split[True]), len(split[False])]}
+    return {
+        "favourable": mean(split[True]),
+        "unfavourable": mean(split[False]),
+        "deny": mean(denies),
+        "counter_offer": mean([1.0 - a - d for a, d in zip(accepts, denies)]),
+        "states": [len(split[True]), len(split[False])],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
