@@ -44,7 +44,8 @@ class TicTacToeGame(Game):
     (``You complete a line at: 2. Player 0 (X) completes a line at: 6.``). The board says
     the same to whoever reads it line by line; a 135M model that must find two marks and a
     gap among eight lines of a drawn grid may not, as Kuhn Poker's model did not tell a
-    Jack from a King without `card_notes`. Off by default (SPIRAL's prompt); the game is the same either way.
+    Jack from a King without `card_notes`. Off by default (SPIRAL's prompt); the game is
+    the same either way.
     """
 
     name = "tic_tac_toe"

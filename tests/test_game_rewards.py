@@ -194,6 +194,7 @@ def test_a_margin_run_trains_and_evaluates_on_the_outcome(tmp_path, monkeypatch)
     assert report["simple_negotiation/random"]["mean_return"] in {-1.0, -0.5, 0.0, 0.5, 1.0}
     assert sum(report["simple_negotiation/acceptance"]["states"]) == 40  # trainers/evaluation/acceptance.py
 
+
 def test_only_accepting_changes_the_margin_at_once():
     state = games.load("simple_negotiation").new_initial_state()
     state.apply_action(state.legal_actions()[5])  # player 0 offers
