@@ -177,30 +177,39 @@ def test_answers_in_parts_are_the_same_with_the_prompt_run_once(tiny):
         backend.choice_session([prompts[0].messages()]).score_choices([1], [["[Accept]"]])
 
 
-def test_a_session_batches_prompts_by_length_behind_their_common_prefix_run_once(tiny):
-    """`choice_session` runs the prompts' common prefix (chat template and rules) once, then
-    batches the prompts in order of length: the scores are what scoring each whole prompt gives."""
+def test_a_session_batches_prompts_that_share_a_prefix_each_behind_its_own_run_once(tiny):
+    """`choice_session` runs every prompt's common prefix (chat template and rules) once; its
+    batches hold prompts that agree further (two games at the same turn, offers pending that
+    differ in their amounts), and each batch runs what its prompts share beyond the rules
+    once too. The scores are what scoring each whole prompt gives."""
     backend = tiny.backend
     env = envs.make("simple_negotiation", mode="choice")
-    env.reset(seed=0)
     prompts = []
-    for offer in ["[Offer: 1 Wood -> 1 Gold]", "[Offer: 2 Gold -> 3 Wood]", "[Offer: 10 Wood -> 4 Gold]", "[Deny]"]:
+    for opening in ["[Offer: 1 Wood -> 1 Gold]", "[Offer: 2 Gold -> 3 Wood]"]:  # answered at the same turn
+        env.reset(seed=0)
+        env.step(opening)
         prompts.append(env.turn_prompt().messages())
-        env.step(offer)  # every move adds a line to the history: the prompts grow
-    prompts.reverse()  # longest first, so the session must reorder them
-    choices = [["[Accept]", "[Deny]", "[Offer: 3"], ["[Offer: 3 Wood", "[Offer: 3 Gold"]] * 2
+    env.reset(seed=0)
+    for move in ["[Offer: 1 Wood -> 1 Gold]", "[Deny]"]:
+        env.step(move)
+    prompts.append(env.turn_prompt().messages())  # another turn, the other player: agrees on the rules only
+    ids = encode_prompts(tiny.tokenizer, prompts)
+    rules, pending = common_prefix_length(ids), common_prefix_length(ids[:2])
+    assert rules > 50 and pending > rules + 20
     widths = []
     hook = backend.model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     try:
-        session = backend.choice_session(prompts, batch_size=3)
+        session = backend.choice_session(prompts, batch_size=2)
     finally:
         hook.remove()
-    ids = encode_prompts(tiny.tokenizer, prompts)
-    shared = common_prefix_length(ids)
-    assert shared > 50 and widths[0] == (1, shared)  # the prefix, once
-    lengths = sorted(len(i) - shared for i in ids)
-    assert widths[1:] == [(3, lengths[2]), (1, lengths[3])]  # the three shortest together, then the longest
-    got = session.score_choices([0, 1, 2, 3], choices)
+    assert widths[0] == (1, rules)  # the rules, once
+    assert sorted(widths[1:]) == sorted([
+        (1, len(ids[2]) - rules),  # the other turn's prompt, a batch alone
+        (1, pending - rules),  # the two offers' common part, once
+        (2, max(len(ids[0]), len(ids[1])) - pending),  # then each offer's own rest
+    ])
+    choices = [["[Accept]", "[Deny]", "[Offer: 3"], ["[Offer: 3 Wood", "[Offer: 3 Gold"], ["[Offer: 1", "[Offer: 10"]]
+    got = session.score_choices([0, 1, 2], choices)
     whole = backend.score_choices(prompts, choices)
     for a, b in zip(got, whole):
         assert a == pytest.approx(b, abs=1e-4)

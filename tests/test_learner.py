@@ -358,6 +358,75 @@ def test_grouped_micro_batches_give_the_gradient_of_scoring_every_sample_alone()
         assert torch.allclose(b, c, atol=1e-5)
 
 
+def clustered_choice_batch(seed=31):
+    """Choice samples whose prompts share rules (20 tokens), then fall in two clusters that
+    agree 12 tokens further (one round of a game: the same turn, up to an offer's amounts)."""
+    rng = random.Random(seed)
+    rules = [rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(20)]
+    clusters = [[rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(12)] for _ in range(2)]
+    batch = []
+    for i in range(8):
+        prompt = rules + clusters[i % 2] + [rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(rng.randrange(2, 5))]
+        candidates = [[rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(rng.randrange(1, 3))] for _ in range(3)]
+        index = rng.randrange(3)
+        sample = TurnSample(prompt, candidates[index], [0.0], "kuhn_poker", i % 2, i, choice_ids=candidates, choice_index=index)
+        sample.advantage = rng.choice([-1.5, -0.5, 0.5, 1.0])
+        batch.append(sample)
+    return batch
+
+
+def test_passes_hold_prompts_that_share_a_prefix_and_run_it_once_with_the_same_gradient():
+    """Over the token budget, the passes are cut by shared prefix (the two clusters, not the
+    interleaved order the samples came in), each pass runs its cluster's 12 extra tokens once
+    behind the rules, and the gradient is what scoring every sample alone gives."""
+    from trainers.learning.learner import micro_batches
+    from trainers.learning.loss import pad_logprobs, ppo_clipped_loss
+
+    batch = clustered_choice_batch()
+    settings = dict(ppo_epochs=1, mini_batch_size=0, micro_batch_size=64, micro_batch_tokens=70, max_grad_norm=1e9,
+                    recompute_old_logprobs=False)
+    passes = micro_batches(batch, list(range(8)), config(**settings), shared=20)
+    assert sorted(sorted(p) for p in passes) == [[0, 2, 4, 6], [1, 3, 5, 7]]  # one cluster a pass
+    learner = Learner(tiny_model(), config(**settings))
+    learner.recompute_old_logprobs(batch)
+    widths = []
+    hook = learner.model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    grouped = captured_gradients(learner, [TurnSample(**vars(s)) for s in batch])
+    hook.remove()
+    assert widths[0] == (1, 20) and widths.count((1, 12)) == 2  # the rules once, each cluster's 12 tokens once
+    reference = Learner(tiny_model(), config(**settings))
+    reference.optimizer.zero_grad()
+    for sample in batch:
+        scored = reference.score(reference.model, [sample])
+        new, mask = pad_logprobs(scored.rows)
+        loss, _ = ppo_clipped_loss(new, torch.tensor([sample.old_logprobs]), torch.tensor([sample.advantage]), mask)
+        (loss / len(batch)).backward()
+    for a, b in zip(grouped, (p.grad for p in reference.trainable_parameters)):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_prefix_groups_cut_sorted_prompts_where_they_diverge_within_the_limits():
+    from trainers.generation.logprobs import prefix_groups, shared_prefix_length
+    from trainers.learning.learner import forward_tokens
+
+    rules = list(range(100, 120))
+    a, b = rules + list(range(10, 22)), rules + list(range(30, 42))
+    prompts = [a + [1], b + [2], a + [3, 4], b + [5], a + [6]]
+    assert prefix_groups(prompts, max_rows=8, base=20) == [[0, 2, 4], [1, 3]]
+    # a pass's fixed cost above what splitting saves: one pass
+    assert prefix_groups(prompts, max_rows=8, base=20, pass_cost=100) == [[0, 2, 4, 1, 3]]
+    # the row limit, and the token budget (a prompt alone may pass it)
+    assert all(len(p) <= 2 for p in prefix_groups(prompts, max_rows=2, base=20))
+    for group in prefix_groups(prompts, max_rows=8, base=20, answers=[5] * 5, max_tokens=40):
+        rows = [(prompts[i], 5) for i in group]
+        own = max(20, shared_prefix_length([prompts[i] for i in group]))
+        assert len(group) == 1 or forward_tokens(rows, shared=own) <= 40
+    assert sorted(i for g in prefix_groups(prompts, max_rows=3) for i in g) == list(range(5))
+    assert prefix_groups([], max_rows=4) == []
+    with pytest.raises(ValueError, match="max_rows"):
+        prefix_groups(prompts, max_rows=0)
+
+
 def test_a_step_costs_one_forward_per_distinct_prompt_not_per_sample():
     batch = repeated_choice_batch(distinct=3, copies=8)
     learner = Learner(tiny_model(), config(ppo_epochs=2, mini_batch_size=0, micro_batch_size=64))

@@ -469,6 +469,97 @@ def prefix_run(model, prompt_ids_batch: Sequence[Sequence[int]]) -> PrefixRun | 
     return PrefixRun(shared, layers) if shared else None
 
 
+@dataclass
+class PrefixView:
+    """A prefix's keys and values as one forward continues them (``length``, ``layers``,
+    ``past``, as `PrefixRun` offers); built by `extended_prefix`. With gradients on, the
+    layers carry the graph of the run that extended them, back to the `PrefixRun` below."""
+
+    length: int
+    layers: list
+
+    def past(self, rows: int) -> dict:
+        """Model kwargs that continue this prefix in `rows` rows."""
+        return _expanded(self.layers, rows)
+
+
+def extended_prefix(model, prefix: "PrefixRun | PrefixView", prompt_ids_batch: Sequence[Sequence[int]]) -> "PrefixRun | PrefixView":
+    """`prefix` continued to the longer common prefix of one pass's prompts, or `prefix`
+    itself when they share fewer than `MIN_SHARED_PREFIX` tokens more.
+
+    A round of a game puts prompts into one pass that agree far beyond the rules (the same
+    turn, inventories and pending offer, up to the offer's amounts), but one traded
+    inventory anywhere cuts the common prefix of the whole batch short. Running each pass's
+    own common prefix once, behind the batch's, makes those tokens cost one row, not one per
+    prompt. The extension is one forward of the extra tokens behind `prefix`'s cache; with
+    gradients on it stays in the pass's graph, so the pass's backward reaches the weights
+    through it and adds to `prefix`'s gradient as a row continuing `prefix` would.
+    """
+    shared = shared_prefix_length(prompt_ids_batch)
+    if shared - prefix.length < MIN_SHARED_PREFIX:
+        return prefix
+    device = model.device
+    tokens = torch.tensor([list(prompt_ids_batch[0][prefix.length:shared])], dtype=torch.long, device=device)
+    out = model(input_ids=tokens, position_ids=torch.arange(prefix.length, shared, device=device)[None],
+                use_cache=True, logits_to_keep=1, **prefix.past(1))
+    cache = out["cache" if "cache" in out else "past_key_values"]
+    return PrefixView(shared, [(layer.keys, layer.values) for layer in cache.layers])
+
+
+def prefix_groups(
+    prompt_ids_batch: Sequence[Sequence[int]],
+    *,
+    max_rows: int,
+    base: int = 0,
+    answers: Sequence[int] | None = None,
+    max_tokens: int | None = None,
+    pass_cost: int = 0,
+) -> list[list[int]]:
+    """The prompts' indices cut into forward passes that put the fewest tokens through the
+    model, each pass of at most `max_rows` prompts and (unless it holds one prompt alone)
+    at most `max_tokens` tokens.
+
+    A pass runs its prompts' common prefix once beyond the `base` tokens every prompt
+    shares and already run (`extended_prefix`), then one row per prompt padded to the
+    widest, each with its `answers[i]` tokens fed behind (0 by default): its tokens are
+    ``base + extra prefix + rows x widest rest``. Prompts sharing long prefixes are
+    neighbours in sorted order, so the passes are runs of the sorted prompts, chosen by
+    dynamic programming with `pass_cost` tokens charged per pass (a pass's fixed cost).
+    Passes and the prompts in them are returned in sorted order.
+    """
+    count = len(prompt_ids_batch)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    answers = [0] * count if answers is None else list(answers)
+    order = sorted(range(count), key=lambda i: list(prompt_ids_batch[i]))
+    prompts = [prompt_ids_batch[i] for i in order]
+    neighbours = [common_prefix_length([prompts[k - 1], prompts[k]]) for k in range(1, count)]
+    best = [0.0] + [float("inf")] * count  # best[j]: the cheapest passes over the first j sorted prompts
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        agreed = shortest = widest = None
+        for start in range(end - 1, max(end - max_rows, 0) - 1, -1):
+            length, width = len(prompts[start]), len(prompts[start]) + answers[order[start]]
+            shortest = length if shortest is None else min(shortest, length)
+            widest = width if widest is None else max(widest, width)
+            if start < end - 1:
+                agreed = neighbours[start] if agreed is None else min(agreed, neighbours[start])
+            shared = base
+            if agreed is not None:
+                own = min(agreed, shortest - 1)
+                shared = own if own - base >= MIN_SHARED_PREFIX else base
+            tokens = (shared - base) + (end - start) * (widest - shared)
+            if max_tokens is not None and base + tokens > max_tokens and end - start > 1:
+                break
+            if best[start] + tokens + pass_cost < best[end]:
+                best[end], cut[end] = best[start] + tokens + pass_cost, start
+    passes, end = [], count
+    while end:
+        passes.append(order[cut[end]:end])
+        end = cut[end]
+    return passes[::-1]
+
+
 def _prefix_layers(model, prompt_ids_batch) -> tuple[int, list]:
     """The common prefix's length and its KV cache, one (keys, values) per layer ([] when not worth a forward)."""
     shared = shared_prefix_length(prompt_ids_batch)

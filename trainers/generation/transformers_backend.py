@@ -21,7 +21,9 @@ from trainers.generation.base import (
     encode_prompts,
     prompt_budgets,
 )
-from trainers.generation.logprobs import candidate_logprobs, candidate_logprobs_after, left_pad, prefix_run, run_prompts
+from trainers.generation.logprobs import (
+    candidate_logprobs, candidate_logprobs_after, extended_prefix, left_pad, prefix_groups, prefix_run, run_prompts,
+)
 from trainers.generation.sampling import check_sampling_arguments, top_p_filter
 
 class TransformersBackend:
@@ -66,6 +68,12 @@ class TransformersBackend:
         return ChoiceSession(self.model, self.tokenizer, prompts, batch_size=batch_size)
 
 
+SESSION_BATCH_COST = 160
+"""Tokens a session batch costs beyond its own (`prefix_groups`' ``pass_cost``): a forward
+when the session starts and one each scoring round (about four for a negotiation offer),
+each about 55 ms on a 2-core CPU whatever its size, as long as some 35 tokens take."""
+
+
 class ChoiceSession:
     """Prompts encoded and run once (in batches of `batch_size`); ``score_choices(indices,
     choices)`` then scores candidates after prompts ``indices`` as the backend's
@@ -73,20 +81,24 @@ class ChoiceSession:
     negotiation offer, a SAT assignment) asks its prompt once per part: without the
     session every part would run the whole prompt again.
 
-    Prompts are batched in order of length (a batch is padded to its longest prompt), and
-    the prompts' common prefix (the chat template, a game's rules) is run once for all.
+    The prompts' common prefix (the chat template, a game's rules) is run once for all;
+    then the prompts go in batches of prompts that share long prefixes beyond it (one round
+    of a game's prompts agree up to a pending offer's amounts), each batch's own common
+    prefix run once and its prompts padded to the longest (`prefix_groups`: the batches
+    that put the fewest tokens through the model).
     """
 
     def __init__(self, model, tokenizer, prompts, *, batch_size: int = 16):
         self.model, self.tokenizer = model, tokenizer
         ids = encode_prompts(tokenizer, prompts)
         self.count = len(ids)
-        by_length = sorted(range(self.count), key=lambda i: len(ids[i]))
-        batches = [by_length[i:i + batch_size] for i in range(0, self.count, batch_size)]
-        # the common prefix of every prompt, run once, then each batch behind its cache
         with torch.inference_mode():
             prefix = prefix_run(model, ids)
-        self.states = [run_prompts(model, [ids[i] for i in batch], prefix=prefix) for batch in batches]
+            batches = prefix_groups(ids, max_rows=batch_size, base=prefix.length if prefix else 0, pass_cost=SESSION_BATCH_COST)
+            self.states = [
+                run_prompts(model, batch_ids, prefix=extended_prefix(model, prefix, batch_ids) if prefix else None)
+                for batch_ids in ([ids[i] for i in batch] for batch in batches)
+            ]
         self.where = {i: (b, row) for b, batch in enumerate(batches) for row, i in enumerate(batch)}
 
     def score_choices(self, indices: Sequence[int], choices: Sequence[Sequence[str]]) -> list[list[float]]:

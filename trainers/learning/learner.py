@@ -60,7 +60,10 @@ import torch
 
 from trainers.run import checkpoints
 from trainers.run.config import TrainConfig
-from trainers.generation.logprobs import PrefixRun, candidate_logprobs, fed_tokens, prefix_run, sequence_logprobs, shared_prefix_length
+from trainers.generation.logprobs import (
+    PrefixRun, PrefixView, candidate_logprobs, extended_prefix, fed_tokens, prefix_groups, prefix_run, sequence_logprobs,
+    shared_prefix_length,
+)
 from trainers.learning.loss import pad_logprobs, ppo_clipped_loss, reference_kl, sample_divisors
 from trainers.learning.samples import TurnSample
 
@@ -139,10 +142,10 @@ class Learner:
                     sample.old_logprobs = values.tolist()
         return samples
 
-    def score(self, model, samples: Sequence[TurnSample], *, prefix: PrefixRun | None = None) -> Scored:
+    def score(self, model, samples: Sequence[TurnSample], *, prefix: PrefixRun | PrefixView | None = None) -> Scored:
         """Log-probs of each sample under `model`: all free-text rows in one forward, all
         distinct choice prompts in another; `prefix`: a run of a prefix every prompt starts
-        with, shared by the update's passes (`PrefixRun`)."""
+        with (`PrefixRun`, shared by the update's passes, or a pass's `extended_prefix`)."""
         rows: list[torch.Tensor | None] = [None] * len(samples)
         log_policies: list[torch.Tensor | None] = [None] * len(samples)
         text = [i for i, s in enumerate(samples) if not s.is_choice]
@@ -279,7 +282,8 @@ class Learner:
                 prefix = prefix_run(self.model, [samples[i].prompt_ids for i in mini])
                 for micro in micro_batches(samples, mini, config, shared=prefix.length if prefix else None):
                     batch = [samples[i] for i in micro]
-                    scored = self.score(self.model, batch, prefix=prefix)
+                    own = extended_prefix(self.model, prefix, [s.prompt_ids for s in batch]) if prefix else None
+                    scored = self.score(self.model, batch, prefix=own)
                     passes += 1
                     new, mask = pad_logprobs(scored.rows)
                     old_padded, _ = pad_logprobs([old[i] for i in micro], new.shape[1])
@@ -513,7 +517,9 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
     micro-batch (they share one forward pass, whatever their candidates: the parts of a
     chained answer), and so do free-text samples with the same prompt and response. The
     token budget bounds the activations a backward pass keeps (they grow with its tokens).
-    Order of first appearance is kept.
+    Order of first appearance is kept when one pass holds them all; otherwise the passes
+    are cut by `prefix_groups` from the prompts in sorted order, so each holds prompts that
+    share a long prefix beyond `shared`, which its pass runs once (`extended_prefix`).
     """
     groups: dict[tuple, list[int]] = {}
     fed: dict[tuple, dict[tuple, None]] = {}
@@ -524,21 +530,26 @@ def micro_batches(samples: Sequence[TurnSample], indices: list[int], config: Tra
         answers = fed.setdefault(key, {})
         for answer in (sample.choice_ids if sample.is_choice else [sample.response_ids]):
             answers.setdefault(tuple(answer), None)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    rows: list[tuple[Sequence[int], int]] = []
-    for key, group in groups.items():
+    keys = list(groups)
+    rows = []
+    for key in keys:
         answers = list(fed[key])
-        row = (samples[group[0]].prompt_ids, fed_tokens(answers) if key[0] == "choice" else max(len(answers[0]) - 1, 0))
-        grown = rows + [row]
-        if current and (len(grown) > config.micro_batch_size or forward_tokens(grown, shared=shared) > config.micro_batch_tokens):
-            batches.append(current)
-            current, grown = [], [row]
-        current.extend(group)
-        rows = grown
-    if current:
-        batches.append(current)
-    return batches
+        rows.append((samples[groups[key][0]].prompt_ids, fed_tokens(answers) if key[0] == "choice" else max(len(answers[0]) - 1, 0)))
+    if not rows:
+        return []
+    if len(rows) <= config.micro_batch_size and forward_tokens(rows, shared=shared) <= config.micro_batch_tokens:
+        return [[i for key in keys for i in groups[key]]]
+    passes = prefix_groups(
+        [prompt for prompt, _ in rows], answers=[answer for _, answer in rows], max_rows=config.micro_batch_size,
+        base=shared or 0, max_tokens=config.micro_batch_tokens, pass_cost=LEARNER_PASS_COST,
+    )
+    return [[i for k in sorted(members) for i in groups[keys[k]]] for members in passes]
+
+
+LEARNER_PASS_COST = 100
+"""Tokens a learner pass costs beyond its own (`prefix_groups`' ``pass_cost``): a forward
+and a backward take about 150 ms on a 2-core CPU whatever their size, as long as some
+100 tokens take."""
 
 
 def forward_tokens(rows: Sequence[tuple[Sequence[int], int]], *, shared: int | None = None) -> int:
