@@ -333,26 +333,31 @@ def captured_gradients(learner, batch):
     return captured[0]
 
 
-def test_grouped_micro_batches_give_the_gradient_of_scoring_every_sample_alone():
+def gradients_scoring_each_sample_alone(batch, settings):
+    """The reference gradient: every sample scored by its own forward pass, the loss (with
+    the settings' entropy bonus) averaged over the batch."""
     from trainers.learning.loss import pad_logprobs, ppo_clipped_loss
 
-    batch = repeated_choice_batch()
-    unclipped = dict(ppo_epochs=1, mini_batch_size=0, entropy_coef=0.1, max_grad_norm=1e9)
-    learner = Learner(tiny_model(), config(micro_batch_size=1, **unclipped))
-    learner.recompute_old_logprobs(batch)
-    grouped = captured_gradients(learner, [TurnSample(**vars(s)) for s in batch])
-    whole = captured_gradients(Learner(tiny_model(), config(micro_batch_size=64, **unclipped)), [TurnSample(**vars(s)) for s in batch])
-    # ungrouped reference: every sample scored by its own forward pass
-    reference = Learner(tiny_model(), config(**unclipped))
+    reference = Learner(tiny_model(), config(**settings))
     reference.optimizer.zero_grad()
     for sample in batch:
         scored = reference.score(reference.model, [sample])
         new, mask = pad_logprobs(scored.rows)
         loss, _ = ppo_clipped_loss(new, torch.tensor([sample.old_logprobs]), torch.tensor([sample.advantage]), mask)
         log_policy = scored.log_policies[0]
-        loss = loss - 0.1 * -(log_policy.exp() * log_policy).sum()
+        loss = loss - reference.config.entropy_coef * -(log_policy.exp() * log_policy).sum()
         (loss / len(batch)).backward()
-    expected = [p.grad for p in reference.trainable_parameters]
+    return [p.grad for p in reference.trainable_parameters]
+
+
+def test_grouped_micro_batches_give_the_gradient_of_scoring_every_sample_alone():
+    batch = repeated_choice_batch()
+    unclipped = dict(ppo_epochs=1, mini_batch_size=0, entropy_coef=0.1, max_grad_norm=1e9)
+    learner = Learner(tiny_model(), config(micro_batch_size=1, **unclipped))
+    learner.recompute_old_logprobs(batch)
+    grouped = captured_gradients(learner, [TurnSample(**vars(s)) for s in batch])
+    whole = captured_gradients(Learner(tiny_model(), config(micro_batch_size=64, **unclipped)), [TurnSample(**vars(s)) for s in batch])
+    expected = gradients_scoring_each_sample_alone(batch, unclipped)
     for a, b, c in zip(grouped, whole, expected):
         assert torch.allclose(a, c, atol=1e-5)
         assert torch.allclose(b, c, atol=1e-5)
@@ -380,7 +385,6 @@ def test_passes_hold_prompts_that_share_a_prefix_and_run_it_once_with_the_same_g
     interleaved order the samples came in), each pass runs its cluster's 12 extra tokens once
     behind the rules, and the gradient is what scoring every sample alone gives."""
     from trainers.learning.learner import micro_batches
-    from trainers.learning.loss import pad_logprobs, ppo_clipped_loss
 
     batch = clustered_choice_batch()
     settings = dict(ppo_epochs=1, mini_batch_size=0, micro_batch_size=64, micro_batch_tokens=70, max_grad_norm=1e9,
@@ -394,14 +398,7 @@ def test_passes_hold_prompts_that_share_a_prefix_and_run_it_once_with_the_same_g
     grouped = captured_gradients(learner, [TurnSample(**vars(s)) for s in batch])
     hook.remove()
     assert widths[0] == (1, 20) and widths.count((1, 12)) == 2  # the rules once, each cluster's 12 tokens once
-    reference = Learner(tiny_model(), config(**settings))
-    reference.optimizer.zero_grad()
-    for sample in batch:
-        scored = reference.score(reference.model, [sample])
-        new, mask = pad_logprobs(scored.rows)
-        loss, _ = ppo_clipped_loss(new, torch.tensor([sample.old_logprobs]), torch.tensor([sample.advantage]), mask)
-        (loss / len(batch)).backward()
-    for a, b in zip(grouped, (p.grad for p in reference.trainable_parameters)):
+    for a, b in zip(grouped, gradients_scoring_each_sample_alone(batch, settings)):
         assert torch.allclose(a, b, atol=1e-5)
 
 
