@@ -45,13 +45,10 @@ class _Discerning:
 
     def action_probabilities_of(self, prompts, actions, *, temperature):
         """Accepts the good offers; of the bad ones denies a quarter and counter-offers the rest."""
+        assert set(actions) <= {ACCEPT, DENY}
         self.prompts = prompts
-        (action,) = set(actions)
-        good = [_raises_margin(s) for s in offer_positions(self.env.game, states=len(prompts), seed=7)]
-        if action == ACCEPT:
-            return [1.0 if g else 0.0 for g in good]
-        assert action == DENY
-        return [0.0 if g else 0.25 for g in good]
+        good = [_raises_margin(s) for s in offer_positions(self.env.game, states=len(prompts) // 2, seed=7)] * 2
+        return [(1.0 if g else 0.0) if a == ACCEPT else (0.0 if g else 0.25) for a, g in zip(actions, good)]
 
 
 def test_report_splits_by_whether_accepting_puts_the_player_ahead():

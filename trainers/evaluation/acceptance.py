@@ -65,8 +65,9 @@ def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperatu
         return None
     positions = offer_positions(env.game, states=states, seed=seed)
     prompts = [env.prompt_for(s) for s in positions]
-    accepts = policy.action_probabilities_of(prompts, [ACCEPT] * len(positions), temperature=temperature)
-    denies = policy.action_probabilities_of(prompts, [DENY] * len(positions), temperature=temperature)
+    # one call: accept and deny are options of the same first choice, scored once per prompt
+    answers = policy.action_probabilities_of(prompts * 2, [ACCEPT] * len(prompts) + [DENY] * len(prompts), temperature=temperature)
+    accepts, denies = answers[:len(prompts)], answers[len(prompts):]
     split: dict[bool, list[float]] = {True: [], False: []}
     for state, probability in zip(positions, accepts):
         split[margin_gained(state) > 0].append(probability)
