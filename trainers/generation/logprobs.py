@@ -498,12 +498,7 @@ def extended_prefix(model, prefix: "PrefixRun | PrefixView", prompt_ids_batch: S
     shared = shared_prefix_length(prompt_ids_batch)
     if shared - prefix.length < MIN_SHARED_PREFIX:
         return prefix
-    device = model.device
-    tokens = torch.tensor([list(prompt_ids_batch[0][prefix.length:shared])], dtype=torch.long, device=device)
-    out = model(input_ids=tokens, position_ids=torch.arange(prefix.length, shared, device=device)[None],
-                use_cache=True, logits_to_keep=1, **prefix.past(1))
-    cache = out["cache" if "cache" in out else "past_key_values"]
-    return PrefixView(shared, [(layer.keys, layer.values) for layer in cache.layers])
+    return PrefixView(shared, _run_cached(model, prompt_ids_batch[0][prefix.length:shared], start=prefix.length, past=prefix.past(1)))
 
 
 def prefix_groups(
@@ -565,11 +560,18 @@ def _prefix_layers(model, prompt_ids_batch) -> tuple[int, list]:
     shared = shared_prefix_length(prompt_ids_batch)
     if not shared:
         return 0, []
+    return shared, _run_cached(model, prompt_ids_batch[0][:shared])
+
+
+def _run_cached(model, tokens: Sequence[int], *, start: int = 0, past: dict | None = None) -> list:
+    """The KV cache, one (keys, values) per layer, of running `tokens` as one row from
+    position `start`, behind `past` (model kwargs of a cache holding the first `start`)."""
     device = model.device
-    prefix = torch.tensor([list(prompt_ids_batch[0][:shared])], dtype=torch.long, device=device)
-    head = model(input_ids=prefix, position_ids=torch.arange(shared, device=device)[None], use_cache=True, logits_to_keep=1)
-    cache = head["cache" if "cache" in head else "past_key_values"]
-    return shared, [(layer.keys, layer.values) for layer in cache.layers]
+    out = model(input_ids=torch.tensor([list(tokens)], dtype=torch.long, device=device),
+                position_ids=torch.arange(start, start + len(tokens), device=device)[None],
+                use_cache=True, logits_to_keep=1, **(past or {}))
+    cache = out["cache" if "cache" in out else "past_key_values"]
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _expanded(layers: list, rows: int) -> dict:
