@@ -1,13 +1,16 @@
 """A full training step (rollout + learner) at the trainer's defaults, per game, beside Kuhn Poker's.
 
-    python -m benchmarks.train_step [env=tic_tac_toe[,simple_negotiation]] [--samples-per-step 128] [--repeats 3] [--threads 0]
+    python -m benchmarks.train_step [env=tic_tac_toe[,simple_negotiation]] [together=ID,ID[,ID]] [--samples-per-step 128] [--repeats 3] [--threads 0]
     python -m benchmarks.train_step --grouping [--repeats 3]   # the learner before/after prompt grouping
 
 Kuhn Poker is always measured, then each `env` given, each in its own trainer and its own
 process (so one env's freed memory does not count in the next one's peak) with every other
 key at its `TrainConfig` default (SmolLM2-135M, choice mode; the step the game chooses:
 512 games for Kuhn Poker alone, 128 turn samples for the others), or with
-``--samples-per-step N`` a step of N turn samples.
+``--samples-per-step N`` a step of N turn samples. ``together=`` adds one multi-game run
+over the ids given (SPIRAL's run on all its games at once: one trainer, the step's samples
+split evenly over the games), reported under the ids joined by ``+``, with each game's
+samples and distinct states beside the totals.
 Every repeat is one `Trainer.train_step` (games, advantages, PPO update), so later repeats
 play the updated policy as a run does. Reported per env, as medians over the repeats:
 seconds of generation, of the learner (advantages and update) and of the whole step; the
@@ -62,18 +65,19 @@ class PeakMemory:
         self.peak = max(self.peak, psutil.Process().memory_info().rss)
 
 
-def in_own_process(env_id: str, **kwargs) -> dict:
-    """`full_steps` in a fresh spawned process: its peak memory is that env's alone."""
+def in_own_process(env_ids: list[str], **kwargs) -> dict:
+    """`full_steps` in a fresh spawned process: its peak memory is that run's alone."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(full_steps, env_id, **kwargs).result()
+        return pool.submit(full_steps, env_ids, **kwargs).result()
 
 
-def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int = 0, threads: int = 0) -> dict:
-    """`repeats` training steps of a fresh trainer on `env_id` at the defaults (a step of
-    `samples_per_step` turn samples when given); medians and counts."""
+def full_steps(env_ids: list[str], *, model: str, repeats: int, samples_per_step: int = 0, threads: int = 0) -> dict:
+    """`repeats` training steps of a fresh trainer on `env_ids` (one game, or several in one
+    run) at the defaults (a step of `samples_per_step` turn samples when given); medians and
+    counts, per game too when there are several."""
     import torch
 
     from trainers.learning.learner import choice_key, text_key
@@ -83,12 +87,20 @@ def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int =
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(env=[env_id], model=model, out=out, progress=False, tensorboard=False,
+        config = TrainConfig(env=list(env_ids), model=model, out=out, progress=False, tensorboard=False,
                              samples_per_step=samples_per_step).validate()
         trainer = Trainer(config)
         trained: list[list] = []
-        update = trainer.learner.update
+        played: list[list] = []
+        update, rollout = trainer.learner.update, trainer.rollout
         trainer.learner.update = lambda samples: trained.append(samples) or update(samples)
+
+        def recorded_rollout(step):
+            result = rollout(step)
+            played.append(result[0])
+            return result
+
+        trainer.rollout = recorded_rollout
         runs, peak = [], 0
         for step in range(repeats):
             with PeakMemory() as memory:
@@ -99,7 +111,7 @@ def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int =
     samples = [s for batch in batches for s in batch]
     key = lambda s: choice_key(s) if s.is_choice else text_key(s)  # noqa: E731
     median = lambda name: round(statistics.median(m.get(name, 0.0) for m in runs), 2)  # noqa: E731
-    return {
+    line = {
         "games_per_step": config.games_per_step,
         "samples_per_step": config.samples_per_step,
         "threads": torch.get_num_threads(),
@@ -114,6 +126,17 @@ def full_steps(env_id: str, *, model: str, repeats: int, samples_per_step: int =
         "forward_passes": median("train/forward_passes"),
         "runs_step_s": [round(m["time/step_s"], 2) for m in runs],
     }
+    if len(env_ids) > 1:
+        # turn samples the step played (its share) and those the learner kept (nonzero advantage)
+        line["per_env"] = {
+            env_id: {
+                "turn_samples": statistics.median(sum(s.env_id == env_id for s in batch) for batch in played),
+                "samples": statistics.median(sum(s.env_id == env_id for s in batch) for batch in batches),
+                "distinct_states": statistics.median(len({key(s) for s in batch if s.env_id == env_id}) for batch in batches),
+            }
+            for env_id in env_ids
+        }
+    return line
 
 
 def _by_sample(samples, indices, config):
@@ -175,7 +198,8 @@ def grouping(*, model: str, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n")[0])
-    parser.add_argument("envs", nargs="*", metavar="env=ID[,ID]", help="games measured beside kuhn_poker")
+    parser.add_argument("envs", nargs="*", metavar="env=ID[,ID] | together=ID,ID[,ID]",
+                        help="games measured beside kuhn_poker, each alone (env=) or all in one run (together=)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--model", default="smollm2-135m")
@@ -194,15 +218,19 @@ def main(argv=None) -> int:
     if args.grouping:
         line.update(grouping(model=args.model, repeats=args.repeats))
     else:
-        env_ids = [BASELINE_ENV]
+        runs = [[BASELINE_ENV]]
         for argument in args.envs:
             key, _, value = argument.partition("=")
-            if key != "env" or not value:
-                parser.error(f"expected env=ID[,ID], got {argument!r}")
-            env_ids += [e for e in split_list(value) if e not in env_ids]
-        line["envs"] = {env_id: in_own_process(env_id, model=args.model, repeats=args.repeats,
-                                               samples_per_step=args.samples_per_step, threads=args.threads)
-                        for env_id in env_ids}
+            ids = split_list(value)
+            if key == "env" and ids:
+                runs += [[e] for e in ids if [e] not in runs]
+            elif key == "together" and len(set(ids)) > 1:
+                runs.append(list(dict.fromkeys(ids)))
+            else:
+                parser.error(f"expected env=ID[,ID] or together=ID,ID[,ID] (two games or more), got {argument!r}")
+        line["envs"] = {"+".join(ids): in_own_process(ids, model=args.model, repeats=args.repeats,
+                                                      samples_per_step=args.samples_per_step, threads=args.threads)
+                        for ids in runs}
     line["threads"] = torch.get_num_threads()
     print(json.dumps(line))
     return 0
