@@ -340,3 +340,26 @@ def test_sequence_logprobs_with_a_shared_prefix_match_each_prompt_alone():
         assert torch.allclose(a, b, atol=1e-5)
     for a, b in zip(grads, (p.grad for p in model.parameters())):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_cached_prompt_batch_reaches_the_model_without_a_copy_and_scores_the_same():
+    from trainers.generation import logprobs
+
+    model, _ = load_model("tiny-random", seed=5)
+    prompts = [list(range(30, 52)), list(range(30, 45)) + [7, 8]]
+    candidates = [[[5, 6], [7]], [[8, 9, 10], [11]]]
+    states = logprobs.run_prompts(model, prompts)
+    cache = logprobs._expanded(states.layers, 2)["past_key_values"]
+    for layer, (keys, values) in zip(cache.layers, states.layers):
+        assert layer.keys.data_ptr() == keys.data_ptr() and layer.values.data_ptr() == values.data_ptr()
+    one_row = [(keys[:1], values[:1]) for keys, values in states.layers]
+    wide = logprobs._expanded(one_row, 3)["past_key_values"].layers[0].keys
+    assert wide.shape[0] == 3 and wide.stride(0) == 0  # a view of the one row, not three copies
+    in_order = logprobs.candidate_logprobs_after(model, states, [0, 1], candidates)
+    swapped = logprobs.candidate_logprobs_after(model, states, [1, 0], candidates[::-1])  # rows picked: copied
+    with torch.inference_mode():
+        whole = logprobs.candidate_logprobs(model, prompts, candidates)
+    for a, b, c in zip(in_order, swapped[::-1], whole):
+        assert torch.equal(a, b) and torch.allclose(a, c, atol=1e-5)
+    # the states survive being scored behind: a second round gives the same numbers
+    assert all(torch.equal(a, b) for a, b in zip(in_order, logprobs.candidate_logprobs_after(model, states, [0, 1], candidates)))

@@ -198,8 +198,11 @@ def candidate_logprobs_after(model, states: PromptStates, rows: Sequence[int], c
                 tokens += candidate[1:]
                 owners += [member] * len(path)
         mask = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill(~allowed, torch.finfo(model.dtype).min)
-        picked = torch.tensor(prompts, dtype=torch.long, device=device)
-        past = _expanded([(keys[picked], values_[picked]) for keys, values_ in states.layers], len(chunk))
+        if prompts == list(range(states.layers[0][0].shape[0])):  # every cached prompt, in order: no copy
+            past = _expanded(states.layers, len(chunk))
+        else:
+            picked = torch.tensor(prompts, dtype=torch.long, device=device)
+            past = _expanded([(keys[picked], values_[picked]) for keys, values_ in states.layers], len(chunk))
         logits = model(input_ids=input_ids.to(device), attention_mask=mask[:, None].to(device),
                        position_ids=positions.to(device), use_cache=True, **past).logits
         later = _token_logprobs(logits.reshape(-1, logits.shape[-1]), torch.tensor(index, dtype=torch.long),
@@ -575,12 +578,25 @@ def _run_cached(model, tokens: Sequence[int], *, start: int = 0, past: dict | No
 
 
 def _expanded(layers: list, rows: int) -> dict:
-    """Model kwargs passing the prefix cache `layers` to `rows` rows (a view: nothing is copied)."""
+    """Model kwargs passing the cache `layers` (one (keys, values) per layer) to `rows` rows.
+
+    Nothing is copied: each cache layer holds the tensors themselves, expanded to `rows`
+    (a view when they have one row). transformers' `DynamicCache` copies what it is built
+    from (it concatenates the data onto an empty tensor), and its forward concatenates the
+    new keys onto the cache again; a candidate round over a batch's cached prompts paid the
+    first copy for every layer, each about as long as the round's own compute on a 2-core
+    CPU. So the cache is built empty and its layers are pointed at the tensors; the forward's
+    concatenation is the one copy left. Values and gradients are those of the copying form.
+    """
     if not layers:
         return {}
     from transformers import DynamicCache
 
-    return {"past_key_values": DynamicCache([(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in layers])}
+    expanded = [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in layers]
+    cache = DynamicCache([(keys[..., :0, :], values[..., :0, :]) for keys, values in expanded])
+    for layer, (keys, values) in zip(cache.layers, expanded):
+        layer.keys, layer.values = keys, values
+    return {"past_key_values": cache}
 
 
 def _with_prefix(attention_mask: torch.Tensor, shared: int) -> torch.Tensor:
