@@ -211,13 +211,16 @@ def test_every_training_key_is_mapped_to_openrlhf_or_refused_by_name():
 
 def test_keys_openrlhf_cannot_honour_are_refused_together_by_name(tmp_path, capsys):
     out = tmp_path / "never"
-    keys = ["thinking=markovian", "lr_schedule=cosine", "magnet_every=5", "kl_coef=0.1", "format_phase=on", "entropy_coef=0.5", "mode=think"]
+    keys = ["thinking=markovian", "lr_schedule=cosine", "magnet_every=5", "kl_coef=0.1", "format_phase=on", "mode=think"]
     assert main([*BASE, "backend=openrlhf", "env=kuhn_poker", *keys, f"out={out}"]) == 2
     error = capsys.readouterr().err
-    for refused in ("thinking=", "magnet_every=5", "format_phase=", "entropy_coef=0.5"):
+    for refused in ("thinking=", "magnet_every=5", "format_phase="):
         assert refused in error
     for mapped in ("lr_schedule", "kl_coef"):
         assert f"{mapped}=" not in error
+    # the bonus over a direct turn's legal answers has no OpenRLHF term either
+    assert main([*BASE, "backend=openrlhf", "env=kuhn_poker", "mode=direct", "entropy_coef=0.5", f"out={out}"]) == 2
+    assert "entropy_coef=0.5" in capsys.readouterr().err
     assert not out.exists()
 
 
