@@ -266,6 +266,30 @@ def test_bad_values_are_clear_errors(tmp_path, capsys, argument, expected):
     assert not out.exists()
 
 
+def test_keys_this_run_would_ignore_are_refused_together_by_name(tmp_path, capsys):
+    from trainers.run.config import SCOPED_KEYS
+
+    out = tmp_path / "never"
+    keys = ["league_size=2", "chunk=128", "lora_dropout=0.1", "format_phase=off", "format_steps=2", "opponent_seat=1"]
+    assert main([*keys, f"out={out}"]) == 2
+    error = capsys.readouterr().err
+    for ignored, scope in [("league_size=2", "opponent=league"), ("chunk=128", "thinking=markovian"),
+                           ("lora_dropout=0.1", "lora_rank"), ("format_steps=2", "format phase"), ("opponent_seat='1'", "opponent")]:
+        assert ignored in error and scope in error, (ignored, error)
+    assert not out.exists()
+    # every key of the table alone, where its setting is off, is refused naming it
+    changed = {"league_sampling": "prioritized", "opponent_seat": "1", "vllm_python": "elsewhere/python",
+               "lora_targets": ["q_proj"], "format_threshold": 0.5, "lora_dropout": 0.1, "league_latest_prob": 0.25, "lora_alpha": 16.0}
+    for key in SCOPED_KEYS:
+        value = changed.get(key, getattr(TrainConfig(), key) + 1 if isinstance(getattr(TrainConfig(), key), int) else None)
+        with pytest.raises(ValueError, match=key):
+            TrainConfig(format_phase="off", **{key: value}).validate()
+    # each is accepted where it acts
+    TrainConfig(opponent="league", league_size=2, opponent_seat="1").validate()
+    TrainConfig(lora_rank=4, lora_dropout=0.1).validate()
+    TrainConfig(mode="think", thinking="markovian", chunk=128, carry=64).validate()
+
+
 def test_module_entry_point_exit_code(tmp_path):
     """`python -m trainers.selfplay` itself exits 2 on an unknown key, before loading a model."""
     result = subprocess.run(

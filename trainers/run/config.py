@@ -271,6 +271,10 @@ class TrainConfig:
             raise ValueError(f"env lists an environment twice: {','.join(self.env)}")
         if self.magnet_every and not self.kl_coef:
             raise ValueError("magnet_every refreshes the KL reference; set kl_coef > 0 as well")
+        inert = [f"{key}={getattr(self, key)!r} (it applies to {scope})" for key, (scope, applies) in SCOPED_KEYS.items()
+                 if getattr(self, key) != getattr(TrainConfig(), key) and not applies(self)]
+        if inert:
+            raise ValueError("this run would ignore " + "; ".join(inert) + ": set what they apply to, or leave them at their defaults")
         return self
 
     def advantage_method(self) -> str:
@@ -368,6 +372,30 @@ def _one_of(name: str, value: str, valid) -> None:
 def _at_least(name: str, value, low) -> None:
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+
+SCOPED_KEYS = {
+    "league_every": ("opponent=league", lambda c: c.opponent == "league"),
+    "league_size": ("opponent=league", lambda c: c.opponent == "league"),
+    "league_sampling": ("opponent=league", lambda c: c.opponent == "league"),
+    "league_latest_prob": ("opponent=league", lambda c: c.opponent == "league"),
+    "opponent_seat": ("games against an opponent (opponent other than none)", lambda c: c.opponent != "none"),
+    "chunk": ("thinking=markovian", lambda c: c.thinking == "markovian"),
+    "carry": ("thinking=markovian", lambda c: c.thinking == "markovian"),
+    "head": ("thinking=markovian", lambda c: c.thinking == "markovian"),
+    "max_chunks": ("thinking=markovian", lambda c: c.thinking == "markovian"),
+    "lora_alpha": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
+    "lora_dropout": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
+    "lora_targets": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
+    "vllm_python": ("generation=vllm", lambda c: c.generation == "vllm"),
+    "format_steps": ("the format phase (format_phase=auto or on)", lambda c: c.format_phase != "off"),
+    "format_epochs": ("the format phase (format_phase=auto or on)", lambda c: c.format_phase != "off"),
+    "format_threshold": ("the format phase (format_phase=auto or on)", lambda c: c.format_phase != "off"),
+}
+"""Keys that only act under another setting, with that setting: a value other than the
+default where the setting is off would be accepted and ignored, so `validate` refuses it by
+name (as `average_decay` without `policy_average=ema`, `magnet_every` without `kl_coef`)."""
 
 
 def _in_range(name: str, value: float, low: float, high: float, *, closed_low=True, closed_high=True) -> None:
