@@ -1,5 +1,6 @@
 """The learner on the tiny random model: updates, LoRA, choice log-probs, checkpoints and exact resume."""
 
+import copy
 import itertools
 import random
 
@@ -176,6 +177,21 @@ def test_entropy_bonus_spreads_a_direct_turns_distribution_over_its_legal_answer
     assert "entropy_choice" not in plain.update(batch)  # no bonus asked: the answers are not scored
     assert sum(answer_entropies(regularised)) > sum(start) + 1e-3
     assert answer_entropies(plain) == pytest.approx(start, abs=1e-6)
+
+
+def test_a_direct_turns_bonus_weighs_per_decision_as_its_policy_gradient_does():
+    """With length_norm=constant a text sample's loss is divided by the generation budget; the
+    bonus is too (as the KL term is), so doubling max_new_tokens halves its gradient."""
+    batch = direct_batch(4)
+    gradients = {}
+    for budget in (8, 16):
+        learner = Learner(tiny_model(), config(mode="direct", max_new_tokens=budget, entropy_coef=1.0, ppo_epochs=1, mini_batch_size=0))
+        learner.optimizer.step = lambda learner=learner, budget=budget: gradients.setdefault(
+            budget, [p.grad.clone() for p in learner.trainable_parameters])
+        learner.update([copy.copy(s) for s in batch])
+    for short, long in zip(gradients[8], gradients[16]):
+        assert torch.allclose(short, 2 * long, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in gradients[16])
 
 
 def test_a_bonus_on_think_modes_answers_is_refused_by_name():

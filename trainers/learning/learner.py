@@ -89,9 +89,11 @@ class Scored:
     log_policies: list[torch.Tensor | None] = field(default_factory=list)
     answer_policies: list[torch.Tensor | None] = field(default_factory=list)
 
-    def turn_policies(self) -> list[torch.Tensor]:
-        """Every distribution over a turn's legal answers here (choice and direct), for the entropy bonus."""
-        return [lp for lp in self.log_policies if lp is not None] + [lp for lp in self.answer_policies if lp is not None]
+    def turn_policies(self) -> list[torch.Tensor | None]:
+        """Per sample, its distribution over the turn's legal answers (a choice's
+        candidates, or a direct turn's answers when asked), or None; for the entropy bonus."""
+        answers = self.answer_policies or [None] * len(self.rows)
+        return [choice if choice is not None else answer for choice, answer in zip(self.log_policies, answers)]
 
 
 class Learner:
@@ -320,12 +322,20 @@ class Learner:
                         max_length=width,
                         loss_tokens=loss_tokens[micro] if has_loss_tokens else None,
                     )
-                    batch_entropies = [_entropy(lp) for lp in scored.turn_policies()]
+                    turn_entropies = [None if lp is None else _entropy(lp) for lp in scored.turn_policies()]
+                    batch_entropies = [e for e in turn_entropies if e is not None]
                     if config.entropy_coef and batch_entropies:
                         # exact entropy over the legal answers at each visited state (choice
                         # candidates, or a direct turn's answers as the format writes them);
-                        # keeps self-play from collapsing onto one card-blind action
-                        loss = loss - config.entropy_coef * torch.stack(batch_entropies).sum() / len(micro)
+                        # keeps self-play from collapsing onto one card-blind action. Divided
+                        # by the sample's divisor as the PPO and KL terms are, so that it weighs
+                        # the same per decision in choice and text modes (1 for a choice).
+                        divisors = sample_divisors(
+                            mask, length_norm=config.length_norm, max_length=width,
+                            loss_tokens=loss_tokens[micro] if has_loss_tokens else None,
+                        ).to(batch_entropies[0].device)
+                        bonus = torch.stack([e / divisors[i] for i, e in enumerate(turn_entropies) if e is not None]).sum()
+                        loss = loss - config.entropy_coef * bonus / len(micro)
                     if reference is not None:
                         kl = reference_kl(scored.rows, scored.log_policies, [reference[i] for i in micro])
                         divisors = sample_divisors(
