@@ -271,8 +271,9 @@ class TrainConfig:
             raise ValueError(f"env lists an environment twice: {','.join(self.env)}")
         if self.magnet_every and not self.kl_coef:
             raise ValueError("magnet_every refreshes the KL reference; set kl_coef > 0 as well")
+        defaults = TrainConfig()
         inert = [f"{key}={getattr(self, key)!r} (it applies to {scope})" for key, (scope, applies) in SCOPED_KEYS.items()
-                 if getattr(self, key) != getattr(TrainConfig(), key) and not applies(self)]
+                 if getattr(self, key) != getattr(defaults, key) and not applies(self)]
         if inert:
             raise ValueError("this run would ignore " + "; ".join(inert) + ": set what they apply to, or leave them at their defaults")
         return self
@@ -372,7 +373,6 @@ def _one_of(name: str, value: str, valid) -> None:
 def _at_least(name: str, value, low) -> None:
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
-
 
 
 SCOPED_KEYS = {
