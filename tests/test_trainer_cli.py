@@ -284,6 +284,11 @@ def test_keys_this_run_would_ignore_are_refused_together_by_name(tmp_path, capsy
         value = changed.get(key, getattr(TrainConfig(), key) + 1 if isinstance(getattr(TrainConfig(), key), int) else None)
         with pytest.raises(ValueError, match=key):
             TrainConfig(format_phase="off", **{key: value}).validate()
+    # the format phase only acts on free-text answers: not in a run of choice-mode games
+    with pytest.raises(ValueError, match="format_steps"):
+        TrainConfig(env=["kuhn_poker"], format_steps=3).validate()
+    TrainConfig(env=["kuhn_poker"], mode="direct", format_steps=3).validate()
+    TrainConfig(env=["kuhn_poker", "sat"], task_mode="direct", format_steps=3).validate()
     # each is accepted where it acts
     TrainConfig(opponent="league", league_size=2, opponent_seat="1").validate()
     TrainConfig(lora_rank=4, lora_dropout=0.1).validate()

@@ -389,13 +389,29 @@ SCOPED_KEYS = {
     "lora_dropout": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
     "lora_targets": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
     "vllm_python": ("generation=vllm", lambda c: c.generation == "vllm"),
-    "format_steps": ("the format phase (format_phase=auto or on)", lambda c: c.format_phase != "off"),
-    "format_epochs": ("the format phase (format_phase=auto or on)", lambda c: c.format_phase != "off"),
-    "format_threshold": ("the format phase (format_phase=auto or on)", lambda c: c.format_phase != "off"),
+    "format_steps": ("the format phase (format_phase=auto or on, with free-text answers)", lambda c: c.format_phase != "off" and _answers_in_free_text(c)),
+    "format_epochs": ("the format phase (format_phase=auto or on, with free-text answers)", lambda c: c.format_phase != "off" and _answers_in_free_text(c)),
+    "format_threshold": ("the format phase (format_phase=auto or on, with free-text answers)", lambda c: c.format_phase != "off" and _answers_in_free_text(c)),
 }
 """Keys that only act under another setting, with that setting: a value other than the
 default where the setting is off would be accepted and ignored, so `validate` refuses it by
 name (as `average_decay` without `policy_average=ema`, `magnet_every` without `kl_coef`)."""
+
+
+def _answers_in_free_text(config: TrainConfig) -> bool:
+    """Whether some turn of the run may answer in free text (only those have a format to
+    learn): games outside choice mode, or tasks not answered part by part."""
+    if config.mode != "choice":
+        return True
+    from envs import registry
+
+    def is_task(env_id: str) -> bool:
+        try:
+            return registry.spec(env_id).kind != "game"
+        except ValueError:  # unknown ids are named by the run's own env check
+            return False
+
+    return config.task_mode != "choice" and any(is_task(env_id) for env_id in config.env)
 
 
 def _in_range(name: str, value: float, low: float, high: float, *, closed_low=True, closed_high=True) -> None:
