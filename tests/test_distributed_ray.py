@@ -148,11 +148,12 @@ def test_new_weights_reach_the_workers(tmp_path, engine_factory):
 
 
 def test_a_worker_killed_mid_step_is_replaced_and_its_games_replayed(tmp_path, engine_factory):
-    config = parse_overrides([*PLAY, "games_per_step=24", "num_workers=2", f"out={tmp_path}"])
+    config = parse_overrides([*PLAY, "games_per_step=24", f"out={tmp_path}"])
     trainer = Trainer(config)
     specs, seed = trainer.game_specs(0), 99
     requested = [spec.game_id for spec in specs]
-    engine = engine_factory(config)
+    # two workers: the Ray run's keys (the trainer above plays nothing itself here)
+    engine = engine_factory(parse_overrides([*PLAY, "games_per_step=24", "backend=ray", "num_workers=2", f"out={tmp_path}"]))
     engine.broadcast(trainer.learner.model, version=0)
     undisturbed = engine.play(specs, seed)
 

@@ -279,7 +279,8 @@ def test_keys_this_run_would_ignore_are_refused_together_by_name(tmp_path, capsy
     assert not out.exists()
     # every key of the table alone, where its setting is off, is refused naming it
     changed = {"league_sampling": "prioritized", "opponent_seat": "1", "vllm_python": "elsewhere/python",
-               "lora_targets": ["q_proj"], "format_threshold": 0.5, "lora_dropout": 0.1, "league_latest_prob": 0.25, "lora_alpha": 16.0}
+               "lora_targets": ["q_proj"], "format_threshold": 0.5, "lora_dropout": 0.1, "league_latest_prob": 0.25, "lora_alpha": 16.0,
+               "ray_address": "10.0.0.1:6379", "submit": True, "eval_envs_mode": "think"}
     for key in SCOPED_KEYS:
         value = changed.get(key, getattr(TrainConfig(), key) + 1 if isinstance(getattr(TrainConfig(), key), int) else None)
         with pytest.raises(ValueError, match=key):
