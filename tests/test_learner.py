@@ -1,6 +1,5 @@
 """The learner on the tiny random model: updates, LoRA, choice log-probs, checkpoints and exact resume."""
 
-import copy
 import itertools
 import random
 
@@ -143,63 +142,14 @@ def test_entropy_bonus_alone_spreads_the_choice_distribution():
     assert mean_entropy(regularised) > start + 1e-3
 
 
-def direct_batch(seed, size=6):
-    """Free-text turns that list their legal answers (`answer_ids`), as direct-mode game turns do."""
-    rng = random.Random(seed)
-    samples = []
-    for i in range(size):
-        prompt = [rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(rng.randrange(4, 9))]
-        # answers of different lengths: a peaked distribution to start from (the longer, the less likely)
-        answers = [[60] + [rng.randrange(FIRST_BYTE_TOKEN, 200) for _ in range(length)] for length in (0, 1, 1)]
-        sample = TurnSample(prompt, answers[0] + [2], [0.0] * 2, "kuhn_poker", i % 2, i, answer_ids=answers)
-        sample.advantage = 0.0  # no policy-gradient signal: only the bonus moves the weights
-        samples.append(sample)
-    return samples
-
-
-def test_entropy_bonus_spreads_a_direct_turns_distribution_over_its_legal_answers():
-    batch = direct_batch(3)
-
-    def answer_entropies(learner):
-        with torch.no_grad():
-            policies = learner.score(learner.model, batch, answers=True).answer_policies
-        return [-(lp.exp() * lp).sum().item() for lp in policies]
-
-    plain = Learner(tiny_model(), config(lr=3e-3))
-    regularised = Learner(tiny_model(), config(lr=3e-3, entropy_coef=1.0, ppo_epochs=1, mini_batch_size=0))
-    start = answer_entropies(regularised)
-    # the distribution is the softmax of each whole answer's log-prob, as exploitability reads it
-    with torch.no_grad():
-        whole = [torch.stack([sequence_logprobs(regularised.model, [s.prompt_ids], [a])[0].sum() for a in s.answer_ids]) for s in batch]
-    assert start == pytest.approx([-(torch.softmax(w, 0) * torch.log_softmax(w, 0)).sum().item() for w in whole], abs=1e-5)
-    metrics = regularised.update(batch)
-    assert metrics["entropy_choice"] == pytest.approx(sum(start) / len(start), abs=1e-5)
-    assert "entropy_choice" not in plain.update(batch)  # no bonus asked: the answers are not scored
-    assert sum(answer_entropies(regularised)) > sum(start) + 1e-3
-    assert answer_entropies(plain) == pytest.approx(start, abs=1e-6)
-
-
-def test_a_direct_turns_bonus_weighs_per_decision_as_its_policy_gradient_does():
-    """With length_norm=constant a text sample's loss is divided by the generation budget; the
-    bonus is too (as the KL term is), so doubling max_new_tokens halves its gradient."""
-    batch = direct_batch(4)
-    gradients = {}
-    for budget in (8, 16):
-        learner = Learner(tiny_model(), config(mode="direct", max_new_tokens=budget, entropy_coef=1.0, ppo_epochs=1, mini_batch_size=0))
-        learner.optimizer.step = lambda learner=learner, budget=budget: gradients.setdefault(
-            budget, [p.grad.clone() for p in learner.trainable_parameters])
-        learner.update([copy.copy(s) for s in batch])
-    for short, long in zip(gradients[8], gradients[16]):
-        assert torch.allclose(short, 2 * long, atol=1e-7)
-    assert any(g.abs().sum() > 0 for g in gradients[16])
-
-
-def test_a_bonus_on_think_modes_answers_is_refused_by_name():
-    with pytest.raises(ValueError, match="entropy_coef=0.1"):
-        TrainConfig(mode="think", entropy_coef=0.1).validate()
-    TrainConfig(mode="think").validate()  # the default: nothing asked
-    TrainConfig(mode="think", task_mode="choice", entropy_coef=0.1).validate()  # tasks answer in parts
-    TrainConfig(mode="direct", entropy_coef=0.1).validate()
+def test_an_entropy_bonus_where_no_turn_is_a_choice_is_refused_by_name():
+    for mode in ("direct", "think"):
+        with pytest.raises(ValueError, match="entropy_coef=0.1"):
+            TrainConfig(mode=mode, entropy_coef=0.1).validate()
+        TrainConfig(mode=mode).validate()  # the default: nothing asked
+        TrainConfig(mode=mode, entropy_coef=0.0).validate()  # none, explicitly
+        TrainConfig(mode=mode, task_mode="choice", entropy_coef=0.1).validate()  # tasks answer in parts
+    TrainConfig(mode="choice", entropy_coef=0.1).validate()
 
 
 def test_lora_trains_only_the_adapter_and_its_reference_is_the_base_model():

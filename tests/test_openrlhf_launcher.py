@@ -218,8 +218,8 @@ def test_keys_openrlhf_cannot_honour_are_refused_together_by_name(tmp_path, caps
         assert refused in error
     for mapped in ("lr_schedule", "kl_coef"):
         assert f"{mapped}=" not in error
-    # the bonus over a direct turn's legal answers has no OpenRLHF term either
-    assert main([*BASE, "backend=openrlhf", "env=kuhn_poker", "mode=direct", "entropy_coef=0.5", f"out={out}"]) == 2
+    # the choice-mode bonus has no OpenRLHF term (the job plays choice mode as free text)
+    assert main([*BASE, "backend=openrlhf", "env=kuhn_poker", "mode=choice", "entropy_coef=0.5", f"out={out}"]) == 2
     assert "entropy_coef=0.5" in capsys.readouterr().err
     assert not out.exists()
 

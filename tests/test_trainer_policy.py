@@ -151,18 +151,6 @@ def test_direct_mode_distribution_scores_the_canonical_answers(tiny):
         think.action_distributions(prompts)
 
 
-def test_a_direct_turn_carries_its_legal_answers_for_the_entropy_bonus(tiny):
-    model, tokenizer = tiny
-    env = envs.make("kuhn_poker", mode="direct")
-    prompts = [env.prompt_for(state) for _, state in decision_states(env.game)][:2]
-    direct = LanguagePolicy(TransformersBackend(model, tokenizer), tokenizer, mode="direct", max_new_tokens=4)
-    for prompt, decision in zip(prompts, direct.act(prompts, seed=0)):
-        assert decision.answer_ids == [encode_choice(tokenizer, direct_answer(c)) for c in prompt.choices]
-        assert decision.to_sample("kuhn_poker", 0, 0).answer_ids == decision.answer_ids
-    think = LanguagePolicy(TransformersBackend(model, tokenizer), tokenizer, mode="think", max_new_tokens=4)
-    assert all(d.answer_ids is None for d in think.act(prompts, seed=0))  # its answer follows free reasoning
-
-
 def test_duplicated_prompts_are_scored_once_with_the_same_numbers(tiny, kuhn_prompts, ttt_prompts):
     model, tokenizer = tiny
     counting = CountingBackend(TransformersBackend(model, tokenizer))

@@ -81,19 +81,10 @@ class Scored:
     ``rows[i]``: the log-probs of what sample i did (one per response token; one value for a
     choice sample). ``log_policies[i]``: for a choice sample, the log-softmax over its
     candidates (shared by samples with the same prompt and candidates); None for free text.
-    ``answer_policies[i]`` (asked with ``answers=True``): for a direct-mode game turn, the
-    log-softmax over its legal answers (`TurnSample.answer_ids`); None otherwise.
     """
 
     rows: list[torch.Tensor]
     log_policies: list[torch.Tensor | None] = field(default_factory=list)
-    answer_policies: list[torch.Tensor | None] = field(default_factory=list)
-
-    def turn_policies(self) -> list[torch.Tensor | None]:
-        """Per sample, its distribution over the turn's legal answers (a choice's
-        candidates, or a direct turn's answers when asked), or None; for the entropy bonus."""
-        answers = self.answer_policies or [None] * len(self.rows)
-        return [choice if choice is not None else answer for choice, answer in zip(self.log_policies, answers)]
 
 
 class Learner:
@@ -151,27 +142,12 @@ class Learner:
                     sample.old_logprobs = values.tolist()
         return samples
 
-    def score(self, model, samples: Sequence[TurnSample], *, prefix: PrefixRun | PrefixView | None = None,
-              answers: bool = False) -> Scored:
+    def score(self, model, samples: Sequence[TurnSample], *, prefix: PrefixRun | PrefixView | None = None) -> Scored:
         """Log-probs of each sample under `model`: all free-text rows in one forward, all
         distinct choice prompts in another; `prefix`: a run of a prefix every prompt starts
-        with (`PrefixRun`, shared by the update's passes, or a pass's `extended_prefix`).
-        `answers`: also each direct-mode game turn's distribution over its legal answers
-        (``Scored.answer_policies``), one more forward over their distinct prompts."""
+        with (`PrefixRun`, shared by the update's passes, or a pass's `extended_prefix`)."""
         rows: list[torch.Tensor | None] = [None] * len(samples)
         log_policies: list[torch.Tensor | None] = [None] * len(samples)
-        answer_policies: list[torch.Tensor | None] = [None] * len(samples)
-        legal = [i for i, s in enumerate(samples) if answers and not s.is_choice and s.answer_ids]
-        if legal:
-            # a direct turn's legal answers depend only on its prompt: score each distinct prompt once
-            distinct_legal: dict[tuple, int] = {}
-            for i in legal:
-                distinct_legal.setdefault((tuple(samples[i].prompt_ids), tuple(map(tuple, samples[i].answer_ids))), len(distinct_legal))
-            keys = list(distinct_legal)
-            values = candidate_logprobs(model, [list(k[0]) for k in keys], [[list(a) for a in k[1]] for k in keys], prefix=prefix)
-            policies = [torch.log_softmax(v, dim=0) for v in values]
-            for i in legal:
-                answer_policies[i] = policies[distinct_legal[(tuple(samples[i].prompt_ids), tuple(map(tuple, samples[i].answer_ids)))]]
         text = [i for i, s in enumerate(samples) if not s.is_choice]
         if text:
             # a trained direct-mode policy answers the same question the same way again and
@@ -203,7 +179,7 @@ class Learner:
                     shared[key] = torch.log_softmax(scores[key[0]][[owned[c] for c in key[1]]], dim=0)
                 log_policies[i] = shared[key]
                 rows[i] = shared[key][samples[i].choice_index].reshape(1)
-        return Scored(rows, log_policies, answer_policies)
+        return Scored(rows, log_policies)
 
     @torch.no_grad()
     def reference_scores(self, samples: Sequence[TurnSample]) -> Scored:
@@ -272,8 +248,7 @@ class Learner:
         Metrics: ``loss``, ``clip_fraction``, ``approx_kl``, ``ratio_mean`` (and ``kl_ref``
         with a reference) averaged over samples; ``grad_norm`` (before clipping, mean over
         optimizer steps); ``entropy_choice`` (exact entropy over the candidates, mean over
-        choice samples and, with ``entropy_coef`` > 0, direct-mode game turns over their
-        legal answers) and ``neg_logprob`` (mean -log pi of the sampled response tokens)
+        choice samples) and ``neg_logprob`` (mean -log pi of the sampled response tokens)
         from the first pass; ``samples``, ``tokens`` (response tokens per pass),
         ``forward_passes``, ``optimizer_steps``, ``time_s``. An empty batch changes nothing
         and consumes no randomness, so skipping a step keeps runs reproducible.
@@ -308,7 +283,7 @@ class Learner:
                 for micro in micro_batches(samples, mini, config, shared=prefix.length if prefix else None):
                     batch = [samples[i] for i in micro]
                     own = extended_prefix(self.model, prefix, [s.prompt_ids for s in batch]) if prefix else None
-                    scored = self.score(self.model, batch, prefix=own, answers=bool(config.entropy_coef))
+                    scored = self.score(self.model, batch, prefix=own)
                     passes += 1
                     new, mask = pad_logprobs(scored.rows)
                     old_padded, _ = pad_logprobs([old[i] for i in micro], new.shape[1])
@@ -322,20 +297,11 @@ class Learner:
                         max_length=width,
                         loss_tokens=loss_tokens[micro] if has_loss_tokens else None,
                     )
-                    turn_entropies = [None if lp is None else _entropy(lp) for lp in scored.turn_policies()]
-                    batch_entropies = [e for e in turn_entropies if e is not None]
+                    batch_entropies = [_entropy(lp) for lp in scored.log_policies if lp is not None]
                     if config.entropy_coef and batch_entropies:
-                        # exact entropy over the legal answers at each visited state (choice
-                        # candidates, or a direct turn's answers as the format writes them);
-                        # keeps self-play from collapsing onto one card-blind action. Divided
-                        # by the sample's divisor as the PPO and KL terms are, so that it weighs
-                        # the same per decision in choice and text modes (1 for a choice).
-                        divisors = sample_divisors(
-                            mask, length_norm=config.length_norm, max_length=width,
-                            loss_tokens=loss_tokens[micro] if has_loss_tokens else None,
-                        ).to(batch_entropies[0].device)
-                        bonus = torch.stack([e / divisors[i] for i, e in enumerate(turn_entropies) if e is not None]).sum()
-                        loss = loss - config.entropy_coef * bonus / len(micro)
+                        # choice mode: exact entropy over the legal candidates at each visited
+                        # state; keeps self-play from collapsing onto one card-blind action
+                        loss = loss - config.entropy_coef * torch.stack(batch_entropies).sum() / len(micro)
                     if reference is not None:
                         kl = reference_kl(scored.rows, scored.log_policies, [reference[i] for i in micro])
                         divisors = sample_divisors(

@@ -50,11 +50,6 @@ class TurnSample:
     """Choice mode: which candidate was chosen."""
     invalid: bool = False
     """The answer was not a legal action (it took the invalid-action consequence)."""
-    answer_ids: list[list[int]] | None = None
-    """Direct mode, a game turn: the token ids of every legal answer as the format writes it
-    (``\\boxed{[action]}``). The entropy bonus (``entropy_coef``) is taken over their
-    normalised distribution, the policy conditioned on answering legally (what
-    exploitability measures), as it is over a choice turn's candidates."""
     info: dict = field(default_factory=dict)
     loss_tokens: int | None = None
     """The learner divides this sample's summed token loss (PPO and KL terms) by this many

@@ -57,9 +57,6 @@ class Decision:
     """A chained answer: the decision of each of its parts (see the module docstring)."""
     choice_probs: list[float] | None = None
     """Choice mode: the probability the choice was sampled with, per candidate (one-hot when greedy)."""
-    answer_ids: list[list[int]] | None = None
-    """Direct mode, a game turn: the token ids of every legal answer as the format writes it
-    (``\\boxed{[action]}``), for the learner's entropy bonus (`TurnSample.answer_ids`)."""
 
     def samples(self, env_id: str, role: int, game_id: int, *, name: str = "", info=None, answer_info=None, **fields) -> list[TurnSample]:
         """The training samples of this answer: one, or one choice sample per part of a chain.
@@ -93,7 +90,6 @@ class Decision:
             game_id=game_id,
             choice_ids=self.choice_ids,
             choice_index=self.choice_index,
-            answer_ids=self.answer_ids,
             info=info,
             **fields,
         )
@@ -180,12 +176,9 @@ class LanguagePolicy:
             seed=seed,
             batch_size=self.batch_size,
         )
-        decisions = [Decision(g.text, list(g.prompt_ids), list(g.response_ids), list(g.logprobs)) for g in generations]
-        if self.mode == "direct":
-            for decision, prompt in zip(decisions, prompts):
-                if isinstance(prompt, TurnPrompt) and prompt.choices:
-                    decision.answer_ids = [self._candidate_ids(direct_answer(c)) for c in prompt.choices]
-        return decisions
+        return [
+            Decision(g.text, list(g.prompt_ids), list(g.response_ids), list(g.logprobs)) for g in generations
+        ]
 
     def _candidate_ids(self, text: str) -> list[int]:
         ids = self._choice_ids.get(text)

@@ -141,7 +141,7 @@ class TrainConfig:
     magnet_every: int = _help("refresh the KL reference (the magnet) to the current policy every this many steps (0: the initial policy stays the reference)", default=0)
     policy_average: str = _help("none | ema: evaluate, keep as best and export an exponential moving average of the weights (rollouts still play the current weights); in zero-sum self-play the average of the iterates converges where the last iterate cycles", default="none")
     average_decay: float = _help("policy_average=ema: the average moves by (1 - average_decay) towards the current weights after every update, in [0, 1)", default=0.9)
-    entropy_coef: float = _help("entropy bonus on the distribution over a turn's legal answers: choice mode's candidates, and in direct mode a game turn's legal answers as the format writes them (\\boxed{[action]}, normalised: the policy conditioned on answering legally); think mode's answers follow free reasoning and get none, so a value other than the default is refused there", default=0.05)
+    entropy_coef: float = _help("entropy bonus on the choice distribution (choice mode: the exact entropy over a turn's candidates); a free-text answer has none, so a value other than 0 and the default is refused where no turn is a choice", default=0.05)
     length_norm: str = _help("constant (Dr. GRPO, SPIRAL) | token_mean", default="constant")
     max_grad_norm: float = _help("gradient-norm clipping (> 0)", default=1.0)
     recompute_old_logprobs: bool = _help("recompute the rollout's log-probs with the learner before the update (for engines whose numbers differ)", default=False)
@@ -198,9 +198,10 @@ class TrainConfig:
         _one_of("advantage_diagnostics", self.advantage_diagnostics, ("auto", "on", "off"))
         _one_of("policy_average", self.policy_average, POLICY_AVERAGES)
         _in_range("average_decay", self.average_decay, 0.0, 1.0, closed_high=False)
-        if self.entropy_coef != TrainConfig.entropy_coef and self.mode == "think" and self.task_mode != "choice":
-            raise ValueError(f"entropy_coef={self.entropy_coef} is a bonus over a turn's legal answers (choice and direct modes); "
-                             "in mode=think the answer follows free reasoning and gets none: use mode=choice or direct, or leave entropy_coef")
+        if self.entropy_coef not in (0.0, TrainConfig.entropy_coef) and self.mode != "choice" and self.task_mode != "choice":
+            raise ValueError(f"entropy_coef={self.entropy_coef} is a bonus on the choice distribution, and in mode={self.mode} no turn "
+                             "is a choice (docs/learning_runs: a bonus over direct mode's legal answers raised its invalid rate): "
+                             "use mode=choice (or task_mode=choice for tasks), or leave entropy_coef")
         if self.average_decay != TrainConfig.average_decay and self.policy_average == "none":
             raise ValueError("average_decay sets policy_average=ema's moving average; set policy_average=ema as well")
         if not self.opponent.startswith("checkpoint:"):

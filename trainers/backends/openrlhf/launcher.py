@@ -152,7 +152,7 @@ REFUSED_KEYS = {
     "magnet_every": "OpenRLHF's KL reference is the initial model for the whole run",
     "policy_average": "OpenRLHF saves the current weights; it keeps no moving average of them",
     "average_decay": "it applies to policy_average=ema (see policy_average)",
-    "entropy_coef": "it is a bonus on the distribution over a turn's legal answers (choice mode, and direct mode's legal answers scored by the learner), a term OpenRLHF's loss does not have",
+    "entropy_coef": "it is the choice-mode entropy bonus, and OpenRLHF plays free text (direct or think)",
     "league_every": "it applies to opponent=league (see opponent)",
     "league_size": "it applies to opponent=league (see opponent)",
     "league_sampling": "it applies to opponent=league (see opponent)",
