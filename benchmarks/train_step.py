@@ -127,10 +127,11 @@ def full_steps(env_ids: list[str], *, model: str, repeats: int, samples_per_step
         "runs_step_s": [round(m["time/step_s"], 2) for m in runs],
     }
     if len(env_ids) > 1:
-        # turn samples the step played (its share) and those the learner kept (nonzero advantage)
+        # turns the step played (its share: a chained turn's parts and a Markovian trace's
+        # chunks count once, as the step counts them) and the samples the learner kept
         line["per_env"] = {
             env_id: {
-                "turn_samples": statistics.median(sum(s.env_id == env_id for s in batch) for batch in played),
+                "turn_samples": statistics.median(sum(s.env_id == env_id and not s.info.get("chunk_index") for s in batch) for batch in played),
                 "samples": statistics.median(sum(s.env_id == env_id for s in batch) for batch in batches),
                 "distinct_states": statistics.median(len({key(s) for s in batch if s.env_id == env_id}) for batch in batches),
             }

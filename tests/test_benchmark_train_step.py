@@ -26,3 +26,9 @@ def test_a_bad_argument_is_refused_before_anything_runs(argument, capsys):
     with pytest.raises(SystemExit):
         train_step.main([argument])
     assert "together=ID,ID" in capsys.readouterr().err
+
+
+def test_a_chained_turn_counts_once_in_its_games_share():
+    line = train_step.full_steps(["kuhn_poker", "simple_negotiation"], model="tiny-random", repeats=1, samples_per_step=8)
+    # one whole negotiation of 10 turns reaches the share of 4; its offers' parts are not turns
+    assert line["per_env"]["simple_negotiation"]["turn_samples"] == 10
