@@ -376,28 +376,24 @@ def _at_least(name: str, value, low) -> None:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
+_LEAGUE = ("opponent=league", lambda c: c.opponent == "league")
+_MARKOVIAN = ("thinking=markovian", lambda c: c.thinking == "markovian")
+_LORA = ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0)
+_CLUSTER = ("backend=ray or openrlhf", lambda c: c.backend in ("ray", "openrlhf"))
+_EVAL_ENVS = ("eval_envs (out-of-domain games at every evaluation)", lambda c: bool(c.eval_envs))
+_FORMAT_PHASE = ("the format phase (format_phase=auto or on, with free-text answers)",
+                 lambda c: c.format_phase != "off" and _answers_in_free_text(c))
+
 SCOPED_KEYS = {
-    "league_every": ("opponent=league", lambda c: c.opponent == "league"),
-    "league_size": ("opponent=league", lambda c: c.opponent == "league"),
-    "league_sampling": ("opponent=league", lambda c: c.opponent == "league"),
-    "league_latest_prob": ("opponent=league", lambda c: c.opponent == "league"),
+    **dict.fromkeys(("league_every", "league_size", "league_sampling", "league_latest_prob"), _LEAGUE),
     "opponent_seat": ("games against an opponent (opponent other than none)", lambda c: c.opponent != "none"),
-    "chunk": ("thinking=markovian", lambda c: c.thinking == "markovian"),
-    "carry": ("thinking=markovian", lambda c: c.thinking == "markovian"),
-    "head": ("thinking=markovian", lambda c: c.thinking == "markovian"),
-    "max_chunks": ("thinking=markovian", lambda c: c.thinking == "markovian"),
-    "lora_alpha": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
-    "lora_dropout": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
-    "lora_targets": ("LoRA (lora_rank > 0)", lambda c: c.lora_rank > 0),
+    **dict.fromkeys(("chunk", "carry", "head", "max_chunks"), _MARKOVIAN),
+    **dict.fromkeys(("lora_alpha", "lora_dropout", "lora_targets"), _LORA),
     "vllm_python": ("generation=vllm", lambda c: c.generation == "vllm"),
-    "num_workers": ("backend=ray or openrlhf", lambda c: c.backend in ("ray", "openrlhf")),
-    "ray_address": ("backend=ray or openrlhf", lambda c: c.backend in ("ray", "openrlhf")),
+    **dict.fromkeys(("num_workers", "ray_address"), _CLUSTER),
     "submit": ("backend=openrlhf", lambda c: c.backend == "openrlhf"),
-    "eval_envs_games": ("eval_envs (out-of-domain games at every evaluation)", lambda c: bool(c.eval_envs)),
-    "eval_envs_mode": ("eval_envs (out-of-domain games at every evaluation)", lambda c: bool(c.eval_envs)),
-    "format_steps": ("the format phase (format_phase=auto or on, with free-text answers)", lambda c: c.format_phase != "off" and _answers_in_free_text(c)),
-    "format_epochs": ("the format phase (format_phase=auto or on, with free-text answers)", lambda c: c.format_phase != "off" and _answers_in_free_text(c)),
-    "format_threshold": ("the format phase (format_phase=auto or on, with free-text answers)", lambda c: c.format_phase != "off" and _answers_in_free_text(c)),
+    **dict.fromkeys(("eval_envs_games", "eval_envs_mode"), _EVAL_ENVS),
+    **dict.fromkeys(("format_steps", "format_epochs", "format_threshold"), _FORMAT_PHASE),
 }
 """Keys that only act under another setting, with that setting: a value other than the
 default where the setting is off would be accepted and ignored, so `validate` refuses it by
