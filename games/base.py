@@ -48,6 +48,12 @@ class Game(abc.ABC):
     def max_game_length(self) -> int:
         """Upper bound on the number of player (non-chance) actions in one game."""
 
+    def min_game_length(self) -> int:
+        """Lower bound on the number of player actions in a game played to its end with legal
+        moves (a forfeit can end one sooner). Sizes the first wave of a step's games
+        (`trainers.rollouts.step_size`); a game of fixed length returns its length."""
+        return 1
+
     def params(self) -> dict:
         """The parameters this game was built with (for logs and manifests)."""
         return {}

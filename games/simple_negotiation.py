@@ -151,6 +151,9 @@ class SimpleNegotiationGame(Game):
     def max_game_length(self) -> int:
         return self.max_turns
 
+    def min_game_length(self) -> int:
+        return self.max_turns  # an accepted offer does not end the game
+
     def params(self) -> dict:
         shown = {} if self.shown_moves == 2 else {"shown_moves": self.shown_moves}
         notes = {"offer_notes": True} if self.offer_notes else {}

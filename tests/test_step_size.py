@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from trainers.rollouts.step_size import games_kept, sample_shares, wave_size
+from trainers.rollouts.step_size import first_wave_turns, games_kept, learner_turn_range, sample_shares, wave_size
 from trainers.run.config import parse_overrides
 from trainers.selfplay import Trainer
 
@@ -22,6 +22,28 @@ def test_the_rule_in_numbers():
     assert games_kept(10, [3, 3, 3, 3, 3]) == 4  # 12 turns: the fewest whole games reaching 10
     with pytest.raises(ValueError, match="no turn"):
         wave_size(10, [0, 0])
+
+
+def test_the_first_guess_stays_within_what_a_game_can_give():
+    assert first_wave_turns(1, 9) == 8  # TicTacToe: the default guess fits
+    assert first_wave_turns(10, 10) == 10  # a fixed-length game gets its length
+    assert first_wave_turns(2, 3) == 3  # Kuhn Poker cannot give 8
+    assert wave_size(128, [], first_wave_turns(10, 10)) == 13
+    # against an opponent the learner holds one seat of two: half the turns
+    assert learner_turn_range(10, 10, num_players=2, learner_seats=1) == (5, 5)
+    assert learner_turn_range(5, 9, num_players=2, learner_seats=1) == (2, 5)
+    assert learner_turn_range(5, 9, num_players=2, learner_seats=2) == (5, 9)
+
+
+def test_a_fixed_length_game_plays_one_wave_of_the_games_it_keeps(tmp_path):
+    """Simple Negotiation always lasts its ten turns in choice mode: the first wave is exactly
+    the games the step keeps; in direct mode a forfeit can end a game early, so it guesses low."""
+    samples, stats = step_of(tmp_path, "env=simple_negotiation", "samples_per_step=30", "max_new_tokens=8", name="choice")
+    assert stats["games"] == stats["rollout/games_played"] == 3 and stats["rollout/waves"] == 1
+    trainer = Trainer(parse_overrides([*BASE, f"out={tmp_path / 'direct'}", "env=simple_negotiation", "mode=direct", "samples_per_step=30"]))
+    assert trainer.first_wave_turns == {"simple_negotiation": 8}
+    trainer = Trainer(parse_overrides([*BASE, f"out={tmp_path / 'vs'}", "env=simple_negotiation", "opponent=random", "samples_per_step=30"]))
+    assert trainer.first_wave_turns == {"simple_negotiation": 5}
 
 
 def step_of(tmp_path, *overrides, name="run"):

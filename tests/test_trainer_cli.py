@@ -290,6 +290,10 @@ def test_keys_this_run_would_ignore_are_refused_together_by_name(tmp_path, capsy
         TrainConfig(env=["kuhn_poker"], format_steps=3).validate()
     TrainConfig(env=["kuhn_poker"], mode="direct", format_steps=3).validate()
     TrainConfig(env=["kuhn_poker", "sat"], task_mode="direct", format_steps=3).validate()
+    # task_mode=auto resolves as the run does: SAT in a choice-mode run answers part by part
+    with pytest.raises(ValueError, match="format_steps"):
+        TrainConfig(env=["kuhn_poker", "sat"], format_steps=3).validate()
+    TrainConfig(env=["sat"], mode="choice", thinking="markovian", format_steps=3).validate()  # Markovian traces are free text
     # each is accepted where it acts
     TrainConfig(opponent="league", league_size=2, opponent_seat="1").validate()
     TrainConfig(lora_rank=4, lora_dropout=0.1).validate()

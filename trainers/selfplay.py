@@ -49,7 +49,7 @@ from trainers.run.report import headline, postfix, progress_bar, scalars, tensor
 from trainers.rollouts.decision_credit import DECISION_GAP_KEY, decision_credit_metrics
 from trainers.rollouts.parts import PART_GAP_KEY, answer_in_parts
 from trainers.rollouts.play import GameResult, GameSetup, GameSpec, RolloutTiming, play_games, run_tasks
-from trainers.rollouts.step_size import games_kept, sample_shares, wave_size
+from trainers.rollouts.step_size import FIRST_WAVE_TURNS, first_wave_turns, games_kept, learner_turn_range, sample_shares, wave_size
 from trainers.run.run_dir import RunDirectory
 from trainers.run.setup import RunSetup, eval_opponents
 from trainers.run.seeds import derive_seed
@@ -117,6 +117,7 @@ class Trainer:
             from trainers.backends.ray import RayRolloutEngine
 
             self.rollout_engine = RayRolloutEngine(config)  # plays the games instead of self.play
+        self.first_wave_turns = {e: self._first_wave_turns(e) for e in self.game_envs}
 
     def sync_generation_weights(self) -> float:
         """Load the learner's weights into an out-of-process engine (generation=vllm); returns seconds.
@@ -135,6 +136,19 @@ class Trainer:
 
     def make_task_env(self, env_id: str):
         return self.setup.make_task_env(env_id)
+
+    def _first_wave_turns(self, env_id: str) -> int:
+        """The first wave's guess of an env's learner turns a game (`step_size.first_wave_turns`)."""
+        env = self.make_game_env(env_id)
+        game = env.game
+        if not hasattr(game, "max_game_length"):  # a TextArena game states no bounds
+            return FIRST_WAVE_TURNS
+        most = min(game.max_game_length(), env.turn_limit or game.max_game_length())
+        # an answer in free text can forfeit a game at any turn; a choice is always legal
+        fewest = min(game.min_game_length(), most) if self.config.mode == "choice" else 1
+        against = self.opponent is not None or self.league is not None
+        seats = game.num_players() - 1 if against else game.num_players()
+        return first_wave_turns(*learner_turn_range(fewest, most, num_players=game.num_players(), learner_seats=seats))
 
     def _learner_seats(self, game_number: int, num_players: int, against_model: bool) -> frozenset[int]:
         """The seats the learner plays: all of them in pure self-play; else all but the
@@ -254,7 +268,7 @@ class Trainer:
         wave = 0
         while True:
             turns = {env_id: [len(_answers(s)) for _, s in games] for env_id, games in played.items()}
-            sizes = {env_id: wave_size(shares[env_id], turns[env_id]) for env_id in self.game_envs}
+            sizes = {env_id: wave_size(shares[env_id], turns[env_id], self.first_wave_turns[env_id]) for env_id in self.game_envs}
             if not any(sizes.values()):
                 break
             games = {env_id: range(len(played[env_id]), len(played[env_id]) + n) for env_id, n in sizes.items()}

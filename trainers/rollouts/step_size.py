@@ -6,9 +6,12 @@ turns in self-play, a TicTacToe game 5-9), so games are played in waves:
 
 1. the share of each game env is `samples_per_step` split evenly (`sample_shares`: envs
    listed first take the remainder), so a multi-game run trains on every game alike;
-2. the first wave of an env plays `share / FIRST_WAVE_TURNS` games (rounded up); every
-   later wave plays enough games to cover the shortfall at the mean turns per game seen so
-   far, plus one (`wave_size`), until the env's learner turns reach its share;
+2. the first wave of an env plays `share / guess` games (rounded up), the guess being
+   `FIRST_WAVE_TURNS` moved into the range of learner turns a game of that env can give
+   (`first_wave_turns`: a Simple Negotiation game in choice-mode self-play always gives
+   ten, so its first wave is exactly the 13 games a step keeps, not 16); every later wave
+   plays enough games to cover the shortfall at the mean turns per game seen so far, plus
+   one (`wave_size`), until the env's learner turns reach its share;
 3. the step keeps each env's shortest run of games, in game order, whose learner turns
    reach the share (`games_kept`), and every turn of those games: a game is never split,
    because its return is what every one of its turns is trained on. Played games beyond
@@ -66,14 +69,29 @@ def sample_shares(samples: int, envs: list[str]) -> dict[str, int]:
     return {env: base + (index < extra) for index, env in enumerate(envs)}
 
 
-def wave_size(share: int, turns: list[int]) -> int:
+def learner_turn_range(fewest: int, most: int, *, num_players: int, learner_seats: int) -> tuple[int, int]:
+    """The fewest and most learner turns a game of `fewest`..`most` player turns gives when the
+    learner holds `learner_seats` of its `num_players` seats (turns taken in rotation; a
+    guess, which only sizes the first wave, for games that do not rotate)."""
+    if learner_seats >= num_players:
+        return fewest, most
+    return fewest * learner_seats // num_players, -(-most * learner_seats // num_players)
+
+
+def first_wave_turns(fewest: int, most: int) -> int:
+    """The first wave's guess of learner turns per game: `FIRST_WAVE_TURNS`, raised to the
+    fewest a game can give and lowered to the most (a game of fixed length gets its length)."""
+    return max(1, min(max(FIRST_WAVE_TURNS, fewest), most))
+
+
+def wave_size(share: int, turns: list[int], first_guess: int = FIRST_WAVE_TURNS) -> int:
     """Games the next wave plays for an env whose played games gave `turns` learner turns each
-    (0 when the share is reached)."""
+    (0 when the share is reached); the first wave guesses `first_guess` turns a game."""
     shortfall = share - sum(turns)
     if shortfall <= 0:
         return 0
     if not turns:
-        return math.ceil(share / FIRST_WAVE_TURNS)
+        return math.ceil(share / first_guess)
     if not sum(turns):
         raise ValueError(f"{len(turns)} games gave the learner no turn to train on; the step cannot reach its samples")
     return math.ceil(shortfall * len(turns) / sum(turns)) + 1

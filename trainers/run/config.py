@@ -402,18 +402,17 @@ name (as `average_decay` without `policy_average=ema`, `magnet_every` without `k
 
 def _answers_in_free_text(config: TrainConfig) -> bool:
     """Whether some turn of the run may answer in free text (only those have a format to
-    learn): games outside choice mode, or tasks not answered part by part."""
+    learn): games outside choice mode, or tasks not answered part by part (``task_mode=auto``
+    resolved as the run resolves it: SAT in a choice-mode run answers part by part)."""
     if config.mode != "choice":
         return True
-    from envs import registry
+    from trainers.run.setup import RunSetup
 
-    def is_task(env_id: str) -> bool:
-        try:
-            return registry.spec(env_id).kind != "game"
-        except ValueError:  # unknown ids are named by the run's own env check
-            return False
-
-    return config.task_mode != "choice" and any(is_task(env_id) for env_id in config.env)
+    try:
+        setup = RunSetup(config)
+        return bool(setup.task_envs) and setup.task_mode != "choice"
+    except ValueError:  # an unknown env id: the run's own env check names it
+        return True
 
 
 def _in_range(name: str, value: float, low: float, high: float, *, closed_low=True, closed_high=True) -> None:
