@@ -124,6 +124,7 @@ class _ProtocolWalk:
         self.num_actions = game.num_distinct_actions()
         self.zero_sum = game.is_zero_sum()
         self.longest_game = game.max_game_length()
+        self.shortest_game = game.min_game_length()
         self.action_cap = action_cap
         self.states_checked = 0
         self._readable: dict[str, str | None] = {}  # action text -> its parser key, None if unreadable
@@ -181,6 +182,12 @@ class _ProtocolWalk:
             )
         if moves.all > self.action_cap:
             raise self.failure(state, f"the game has not ended after {self.action_cap} actions (the checker's cap)")
+        if moves.by_players < self.shortest_game and state.is_terminal():
+            raise self.failure(
+                state,
+                f"the game ended after {moves.by_players} player actions, fewer than "
+                f"min_game_length() = {self.shortest_game}",
+            )
 
     def _check_state(self, state: games.State) -> list[int]:
         self._check_returns(state)

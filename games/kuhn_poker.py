@@ -69,6 +69,9 @@ class KuhnPokerGame(Game):
     def max_game_length(self) -> int:
         return 3 * self.hands
 
+    def min_game_length(self) -> int:
+        return 2 * self.hands  # check-check, bet-fold or bet-call
+
     def max_utility(self) -> float:
         return float((ANTE + BET_SIZE) * self.hands)
 

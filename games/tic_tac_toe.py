@@ -67,6 +67,9 @@ class TicTacToeGame(Game):
     def max_game_length(self) -> int:
         return NUM_CELLS
 
+    def min_game_length(self) -> int:
+        return 5  # the first player's third mark is the earliest win
+
     def new_initial_state(self) -> "TicTacToeState":
         return TicTacToeState(self)
 

@@ -131,6 +131,16 @@ def test_a_broken_game_fails_with_its_defect_named(register_test_game, game_clas
         envs.check(register_test_game(game_class), fuzz_examples=5, cycles=5)
 
 
+def test_a_game_shorter_than_its_stated_minimum_fails():
+    """`min_game_length()` sizes a training step's first wave of games; the checker holds a
+    game to it (Matching Pennies always lasts two moves: three is a false minimum)."""
+    overstated = type("OverstatedGame", (MatchingPenniesGame,), {"min_game_length": lambda self: 3})
+    with pytest.raises(GameProtocolError, match=r"ended after 2 player actions, fewer than min_game_length\(\) = 3"):
+        check_game(overstated())
+    exact = type("ExactGame", (MatchingPenniesGame,), {"min_game_length": lambda self: 2})
+    check_game(exact())
+
+
 def test_a_game_that_understates_its_length_cannot_hang_the_checker():
     endless = broken(current_player=lambda self: len(self._history) % 2)
     endless.max_game_length = lambda self: 10**12
