@@ -212,6 +212,32 @@ def test_multi_env_run(tmp_path):
         check_match_report(final[f"{env_id}/random"])
 
 
+def test_a_full_disk_at_a_checkpoint_stops_the_run_cleanly_and_it_resumes(tmp_path, capsys, monkeypatch):
+    """A checkpoint that cannot be written (torch.save reports a full disk as a RuntimeError)
+    stops the run with the last complete checkpoint named, leaves no half-written folder,
+    and the same command with resume=true finishes the run."""
+    import torch
+
+    real_save = torch.save
+
+    def full_disk_at_step_2(obj, path, *args, **kwargs):
+        if "step_00000002" in str(path):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 948820608 vs 948820500")
+        return real_save(obj, path, *args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", full_disk_at_step_2)
+    assert main([*SMALL, f"out={out}"]) == 1
+    error = capsys.readouterr().err
+    assert "could not write" in error and "is the disk full?" in error and "resume=true" in error
+    assert f"its last complete checkpoint is {out / 'checkpoints' / 'step_00000001'}" in error
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step_")) == ["step_00000001"]
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # no staging left
+    monkeypatch.setattr(torch, "save", real_save)
+    assert main([*SMALL, f"out={out}", "resume=true"]) == 0
+    assert [m["step"] for m in read_metrics(out)] == [0, 1]
+
+
 def test_existing_run_directory_is_refused_without_resume(tmp_path, capsys):
     out = tmp_path / "run"
     run(out, "steps=1", "games_per_step=2", "eval_opponents=random")

@@ -714,6 +714,16 @@ def main(argv: list[str] | None = None) -> int:
         trainer.close()
         print(f"error: {error}; the last checkpoint is the one to resume from", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk or an I/O error while writing the run's files
+        from trainers.run.checkpoints import latest_intact
+
+        progress.close()
+        trainer.close()
+        last = latest_intact(run_dir.checkpoints)
+        where = f"its last complete checkpoint is {last}" if last else "it has no complete checkpoint yet"
+        print(f"error: {error}\nThe run stopped; {where}: free space and rerun the same command "
+              f"with resume=true to continue from there.", file=sys.stderr)
+        return 1
     progress.close()
     if final is None:  # resumed after the last step: the run was complete
         final = trainer.evaluation_at(config.steps)

@@ -401,8 +401,8 @@ class Learner:
 
         def fill(folder: Path) -> dict:
             self._write_weights(folder)
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-            torch.save(_rng_state(self.shuffle_generator), folder / "rng.pt")
+            checkpoints.torch_save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            checkpoints.torch_save(_rng_state(self.shuffle_generator), folder / "rng.pt")
             self._write_reference(folder)
             if self.average is not None:
                 save_file({str(i): t.contiguous() for i, t in enumerate(self.average)}, folder / "average.safetensors")

@@ -34,6 +34,11 @@ _TEMP_PREFIX = ".tmp-"
 _HASH_CHUNK = 1 << 20
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint or policy folder could not be written (a full disk, an I/O error); the
+    folder as it was before, and every earlier checkpoint, are untouched."""
+
+
 class DamagedCheckpoint(ValueError):
     """A checkpoint folder whose contents do not match its meta.json."""
 
@@ -62,11 +67,17 @@ def write_atomically(folder, fill: Callable[[Path], dict]) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{folder.name}-", dir=parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary folder
-        meta = dict(fill(staging))
-        meta["format"] = FORMAT
-        meta["files"] = {str(path.relative_to(staging)): file_sha256(path) for path in _files(staging)}
-        (staging / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
-        fsync_tree(staging)
+        try:
+            meta = dict(fill(staging))
+            meta["format"] = FORMAT
+            meta["files"] = {str(path.relative_to(staging)): file_sha256(path) for path in _files(staging)}
+            (staging / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+            fsync_tree(staging)
+        except OSError as error:
+            raise CheckpointWriteError(
+                f"could not write {folder} ({error.__class__.__name__}: {str(error).strip()}; is the disk full?); "
+                f"nothing was replaced"
+            ) from error
         if folder.exists():
             stale = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}old-", dir=parent))
             os.replace(folder, stale / folder.name)
@@ -77,6 +88,18 @@ def write_atomically(folder, fill: Callable[[Path], dict]) -> Path:
     for leftover in parent.glob(f"{_TEMP_PREFIX}old-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     return folder
+
+
+def torch_save(obj, path) -> None:
+    """`torch.save`, with a failed write raised as the OSError it is: torch's zip writer
+    reports a full disk as a RuntimeError ("unexpected pos ..."), which `write_atomically`
+    would otherwise not tell from a bug."""
+    import torch
+
+    try:
+        torch.save(obj, path)
+    except RuntimeError as error:
+        raise OSError(f"writing {path} failed: {str(error).strip()}") from error
 
 
 def read_meta(folder) -> dict:
