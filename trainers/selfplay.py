@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 import time
 
@@ -143,12 +144,12 @@ class Trainer:
         game = env.game
         if not hasattr(game, "max_game_length"):  # a TextArena game states no bounds
             return FIRST_WAVE_TURNS
-        most = min(game.max_game_length(), env.turn_limit or game.max_game_length())
+        most = min(game.max_game_length(), env.turn_limit or math.inf)
         # an answer in free text can forfeit a game at any turn; a choice is always legal
         fewest = min(game.min_game_length(), most) if self.config.mode == "choice" else 1
-        against = self.opponent is not None or self.league is not None
-        seats = game.num_players() - 1 if against else game.num_players()
-        return first_wave_turns(*learner_turn_range(fewest, most, num_players=game.num_players(), learner_seats=seats))
+        players = self.num_players[env_id]
+        seats = len(self._learner_seats(0, players, against_model=self.league is not None))
+        return first_wave_turns(*learner_turn_range(fewest, most, num_players=players, learner_seats=seats))
 
     def _learner_seats(self, game_number: int, num_players: int, against_model: bool) -> frozenset[int]:
         """The seats the learner plays: all of them in pure self-play; else all but the
