@@ -4,9 +4,12 @@ Simple Negotiation's first turn has 200 legal offers. Choice mode that scores ev
 pays 200 continuations a turn and a prompt that lists them all (6,300 characters). Here the
 legal action strings are split into segments at spaces (``"[Offer:"``, ``" 3"``,
 ``" Wood"``, ``" ->"``, ``" 5"``, ``" Gold]"``) and kept as a trie: an answer is a walk
-from the root, one choice at every node with more than one child (what to give, how much,
-how much to get), and a node with one child is followed without asking. Only legal actions
-can be reached, and any game's action strings chain the same way, with no per-game code.
+from the root, one choice at every node with more than one child (what to give and how
+much, how much to get), and a node with one child is followed without asking. A choice
+and the next one are asked as one while that keeps it to `MERGED_UP_TO` options, so an
+offer is two rounds (``[Accept]``, ``[Deny]`` or ``[Offer: 3 Wood``; then ``5``), not
+four. Only legal actions can be reached, and any game's action strings chain the same way,
+with no per-game code.
 
 Segments start at a space, so the text of a choice's candidates (the answer so far plus
 each next segment) tokenises as the answer so far followed by the segment's own tokens
@@ -30,6 +33,14 @@ CHAIN_ABOVE = 16
 """Choice mode chains a turn with more legal actions than this (``choice_chain=auto``); a
 turn with fewer is one choice among all its actions (Kuhn Poker's 2, Tic-Tac-Toe's 9)."""
 
+MERGED_UP_TO = 32
+"""A chained turn asks two consecutive choices as one while the merged choice has at most this
+many options (`ActionChain._options`): a negotiation offer is two rounds, ``[Accept]``,
+``[Deny]`` or ``[Offer: 3 Wood`` (22 options), then the amount asked (10), not four. Every
+round is one forward through the model per batch of prompts, which on a CPU costs the
+weights' streaming (some 70 ms for SmolLM2-135M) whatever its few tokens, while the merged
+options add only the tokens of their trie."""
+
 _SEGMENT = re.compile(r"\s*\S+")
 _NUMBER = re.compile(r"\d+")
 _SLOT_NAMES = "NMKLPQ"
@@ -47,13 +58,14 @@ def segments(action: str) -> list[str]:
 class ActionChain:
     """The legal action strings of one turn as a trie of segments (see the module docstring)."""
 
-    __slots__ = ("actions", "_root")
+    __slots__ = ("actions", "_root", "_options_of")
 
     def __init__(self, actions: Sequence[str]):
         if len(set(actions)) != len(actions):
             raise ValueError("action strings must be distinct to be chained")
         self.actions = tuple(actions)
         self._root: dict = {}
+        self._options_of: dict[int, list[tuple[tuple[str, ...], dict | int]]] = {}
         for index, action in enumerate(self.actions):
             node = self._root
             for segment in segments(action):
@@ -63,7 +75,7 @@ class ActionChain:
     def next_options(self, picks: Sequence[int]) -> tuple[str, tuple[str, ...]] | None:
         """``(text so far, options of the next choice)`` after `picks`, or None once an action is spelled."""
         text, node = self._walk(picks)
-        return None if isinstance(node, int) else (text, tuple(node))
+        return None if isinstance(node, int) else (text, tuple("".join(path) for path, _ in self._options(node)))
 
     def spell(self, picks: Sequence[int]) -> str:
         """The action `picks` spells (every choice made)."""
@@ -80,30 +92,61 @@ class ActionChain:
         """The picks that spell `action` (one of `actions`): the inverse of `spell`."""
         if action not in self.actions:
             raise ValueError(f"{action!r} is not one of this chain's actions")
-        node, picks = self._root, []
-        for segment in [*segments(action), ""]:
-            if isinstance(node, int):
-                break
-            if len(node) > 1:
-                picks.append(list(node).index(segment))
-            node = node[segment]
+        forced, node = _forced(self._root)
+        left, picks = (*segments(action), "")[len(forced):], []
+        while not isinstance(node, int):
+            pick, (path, child) = next((k, o) for k, o in enumerate(self._options(node)) if left[: len(o[0])] == o[0])
+            forced, node = _forced(child)
+            picks.append(pick)
+            left = left[len(path) + len(forced):]
         return tuple(picks)
 
     def _walk(self, picks: Sequence[int]) -> tuple[str, dict | int]:
         """Follow `picks` from the root, through every node that has one child; return the
         text spelled and the node reached (a branching node, or an action's index)."""
-        text, node, remaining = "", self._root, list(picks)
-        while not isinstance(node, int):
-            if len(node) == 1:
-                segment = next(iter(node))
-            elif remaining:
-                segment = list(node)[remaining.pop(0)]
-            else:
-                break
-            text, node = text + segment, node[segment]
-        if remaining:
-            raise ValueError(f"{len(picks)} picks are more than this action needs")
+        forced, node = _forced(self._root)
+        text = "".join(forced)
+        for pick in picks:
+            if isinstance(node, int):
+                raise ValueError(f"{len(picks)} picks are more than this action needs")
+            path, child = self._options(node)[pick]
+            forced, node = _forced(child)
+            text += "".join(path) + "".join(forced)
         return text, node
+
+    def _options(self, node: dict) -> list[tuple[tuple[str, ...], dict | int]]:
+        """The options of the choice at a branching `node`: (segments, the node below them).
+
+        While every option that leads to a further choice can take that choice too (through
+        the nodes with one child between them) and the options stay at most `MERGED_UP_TO`,
+        the two choices are asked as one."""
+        known = self._options_of.get(id(node))
+        if known is not None:
+            return known
+        options = [((segment,), child) for segment, child in node.items()]
+        while True:
+            merged = []
+            for path, child in options:
+                forced, below = _forced(child)
+                if isinstance(below, int):
+                    merged.append((path, child))
+                else:
+                    merged += [((*path, *forced, segment), grandchild) for segment, grandchild in below.items()]
+            if len(merged) == len(options) or len(merged) > MERGED_UP_TO:
+                break
+            options = merged
+        self._options_of[id(node)] = options
+        return options
+
+
+def _forced(node: dict | int) -> tuple[tuple[str, ...], dict | int]:
+    """The segments below `node` through the nodes that have one child, and the node reached
+    (one that branches, or an action's index)."""
+    path: tuple[str, ...] = ()
+    while not isinstance(node, int) and len(node) == 1:
+        segment = next(iter(node))
+        path, node = (*path, segment), node[segment]
+    return path, node
 
 
 def describe_actions(actions: Sequence[str]) -> str:

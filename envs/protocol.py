@@ -11,7 +11,11 @@ One place decides what a model reads and how its answer is understood:
   A choice turn with more than `CHAIN_ABOVE` legal actions is *chained*
   (``choice_chain="auto"``): the policy answers it as a chain of small choices over the
   actions' segments and the prompt describes the actions in patterns instead of listing
-  them (``envs.action_chain``); ``TurnPrompt.chained`` says so.
+  them (``envs.action_chain``); ``TurnPrompt.chained`` says so. A chained turn's prompt
+  puts the answer format and that description before the observation, not after it:
+  the patterns barely change from turn to turn, so placed there they join the prefix
+  that many turns' prompts share, which the rollout and the learner run once for them
+  all, and each turn's own tokens are its observation only.
 * `TurnPrompt.parse` (and `parse_action`) turns raw model output into a legal action id or a reason why not. It
   never raises: unparseable output is an invalid action with a defined consequence (see
   `envs.invalid`). `describe_error` writes the retry feedback, quoting at most
@@ -130,7 +134,9 @@ class PromptTemplate:
 
         `feedback` (e.g. why the previous answer was rejected) goes just before the
         answer format, where a model is most likely to read it; `note` (the state's
-        `decision_note`) goes after it, the prompt's last line.
+        `decision_note`) goes after it, the prompt's last line. A chained turn puts the
+        answer format and the actions' patterns right after the rules (see the module
+        docstring), then the observation, the feedback and the note.
         """
         chained = self.chain_above is not None and len(choices) > self.chain_above
         listed = describe_actions(choices) if chained else ", ".join(choices)
@@ -138,11 +144,17 @@ class PromptTemplate:
         answer_format = self._formatted.get(example)
         if answer_format is None:
             answer_format = self._formatted[example] = self._answer_format.format(example=example)
-        text = (
-            f"{self._header}{observation}\n\nLegal actions: {listed}\n"
-            f"{feedback + chr(10) if feedback else ''}{answer_format}"
-            f"{chr(10) + note if note else ''}"
-        )
+        if chained:
+            text = (
+                f"{self._header}{answer_format}\nLegal actions: {listed}\n\n{observation}"
+                f"{chr(10) + feedback if feedback else ''}{chr(10) + note if note else ''}"
+            )
+        else:
+            text = (
+                f"{self._header}{observation}\n\nLegal actions: {listed}\n"
+                f"{feedback + chr(10) if feedback else ''}{answer_format}"
+                f"{chr(10) + note if note else ''}"
+            )
         return TurnPrompt(text, choices, action_ids, chained)
 
 

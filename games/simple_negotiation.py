@@ -73,6 +73,10 @@ def _bundle_text(bundle: tuple[int, int]) -> str:
     return " + ".join(f"{n} {name}" for n, name in zip(bundle, RESOURCES) if n)
 
 
+def _holding_text(inventory: tuple[int, int]) -> str:
+    return " and ".join(f"{n} {name}" for n, name in zip(inventory, RESOURCES))
+
+
 def _is_valid_offer(offer: Offer) -> bool:
     gives_something = offer.give_wood > 0 or offer.give_gold > 0
     asks_something = offer.get_wood > 0 or offer.get_gold > 0
@@ -91,12 +95,17 @@ def inventory_value(player: int, inventory: tuple[int, int]) -> int:
 class SimpleNegotiationGame(Game):
     """Simple Negotiation over `max_turns` turns with offers of up to `max_quantity` units.
 
-    `shown_moves` (default 2) is how many of the latest moves an observation lists (None:
-    every move, as SPIRAL's transcript does). The inventories, the pending offer and the
-    turns left decide everything that can still happen, so older moves add nothing a
-    player needs, while every listed move costs about 15 prompt tokens at every later turn
-    (a 10-turn game's last prompts carry 9 moves), and a prompt's tokens are what a
-    training step pays for. The game is the same either way.
+    An observation is four short lines: who the player is and its values, the turn and both
+    inventories, and the offer pending to the player in plain words ("Player 1 offers you
+    2 Gold for 5 Wood"). The inventories, the pending offer and the turns left decide
+    everything that can still happen (every move is public and there is no chance), so
+    the observation says nothing else by default, and says it briefly: a prompt's tokens
+    are what a training step pays for, in the rollout and again, forward and backward,
+    in the learner (a step's ~130 turns are ~130 distinct prompts).
+
+    `shown_moves` (default 0) adds a line with that many of the latest moves (None: every
+    move, as SPIRAL's transcript does); each listed move costs about 12 tokens at every
+    later turn. The game is the same either way.
 
     `offer_notes=True` adds, as the `decision_note` of a player an offer is pending to (the
     prompt's last line, right before the answer), what accepting it would do: both
@@ -109,7 +118,7 @@ class SimpleNegotiationGame(Game):
 
     name = "simple_negotiation"
 
-    def __init__(self, max_turns: int = 10, max_quantity: int = 10, shown_moves: int | None = 2, offer_notes: bool = False):
+    def __init__(self, max_turns: int = 10, max_quantity: int = 10, shown_moves: int | None = 0, offer_notes: bool = False):
         if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
             raise ValueError(
                 f"simple_negotiation: max_turns must be an integer >= 1, got {max_turns!r}"
@@ -155,7 +164,7 @@ class SimpleNegotiationGame(Game):
         return self.max_turns  # an accepted offer does not end the game
 
     def params(self) -> dict:
-        shown = {} if self.shown_moves == 2 else {"shown_moves": self.shown_moves}
+        shown = {} if self.shown_moves == 0 else {"shown_moves": self.shown_moves}
         notes = {"offer_notes": True} if self.offer_notes else {}
         return {"max_turns": self.max_turns, "max_quantity": self.max_quantity, **shown, **notes}
 
@@ -299,32 +308,25 @@ class SimpleNegotiationState(State):
         mine, theirs = self.inventory(player), self.inventory(other)
         played, total = self.turns_played(), self.game.max_turns
         lines = [
-            f"You are Player {player}, trading Wood and Gold with Player {other}.",
-            f"Your values per unit: Wood {wood_value}, Gold {gold_value}.",
-            f"Your inventory: Wood {mine[0]}, Gold {mine[1]} "
-            f"(worth {inventory_value(player, mine)} to you; gain so far {self.gain(player):+d}).",
-            f"Player {other}'s inventory: Wood {theirs[0]}, Gold {theirs[1]}.",
-            f"Turns played: {played} of {total}; turns left: {total - played}.",
+            f"You are Player {player}; a Wood is worth {wood_value} to you, a Gold {gold_value}.",
+            (f"Turn {played + 1} of {total}." if played < total else f"All {total} turns played.")
+            + f" You hold {_holding_text(mine)} (gain {self.gain(player):+d});"
+            f" Player {other} holds {_holding_text(theirs)}.",
         ]
-        if self._pending is None:
-            lines.append("No offer is pending.")
-        else:
-            offerer, offer = self._pending
-            giver = "you" if offerer == player else f"Player {offerer}"
-            receiver = f"Player {other}" if offerer == player else "you"
-            lines.append(
-                f"Pending offer from {giver} to {receiver}: {format_offer(offer)} "
-                f"({giver} would give {_bundle_text(offer.give)} "
-                f"and receive {_bundle_text(offer.get)})."
-            )
         shown = len(self._history) if self.game.shown_moves is None else min(self.game.shown_moves, len(self._history))
         if shown:
-            first = len(self._history) - shown
-            lines.append("Moves so far:" if first == 0 else f"Last {shown} move{'s' if shown > 1 else ''}:")
-            lines.extend(
-                f"  {turn + 1}. Player {turn % NUM_PLAYERS}: {self.game.action_text(self._history[turn])}"
-                for turn in range(first, len(self._history))
+            moves = (
+                f"{'you' if turn % NUM_PLAYERS == player else f'Player {other}'} {self.game.action_text(self._history[turn])}"
+                for turn in range(len(self._history) - shown, len(self._history))
             )
+            label = "Moves so far" if shown == len(self._history) else f"Last {shown} move{'s' if shown > 1 else ''}"
+            lines.append(f"{label}: {'; '.join(moves)}.")
+        if self._pending is not None:
+            offerer, offer = self._pending
+            if offerer == player:
+                lines.append(f"You offer Player {other} {_bundle_text(offer.give)} for {_bundle_text(offer.get)}.")
+            else:
+                lines.append(f"Player {offerer} offers you {_bundle_text(offer.give)} for {_bundle_text(offer.get)}.")
         if self.is_terminal():
             outcome = self.returns()[player]
             verdict = "You win" if outcome > 0 else "You lose" if outcome < 0 else "A draw"
@@ -332,9 +334,8 @@ class SimpleNegotiationState(State):
                 f"Game over. Your gain {self.gain(player):+d}, "
                 f"Player {other}'s gain {self.gain(other):+d}: {verdict}."
             )
-        else:
-            to_move = self.current_player()
-            lines.append("Your turn." if to_move == player else f"Player {to_move}'s turn.")
+        elif self.current_player() != player:
+            lines.append(f"Player {other} is to move.")
         return "\n".join(lines)
 
     def accepted(self) -> "SimpleNegotiationState":

@@ -68,8 +68,11 @@ def test_the_cli_reports_a_real_models_acceptance(capsys):
     assert main(["tiny-random", '{"max_turns": 4}', "--states", "6"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sum(report["states"]) == 6
-    for key in ("favourable", "unfavourable", "deny", "counter_offer"):
+    for key in ("favourable", "unfavourable", "deny"):
         assert report[key] is None or 0.0 < report[key] < 1.0
+    # a random model's counter-offers (``[Offer: 3 Wood``, six tokens against [Accept]'s three)
+    # carry almost nothing beside the short answers, down to float rounding
+    assert 0.0 <= report["counter_offer"] < 1.0
     # the three answers share the probability (accept averaged over both kinds of offer)
     accept = (report["favourable"] or 0.0) * report["states"][0] + (report["unfavourable"] or 0.0) * report["states"][1]
     assert accept / 6 + report["deny"] + report["counter_offer"] == pytest.approx(1.0)

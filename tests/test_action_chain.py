@@ -9,11 +9,14 @@ actions) is untouched, and `choice_chain` is refused by name where it cannot act
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 
 import pytest
 
 import envs
+from envs import action_chain
 from envs.action_chain import ActionChain, describe_actions, segments
 from trainers.generation import encode_prompts
 from trainers.generation.logprobs import common_prefix_length
@@ -28,7 +31,9 @@ def test_segments_spell_the_action():
     assert "".join(segments("a  b ")) == "a  b "
 
 
-def test_the_chain_reaches_every_legal_action_once_and_nothing_else():
+@pytest.mark.parametrize("merged_up_to", [1, 32])
+def test_the_chain_reaches_every_legal_action_once_and_nothing_else(monkeypatch, merged_up_to):
+    monkeypatch.setattr(action_chain, "MERGED_UP_TO", merged_up_to)
     actions = ["[Accept]", "[Deny]", "a b", "a b c", "a d"]
     chain = ActionChain(actions)
     spelled, frontier = [], [()]
@@ -38,21 +43,30 @@ def test_the_chain_reaches_every_legal_action_once_and_nothing_else():
         if step is None:
             spelled.append(chain.spell(picks))
             assert actions[chain.action_index(picks)] == chain.spell(picks)
+            assert chain.picks_of(chain.spell(picks)) == picks
         else:
+            assert len(step[1]) <= max(merged_up_to, 3)  # the root's own three options, however small the cap
             frontier += [picks + (k,) for k in range(len(step[1]))]
     assert sorted(spelled) == sorted(actions)
-    assert chain.next_options([2]) == ("a", (" b", " d"))  # "a" was the only way on: not asked
-    assert chain.next_options([2, 0]) == ("a b", ("", " c"))  # "a b" is an action and a prefix
+    if merged_up_to == 1:  # every choice asked alone
+        assert chain.next_options([]) == ("", ("[Accept]", "[Deny]", "a"))
+        assert chain.next_options([2]) == ("a", (" b", " d"))
+        assert chain.next_options([2, 0]) == ("a b", ("", " c"))  # "a b" is an action and a prefix
+    else:  # the choices below "a" fit in one with the root's
+        assert chain.next_options([]) == ("", ("[Accept]", "[Deny]", "a b", "a b c", "a d"))
 
 
-def test_negotiation_first_turn_is_three_small_choices():
+def test_negotiation_offer_is_two_choices_the_first_merged():
     env = envs.make("simple_negotiation", mode="choice")
     env.reset(seed=0)
     chain = ActionChain(env.turn_prompt().choices)
-    assert chain.next_options([]) == ("[Offer:", tuple(f" {n}" for n in range(1, 11)))
-    assert chain.next_options([2]) == ("[Offer: 3", (" Gold", " Wood"))
-    assert chain.next_options([2, 1])[1] == tuple(f" {n}" for n in range(1, 11))
-    assert chain.spell([2, 1, 4]) == "[Offer: 3 Wood -> 5 Gold]"
+    assert chain.next_options([]) == ("[Offer:", tuple(f" {n} {r}" for n in range(1, 11) for r in ("Gold", "Wood")))
+    assert chain.next_options([5]) == ("[Offer: 3 Wood ->", tuple(f" {n}" for n in range(1, 11)))
+    assert chain.spell([5, 4]) == "[Offer: 3 Wood -> 5 Gold]"
+    env.step("[Offer: 3 Wood -> 5 Gold]")
+    answer = ActionChain(env.turn_prompt().choices)
+    assert answer.next_options([])[1][:4] == ("[Accept]", "[Deny]", "[Offer: 1 Gold", "[Offer: 1 Wood")
+    assert len(answer.next_options([])[1]) == 22
 
 
 def test_chained_prompt_describes_the_actions():
@@ -71,6 +85,24 @@ def test_chained_prompt_describes_the_actions():
     direct = envs.make("simple_negotiation", mode="direct")
     direct.reset(seed=0)
     assert not direct.turn_prompt().chained  # chains are a choice-mode answer
+
+
+def test_chained_prompt_puts_the_patterns_before_the_observation_so_turns_share_them():
+    env = envs.make("simple_negotiation", mode="choice")
+    env.reset(seed=0)
+    first = env.turn_prompt().text
+    env.step(env.turn_prompt().action_ids[5])
+    second = env.turn_prompt().text  # the other player, an offer pending: Accept and Deny too
+    rules_end = first.index("equal gains are a draw.") + len("equal gains are a draw.")
+    for text in (first, second):
+        answer, actions, observation = (text.index(part) for part in ("Reply with", "Legal actions:", "You are Player"))
+        assert rules_end < answer < actions < observation
+    shared = len(os.path.commonprefix([first, second]))
+    assert first[:shared].endswith("Legal actions: [")  # everything up to the actions is shared
+    listed = envs.make("simple_negotiation", mode="choice", choice_chain="off")
+    listed.reset(seed=0)
+    full = listed.turn_prompt().text
+    assert full.index("You are Player") < full.index("Legal actions:") < full.index("Reply with")
 
 
 def test_describe_actions_lists_what_is_not_a_full_product():
@@ -117,7 +149,7 @@ def test_chained_distribution_is_the_product_of_the_models_softmaxes(tiny):
             text, options = step
             scores = [_sequence_logprob(model, prompt_ids, encode_choice(tokenizer, text + o)) for o in options]
             rest = action[len(text):]
-            pick = options.index(segments(rest)[0] if rest else "")
+            pick = next(k for k, o in enumerate(options) if rest.startswith(o) and rest[len(o):len(o) + 1] in ("", " "))
             probability *= torch.softmax(torch.tensor(scores, dtype=torch.float64), 0)[pick].item()
             picks.append(pick)
         assert chain.spell(picks) == action
@@ -135,12 +167,12 @@ def test_a_chained_answer_is_one_trace_with_the_sampled_probability(tiny):
     prompt = env.turn_prompt()
     decision = tiny.act([prompt], seed=3)[0]
     assert decision.text == prompt.choices[decision.choice_index]
-    assert len(decision.parts) == 3 and [len(p.choice_ids) for p in decision.parts] == [10, 2, 10]
+    assert len(decision.parts) == 2 and [len(p.choice_ids) for p in decision.parts] == [20, 10]
     distribution = tiny.action_distributions([prompt])[0]
     assert math.exp(decision.old_logprobs[0]) == pytest.approx(distribution[prompt.action_ids[decision.choice_index]], rel=1e-4)
     samples = decision.samples("simple_negotiation", 0, 7, name="g/7/0", info={"state_key": "k"}, answer_info={"action": decision.text})
-    assert [s.info["chunk_index"] for s in samples] == [0, 1, 2]
-    assert {s.info[TRACE_KEY] for s in samples} == {"g/7/0"} and {s.loss_tokens for s in samples} == {3}
+    assert [s.info["chunk_index"] for s in samples] == [0, 1]
+    assert {s.info[TRACE_KEY] for s in samples} == {"g/7/0"} and {s.loss_tokens for s in samples} == {2}
     assert samples[0].info["action"] == decision.text and "action" not in samples[1].info
 
 
@@ -182,7 +214,9 @@ def test_a_session_batches_prompts_that_share_a_prefix_each_behind_its_own_run_o
     batches hold prompts that agree further (two games at the same turn, offers pending that
     differ in their amounts), and each batch runs what its prompts share beyond the rules
     once too. The scores are what scoring each whole prompt gives."""
-    backend = tiny.backend
+    from trainers.generation import TransformersBackend
+
+    backend = TransformersBackend(tiny.backend.model, tiny.tokenizer)  # no earlier session's prefix to continue
     env = envs.make("simple_negotiation", mode="choice")
     prompts = []
     for opening in ["[Offer: 1 Wood -> 1 Gold]", "[Offer: 2 Gold -> 3 Wood]"]:  # answered at the same turn
@@ -213,6 +247,55 @@ def test_a_session_batches_prompts_that_share_a_prefix_each_behind_its_own_run_o
     whole = backend.score_choices(prompts, choices)
     for a, b in zip(got, whole):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def _round_prompts(histories: list[list[str]]) -> list[list[dict]]:
+    env = envs.make("simple_negotiation", mode="choice")
+    prompts = []
+    for moves in histories:
+        env.reset(seed=0)
+        for move in moves:
+            env.step(move)
+        prompts.append(env.turn_prompt().messages())
+    return prompts
+
+
+def test_a_session_continues_the_last_sessions_prefix_while_the_weights_stay_the_same(tiny):
+    """A rollout opens a session per round of turns; each starts from the prefix the last one
+    ran (rules, answer format, action patterns) instead of running it again, and runs it
+    afresh once the weights have changed. The scores are what scoring each whole prompt gives."""
+    from trainers.generation import TransformersBackend
+
+    model = copy.deepcopy(tiny.backend.model)
+    backend = TransformersBackend(model, tiny.tokenizer)
+    first_round = _round_prompts([["[Offer: 1 Wood -> 1 Gold]"], ["[Offer: 2 Gold -> 3 Wood]"]])
+    second_round = _round_prompts([["[Offer: 1 Wood -> 1 Gold]", "[Accept]"], ["[Offer: 2 Gold -> 3 Wood]", "[Accept]"]])
+    ids = encode_prompts(tiny.tokenizer, first_round + second_round)
+    shared = common_prefix_length(ids)
+    assert shared > 50 and common_prefix_length(ids[2:]) >= shared
+    starts = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: starts.append(int(kwargs["position_ids"][0, 0])), with_kwargs=True)
+    choices = [["[Accept]", "[Deny]", "[Offer: 3"], ["[Offer: 1", "[Offer: 10"]]
+    try:
+        backend.choice_session(first_round)
+        assert starts[0] == 0  # the first session runs its prefix from the start
+        starts.clear()
+        session = backend.choice_session(second_round)
+        assert starts and min(starts) >= shared  # the second runs nothing the first one ran
+        assert session.score_choices([0, 1], [choices[1], choices[1]]) == [
+            pytest.approx(b, abs=1e-4) for b in backend.score_choices(second_round, [choices[1], choices[1]])
+        ]
+        before = session.score_choices([0], [choices[1]])[0]
+        with torch.no_grad():
+            model.model.embed_tokens.weight.mul_(1.5)  # an in-place update, as an optimizer step makes
+        starts.clear()
+        session = backend.choice_session(second_round)
+        assert starts[0] == 0  # new weights: the prefix is run again
+    finally:
+        hook.remove()
+    after = session.score_choices([0], [choices[1]])[0]
+    assert after == pytest.approx(backend.score_choices(second_round[:1], [choices[1]])[0], abs=1e-4)
+    assert after != pytest.approx(before, abs=1e-3)
 
 
 def test_a_chained_negotiation_run_trains_end_to_end(tmp_path):

@@ -12,6 +12,7 @@ import json
 import pytest
 
 import envs
+from envs import action_chain
 import games
 from envs.opponents import make_opponent
 from games.simple_negotiation import ACCEPT
@@ -207,7 +208,7 @@ def test_only_accepting_changes_the_margin_at_once():
     assert state.pending_offer() is not None  # the clones played, not the state
 
 
-def test_a_choice_qualifies_only_where_its_options_differ_and_each_is_settled():
+def test_a_choice_qualifies_only_where_its_options_differ_and_each_is_settled(monkeypatch):
     class Choice:
         def __init__(self, index, probs):
             self.choice_index, self.choice_probs = index, probs
@@ -216,14 +217,21 @@ def test_a_choice_qualifies_only_where_its_options_differ_and_each_is_settled():
     assert decision_gaps(Choice(0, [0.25, 0.75]), ["a", "b"], False, [0.4, 0.0]) == [pytest.approx((0.4 - 0.1, 0.4 - 0.1))]
     assert decision_gaps(Choice(1, [0.25, 0.75]), ["a", "b"], False, [0.4, 0.0]) == [pytest.approx((0.0 - 0.1, 0.4 - 0.1))]
     assert decision_gaps(Choice(1, [0.25, 0.75]), ["a", "b"], False, [0.0, 0.0]) == [None]  # nothing to tell apart
-    # chained: "[Offer: 1 X]" and "[Offer: 2 X]" share the option "[Offer:" with one change (0);
-    # the second part tells two offers apart that change nothing: no gap
+    # chained, the offer's amount its own choice (no merging): "[Offer: 1 X]" and "[Offer: 2 X]"
+    # share the option "[Offer:" with one change (0); the second part tells two offers apart
+    # that change nothing: no gap
+    monkeypatch.setattr(action_chain, "MERGED_UP_TO", 1)
     chained = Choice(None, None)
     chained.parts = [Choice(1, [0.2, 0.8]), Choice(0, [0.5, 0.5])]
     actions = ["[Accept]", "[Offer: 1 X]", "[Offer: 2 X]"]
     assert decision_gaps(chained, actions, True, [-0.3, 0.0, 0.0]) == [pytest.approx((0.0 - 0.2 * -0.3, 0.0 - 0.2 * -0.3)), None]
     # an option whose actions change the margin by different amounts does not qualify
     assert decision_gaps(chained, actions, True, [-0.3, 0.0, 0.1])[0] is None
+    # merged into one choice of three options (the default for so few): each option one action
+    monkeypatch.undo()
+    merged = Choice(None, None)
+    merged.parts = [Choice(2, [0.2, 0.3, 0.5])]
+    assert decision_gaps(merged, actions, True, [-0.3, 0.0, 0.1]) == [pytest.approx((0.1 - (0.2 * -0.3 + 0.5 * 0.1), 0.1 - (0.2 * -0.3 + 0.5 * 0.1)))]
 
 
 def test_every_answer_to_a_trade_carries_its_counterfactual_gap(tiny):

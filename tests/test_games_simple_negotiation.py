@@ -229,41 +229,37 @@ def test_clone_is_independent(game):
 # -- views ------------------------------------------------------------------------------
 
 
-def test_observation_shows_inventories_values_turns_offer_and_moves(game):
-    state = play(game, [offer(game, give_wood=5, get_gold=5)])
+def test_observation_shows_values_turn_inventories_and_the_pending_offer(game):
+    state = play(game, [offer(game, give_wood=5, get_gold=4)])
     assert state.observation_string(1) == "\n".join(
         [
-            "You are Player 1, trading Wood and Gold with Player 0.",
-            "Your values per unit: Wood 15, Gold 5.",
-            "Your inventory: Wood 10, Gold 10 (worth 200 to you; gain so far +0).",
-            "Player 0's inventory: Wood 10, Gold 10.",
-            "Turns played: 1 of 10; turns left: 9.",
-            "Pending offer from Player 0 to you: [Offer: 5 Wood -> 5 Gold] "
-            "(Player 0 would give 5 Wood and receive 5 Gold).",
-            "Moves so far:",
-            "  1. Player 0: [Offer: 5 Wood -> 5 Gold]",
-            "Your turn.",
+            "You are Player 1; a Wood is worth 15 to you, a Gold 5.",
+            "Turn 2 of 10. You hold 10 Wood and 10 Gold (gain +0); Player 0 holds 10 Wood and 10 Gold.",
+            "Player 0 offers you 5 Wood for 4 Gold.",
         ]
     )
     mine = state.observation_string(0)
-    assert "Your values per unit: Wood 5, Gold 15." in mine
-    assert "Wood 15, Gold 5" not in mine  # the other player's values stay private
-    assert "Pending offer from you to Player 1" in mine
-    assert mine.endswith("Player 1's turn.")
+    assert "a Wood is worth 5 to you, a Gold 15." in mine
+    assert "worth 15 to you" not in mine  # the other player's values stay private
+    assert "You offer Player 1 5 Wood for 4 Gold." in mine
+    assert mine.endswith("Player 1 is to move.")
+    traded = play(game, [offer(game, give_wood=5, get_gold=4), ACCEPT])
+    assert "Turn 3 of 10. You hold 5 Wood and 14 Gold (gain +35); Player 1 holds 15 Wood and 6 Gold." in traded.observation_string(0)
+    assert "offer" not in traded.observation_string(0)
 
 
-def test_observation_lists_the_latest_moves_only_unless_asked_for_all():
+def test_observation_lists_moves_only_when_asked():
     moves = lambda g: [offer(g, give_wood=1, get_gold=n) for n in (1, 2, 3)]  # noqa: E731
     game = games.load("simple_negotiation")
-    text = play(game, moves(game)).observation_string(0)
-    assert "Last 2 moves:\n  2. Player 1: [Offer: 1 Wood -> 2 Gold]\n  3. Player 0: [Offer: 1 Wood -> 3 Gold]\n" in text
-    assert "  1. Player 0" not in text
+    assert "Moves" not in play(game, moves(game)).observation_string(0) and "Last" not in play(game, moves(game)).observation_string(0)
+    two = games.load("simple_negotiation", shown_moves=2)
+    text = play(two, moves(two)).observation_string(0)
+    assert "Last 2 moves: Player 1 [Offer: 1 Wood -> 2 Gold]; you [Offer: 1 Wood -> 3 Gold].\n" in text
     every = games.load("simple_negotiation", shown_moves=None)
-    assert "Moves so far:\n  1. Player 0: [Offer: 1 Wood -> 1 Gold]\n" in play(every, moves(every)).observation_string(0)
-    none = games.load("simple_negotiation", shown_moves=0)
-    hidden = play(none, moves(none)).observation_string(0)
-    assert "Moves so far" not in hidden and "Last" not in hidden and "1. Player" not in hidden
-    assert games.load("simple_negotiation", shown_moves=5).params()["shown_moves"] == 5
+    assert "Moves so far: you [Offer: 1 Wood -> 1 Gold]; Player 1 [Offer: 1 Wood -> 2 Gold]; you [Offer: 1 Wood -> 3 Gold].\n" in (
+        play(every, moves(every)).observation_string(0)
+    )
+    assert two.params()["shown_moves"] == 2
     assert "shown_moves" not in game.params()
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="shown_moves"):

@@ -76,7 +76,7 @@ def acceptance_report(policy, env, *, states: int = 40, seed: int = 0, temperatu
         "favourable": mean(split[True]),
         "unfavourable": mean(split[False]),
         "deny": mean(denies),
-        "counter_offer": mean([1.0 - a - d for a, d in zip(accepts, denies)]),
+        "counter_offer": mean([max(0.0, 1.0 - a - d) for a, d in zip(accepts, denies)]),
         "states": [len(split[True]), len(split[False])],
     }
 

@@ -486,6 +486,14 @@ class PrefixView:
         return _expanded(self.layers, rows)
 
 
+def truncated_prefix(prefix: "PrefixRun | PrefixView", length: int) -> PrefixView:
+    """The first `length` tokens of `prefix`: a causal model's keys and values of a prefix's
+    first tokens depend on those tokens only, so they are a slice of the longer run's."""
+    if not 0 < length <= prefix.length:
+        raise ValueError(f"a prefix of {prefix.length} tokens has no first {length}")
+    return PrefixView(length, [(keys[:, :, :length], values[:, :, :length]) for keys, values in prefix.layers])
+
+
 def extended_prefix(model, prefix: "PrefixRun | PrefixView", prompt_ids_batch: Sequence[Sequence[int]]) -> "PrefixRun | PrefixView":
     """`prefix` continued to the longer common prefix of one pass's prompts, or `prefix`
     itself when they share fewer than `MIN_SHARED_PREFIX` tokens more.
