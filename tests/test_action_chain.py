@@ -260,10 +260,11 @@ def _round_prompts(histories: list[list[str]]) -> list[list[dict]]:
     return prompts
 
 
-def test_a_session_continues_the_last_sessions_prefix_while_the_weights_stay_the_same(tiny):
-    """A rollout opens a session per round of turns; each starts from the prefix the last one
-    ran (rules, answer format, action patterns) instead of running it again, and runs it
-    afresh once the weights have changed. The scores are what scoring each whole prompt gives."""
+def test_a_session_continues_the_last_sessions_prefix_within_a_block_of_fixed_weights(tiny):
+    """A rollout opens a session per round of turns; within `reusing_prefixes` each starts
+    from the prefix the last one ran (rules, answer format, action patterns) instead of
+    running it again; a new block (new weights) runs it afresh. The scores are what scoring
+    each whole prompt gives."""
     from trainers.generation import TransformersBackend
 
     model = copy.deepcopy(tiny.backend.model)
@@ -275,27 +276,48 @@ def test_a_session_continues_the_last_sessions_prefix_while_the_weights_stay_the
     assert shared > 50 and common_prefix_length(ids[2:]) >= shared
     starts = []
     hook = model.register_forward_pre_hook(lambda module, args, kwargs: starts.append(int(kwargs["position_ids"][0, 0])), with_kwargs=True)
-    choices = [["[Accept]", "[Deny]", "[Offer: 3"], ["[Offer: 1", "[Offer: 10"]]
+    offers = [" 1", " 10"]
     try:
-        backend.choice_session(first_round)
-        assert starts[0] == 0  # the first session runs its prefix from the start
-        starts.clear()
-        session = backend.choice_session(second_round)
-        assert starts and min(starts) >= shared  # the second runs nothing the first one ran
-        assert session.score_choices([0, 1], [choices[1], choices[1]]) == [
-            pytest.approx(b, abs=1e-4) for b in backend.score_choices(second_round, [choices[1], choices[1]])
-        ]
-        before = session.score_choices([0], [choices[1]])[0]
+        with backend.reusing_prefixes():
+            backend.choice_session(first_round)
+            assert starts[0] == 0  # the block's first session runs its prefix from the start
+            starts.clear()
+            session = backend.choice_session(second_round)
+            assert starts and min(starts) >= shared  # the second runs nothing the first one ran
+            got = session.score_choices([0, 1], [[f"[Offer:{o}" for o in offers]] * 2)
+            before = got[0]
+        assert got == [pytest.approx(b, abs=1e-4) for b in backend.score_choices(second_round, [[f"[Offer:{o}" for o in offers]] * 2)]
         with torch.no_grad():
-            model.model.embed_tokens.weight.mul_(1.5)  # an in-place update, as an optimizer step makes
+            model.model.embed_tokens.weight.mul_(1.5)  # what an update does between two rollouts
         starts.clear()
-        session = backend.choice_session(second_round)
-        assert starts[0] == 0  # new weights: the prefix is run again
+        with backend.reusing_prefixes():
+            session = backend.choice_session(second_round)
+            assert starts[0] == 0  # a new block: the prefix is run again
+        starts.clear()
+        backend.choice_session(second_round)
+        assert starts[0] == 0  # outside a block nothing is reused
     finally:
         hook.remove()
-    after = session.score_choices([0], [choices[1]])[0]
-    assert after == pytest.approx(backend.score_choices(second_round[:1], [choices[1]])[0], abs=1e-4)
+    after = session.score_choices([0], [[f"[Offer:{o}" for o in offers]])[0]
+    assert after == pytest.approx(backend.score_choices(second_round[:1], [[f"[Offer:{o}" for o in offers]])[0], abs=1e-4)
     assert after != pytest.approx(before, abs=1e-3)
+
+
+def test_a_rollout_runs_the_shared_prefix_once_not_once_a_round(tiny):
+    from trainers.rollouts.play import GameSetup, play_games
+
+    setups = [GameSetup("simple_negotiation", envs.make("simple_negotiation", max_turns=6, mode="choice"), seed=s,
+                        learner_seats=frozenset({0, 1}), game_id=s) for s in range(3)]
+    starts = []
+    hook = tiny.backend.model.register_forward_pre_hook(lambda module, args, kwargs: starts.append(int(kwargs["position_ids"][0, 0])), with_kwargs=True)
+    try:
+        samples, _, timing = play_games(setups, tiny, seed=0, temperature=5.0)
+    finally:
+        hook.remove()
+    assert len({s.game_id for s in samples}) == 3 and len({s.info.get("state_key") for s in samples}) > 6
+    # the first round's three games share one prompt (run whole); the second round's session
+    # runs the rules once; every later round continues it
+    assert starts.count(0) == 2
 
 
 def test_a_chained_negotiation_run_trains_end_to_end(tmp_path):

@@ -9,6 +9,7 @@ log-prob convention and the token layout.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -43,7 +44,7 @@ class TransformersBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.stop_token_ids = None if stop_token_ids is None else list(stop_token_ids)
-        self._session_prefix = SessionPrefix()
+        self._session_prefix: SessionPrefix | None = None  # set within `reusing_prefixes`
 
     def generate(
         self, prompts, *, max_new_tokens, temperature=1.0, top_p=1.0, seed, batch_size=8
@@ -69,43 +70,47 @@ class TransformersBackend:
         """The prompts run once, for rounds of `score_choices` behind them (answers in parts)."""
         return ChoiceSession(self.model, self.tokenizer, prompts, batch_size=batch_size, session_prefix=self._session_prefix)
 
-
-def weights_version(model) -> int:
-    """A number that grows whenever a parameter of `model` is changed in place (an optimizer
-    step, `load_state_dict`): the sum of the parameters' version counters."""
-    return sum(parameter._version for parameter in model.parameters())
+    @contextlib.contextmanager
+    def reusing_prefixes(self):
+        """A block within which the caller leaves the weights as they are (a rollout's or an
+        evaluation's games): each choice session in it starts from the prefix the last one
+        ran (`SessionPrefix`). Keys and values computed with other weights are never reused:
+        the block starts with none, and they are dropped when it ends."""
+        outer = self._session_prefix
+        self._session_prefix = outer or SessionPrefix()
+        try:
+            yield
+        finally:
+            self._session_prefix = outer
 
 
 class SessionPrefix:
-    """The last choice session's common prefix, kept for the next session of the same weights.
+    """The last choice session's common prefix, kept for the next session of the same block.
 
     A rollout opens one session per round of turns (a negotiation step about ten), and
     every session's prompts start with the same chat template, rules and, for a chained
     turn, answer format and action patterns (some 145 tokens), which each session ran
-    again: a forward of some 0.24 s on a 2-core CPU. Here a session starts from the part of
-    the last session's prefix its own prompts share (`truncated_prefix`) and runs only
-    what its prompts share beyond it. The keys and values are reused only while the
-    weights are the ones they were computed with (`weights_version`); the first session
-    after an update runs its prefix afresh.
+    again: a forward of some 0.24 s on a 2-core CPU. Within a block whose weights do not
+    change (`TransformersBackend.reusing_prefixes`: a rollout, an evaluation's games), a
+    session starts from the part of the last session's prefix its own prompts share
+    (`truncated_prefix`) and runs only what they share beyond it.
     """
 
     def __init__(self):
         self._tokens: tuple[int, ...] = ()
         self._run: PrefixRun | PrefixView | None = None
-        self._version = -1
 
     def run(self, model, ids: Sequence[Sequence[int]]) -> "PrefixRun | PrefixView | None":
         """The prefix every prompt of `ids` shares, run (or reused) once for the session."""
-        version = weights_version(model)
         run = None
-        if self._run is not None and version == self._version:
+        if self._run is not None:
             reach = min(common_prefix_length([self._tokens, *ids]), min(len(p) for p in ids) - 1)
             if reach >= MIN_SHARED_PREFIX:
                 run = extended_prefix(model, truncated_prefix(self._run, reach), ids)
         if run is None:
             run = prefix_run(model, ids)
         if run is not None:
-            self._tokens, self._run, self._version = tuple(ids[0][:run.length]), run, version
+            self._tokens, self._run = tuple(ids[0][:run.length]), run
         return run
 
 

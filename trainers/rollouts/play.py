@@ -146,15 +146,16 @@ def play_games(
     samples_per_game: list[list[TurnSample]] = [[] for _ in setups]
     answers_given = [0] * len(setups)
     live = list(range(len(setups)))
-    while live:
-        with timing.measure("env"):
-            learner_turns, model_turns = _advance_to_model_turns(setups, opponents, live, rng)
-        live = learner_turns + [i for group in model_turns.values() for i in group]
-        for group in model_turns.values():
-            _answer_opponent_turns(setups, opponents[group[0]], group, seed, temperature, timing)
-        if learner_turns:
-            _answer_learner_turns(setups, learner_turns, session, timing, samples_per_game, answers_given, reward, credit)
-        timing.rounds += 1
+    with policy.fixed_weights():
+        while live:
+            with timing.measure("env"):
+                learner_turns, model_turns = _advance_to_model_turns(setups, opponents, live, rng)
+            live = learner_turns + [i for group in model_turns.values() for i in group]
+            for group in model_turns.values():
+                _answer_opponent_turns(setups, opponents[group[0]], group, seed, temperature, timing)
+            if learner_turns:
+                _answer_learner_turns(setups, learner_turns, session, timing, samples_per_game, answers_given, reward, credit)
+            timing.rounds += 1
     with timing.measure("env"):
         samples, results = _collect(setups, samples_per_game, reward)
     return samples, results, timing

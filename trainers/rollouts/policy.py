@@ -28,6 +28,7 @@ exploitability needs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -160,6 +161,13 @@ class LanguagePolicy:
         self.top_p = top_p
         self.batch_size = batch_size
         self._choice_ids: dict[str, list[int]] = {}
+
+    def fixed_weights(self):
+        """A block within which the weights stay as they are (one rollout's games): a backend
+        that can (transformers: `reusing_prefixes`) lets each choice session start from the
+        prefix the last one ran."""
+        reusing = getattr(self.backend, "reusing_prefixes", None)
+        return reusing() if reusing else contextlib.nullcontext()
 
     def act(self, prompts: Sequence, *, seed: int, temperature: float | None = None) -> list[Decision]:
         """One decision per prompt (a `TurnPrompt`, or chat messages for tasks)."""
