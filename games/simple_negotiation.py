@@ -323,10 +323,8 @@ class SimpleNegotiationState(State):
             lines.append(f"{label}: {'; '.join(moves)}.")
         if self._pending is not None:
             offerer, offer = self._pending
-            if offerer == player:
-                lines.append(f"You offer Player {other} {_bundle_text(offer.give)} for {_bundle_text(offer.get)}.")
-            else:
-                lines.append(f"Player {offerer} offers you {_bundle_text(offer.give)} for {_bundle_text(offer.get)}.")
+            trade = f"{_bundle_text(offer.give)} for {_bundle_text(offer.get)}"
+            lines.append(f"You offer Player {other} {trade}." if offerer == player else f"Player {offerer} offers you {trade}.")
         if self.is_terminal():
             outcome = self.returns()[player]
             verdict = "You win" if outcome > 0 else "You lose" if outcome < 0 else "A draw"
