@@ -201,7 +201,10 @@ class GameEnv(TextAECEnv):
         choices = tuple([state.action_to_string(a) for a in action_ids])
         player = state.current_player()
         observation = state.observation_string(player)
-        return self._template.render(observation, action_ids, choices, feedback, state.decision_note(player))
+        return self._template.render(
+            observation, action_ids, choices, feedback, state.decision_note(player),
+            actions_text=state.legal_actions_text(player),
+        )
 
 
 

@@ -129,6 +129,8 @@ class PromptTemplate:
         choices: tuple[str, ...],
         feedback: str = "",
         note: str = "",
+        *,
+        actions_text: str = "",
     ) -> TurnPrompt:
         """The prompt for one turn; `choices[i]` is the canonical string of `action_ids[i]`.
 
@@ -136,10 +138,11 @@ class PromptTemplate:
         answer format, where a model is most likely to read it; `note` (the state's
         `decision_note`) goes after it, the prompt's last line. A chained turn puts the
         answer format and the actions' patterns right after the rules (see the module
-        docstring), then the observation, the feedback and the note.
+        docstring), then the observation, the feedback and the note; `actions_text` (the
+        state's `legal_actions_text`), when given, replaces the derived patterns there.
         """
         chained = self.chain_above is not None and len(choices) > self.chain_above
-        listed = describe_actions(choices) if chained else ", ".join(choices)
+        listed = (actions_text or describe_actions(choices)) if chained else ", ".join(choices)
         example = choices[0] if choices else ""
         answer_format = self._formatted.get(example)
         if answer_format is None:

@@ -161,6 +161,18 @@ class State(abc.ABC):
         """
         return ""
 
+    def legal_actions_text(self, player: int) -> str:
+        """The legal actions of `player`, the player to move, in the game's own few words for a
+        chained turn's prompt (``envs.action_chain``); "" (the default) lets
+        `describe_actions` derive patterns and ranges from the action strings.
+
+        A game whose ranges follow its state (Simple Negotiation's offers stop at what each
+        side holds) gets a different line at nearly every turn from the derived ranges; a
+        fixed wording that the rules explain keeps the line the same across turns, so the
+        prompts of a batch share it and it is run once, not once a prompt.
+        """
+        return ""
+
     def score_margin(self, player: int) -> float | None:
         """How far `player` is ahead of the others now, on the game's own scale; None by default.
 

@@ -336,6 +336,22 @@ class SimpleNegotiationState(State):
             lines.append(f"Player {other} is to move.")
         return "\n".join(lines)
 
+    def legal_actions_text(self, player: int) -> str:
+        """``[Accept], [Deny], [Offer: N Gold -> M Wood], [Offer: N Wood -> M Gold] (N, M from 1
+        to 10, at most what each side holds)``: a pattern for each resource `player` can give
+        and the other can pay with, and one fixed range note. The ranges derived from the
+        legal offers (``N from 1 to 8; M from 1 to 10``) would change with every trade."""
+        mine, theirs = self.inventory(player), self.inventory(1 - player)
+        answers = ["[Accept]", "[Deny]"] if self._pending is not None else []
+        # Gold-for-Wood first, as the legal offers are numbered (`SimpleNegotiationGame._offers`)
+        offers = [
+            f"[Offer: N {RESOURCES[give]} -> M {RESOURCES[get]}]"
+            for give, get in ((1, 0), (0, 1))
+            if mine[give] > 0 and theirs[get] > 0
+        ]
+        note = f" (N, M from 1 to {self.game.max_quantity}, at most what each side holds)" if offers else ""
+        return ", ".join(answers + offers) + note
+
     def accepted(self) -> "SimpleNegotiationState":
         """A copy of this state with the pending offer accepted (the trade done by the rules
         themselves), for notes and analysis that ask what accepting would change."""

@@ -77,7 +77,7 @@ def test_chained_prompt_describes_the_actions():
     prompt, full = chained.turn_prompt(), listed.turn_prompt()
     assert prompt.chained and not full.chained
     assert prompt.choices == full.choices and len(prompt.choices) == 200
-    assert "[Offer: N Gold -> M Wood], [Offer: N Wood -> M Gold] (N, M from 1 to 10)" in prompt.text
+    assert "[Offer: N Gold -> M Wood], [Offer: N Wood -> M Gold] (N, M from 1 to 10, at most what each side holds)" in prompt.text
     assert len(prompt.text) < 1000 < 6000 < len(full.text)
     kuhn = envs.make("kuhn_poker", mode="choice")
     kuhn.reset(seed=0)
@@ -99,6 +99,10 @@ def test_chained_prompt_puts_the_patterns_before_the_observation_so_turns_share_
         assert rules_end < answer < actions < observation
     shared = len(os.path.commonprefix([first, second]))
     assert first[:shared].endswith("Legal actions: [")  # everything up to the actions is shared
+    env.step(env.turn_prompt().choices.index("[Accept]"))
+    env.step(env.turn_prompt().action_ids[5])  # after a trade: the same actions line in the game's own words
+    traded = env.turn_prompt().text
+    assert "(gain +0)" not in traded and second[: second.index("You are Player")] == traded[: traded.index("You are Player")]
     listed = envs.make("simple_negotiation", mode="choice", choice_chain="off")
     listed.reset(seed=0)
     full = listed.turn_prompt().text

@@ -180,6 +180,35 @@ def test_offers_may_not_ask_for_more_than_the_other_player_has(game):
     assert offer(game, give_wood=1, get_gold=2) not in legal
 
 
+def test_legal_actions_text_names_exactly_the_patterns_with_legal_offers_in_fixed_words(game):
+    # after these trades player 0 holds (0, 12), then player 1 nothing to ask Wood for
+    state = play(game, [offer(game, give_wood=10, get_gold=2), ACCEPT])
+    note = " (N, M from 1 to 10, at most what each side holds)"
+    assert state.legal_actions_text(0) == "[Offer: N Gold -> M Wood]" + note
+    state.apply_action(offer(game, give_gold=1, get_wood=1))
+    assert state.legal_actions_text(1) == "[Accept], [Deny], [Offer: N Wood -> M Gold]" + note
+    assert game.new_initial_state().legal_actions_text(0) == "[Offer: N Gold -> M Wood], [Offer: N Wood -> M Gold]" + note
+    rng = random.Random(0)
+    for _ in range(30):  # every legal action fits a named pattern within the note's bounds
+        state = game.new_initial_state()
+        while not state.is_terminal():
+            player = state.current_player()
+            text = state.legal_actions_text(player)
+            mine, theirs = state.inventory(player), state.inventory(1 - player)
+            seen = set()
+            for action in state.legal_actions():
+                if action in (ACCEPT, DENY):
+                    assert text.startswith("[Accept], [Deny], ")
+                    continue
+                o = game.offer_from_action(action)
+                give, get = (0, 1) if o.give_wood else (1, 0)
+                seen.add(f"[Offer: N {('Wood', 'Gold')[give]} -> M {('Wood', 'Gold')[get]}]")
+                assert 1 <= o.give[give] <= min(10, mine[give]) and 1 <= o.get[get] <= min(10, theirs[get])
+            assert sorted(seen) == sorted(p for p in ("[Offer: N Gold -> M Wood]", "[Offer: N Wood -> M Gold]") if p in text)
+            assert ("[Accept]" in text) == (state.pending_offer() is not None)
+            state.apply_action(rng.choice(state.legal_actions()))
+
+
 def test_turn_limit_ends_the_game_and_an_open_offer_lapses():
     game = games.load("simple_negotiation", max_turns=3)
     assert game.max_game_length() == 3
