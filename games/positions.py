@@ -191,6 +191,20 @@ def best_response(
     return values[-1], br_policy
 
 
+def solved_values(graph: PositionGraph) -> list[tuple[float, ...]]:
+    """Every position's returns when each player to move takes the action best for itself
+    from there on (ties: the lowest legal action): in a two-player zero-sum game, the game's
+    minimax value, what perfect play by both sides gets (TicTacToe: 0 at the start)."""
+    values: list[tuple[float, ...]] = []
+    for index, after in enumerate(graph.children):
+        if not after:
+            values.append(graph.returns[index])
+        else:
+            mover = graph.player[index]
+            values.append(max((values[c] for c in after), key=lambda v: v[mover]))
+    return values
+
+
 def exploitability(graph: PositionGraph, policy: PositionPolicy | None) -> float:
     """`NashConv(pi) / num_players`, as `games.analysis.exploitability` defines it, so the two
     compare like with like; in a two-player zero-sum game, the mean of the two best-response
@@ -209,4 +223,5 @@ __all__ = [
     "exploitability",
     "position_graph",
     "small_position_graph",
+    "solved_values",
 ]

@@ -296,6 +296,32 @@ def test_the_trainer_credits_gapped_choices_by_gap_over_std_and_keeps_the_rest(t
     assert kept and all(s.advantage != 0 for s in kept)
 
 
+def test_centered_credit_takes_each_options_mean_out_so_no_option_moves_everywhere_at_once(tiny):
+    from trainers.learning.advantages import DEFAULT_EPS, AdvantageState
+    from trainers.rollouts.play import play_games
+    from trainers.selfplay import Trainer
+
+    samples, _, _ = play_games(_negotiation_setups(max_turns=6, mode="choice"), tiny, seed=1, reward="turn_margin",
+                               credit="counterfactual_centered", temperature=20.0)
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = parse_overrides(["env=simple_negotiation", "reward=turn_margin", "advantage=rae",
+                                      "game_credit=counterfactual_centered"])
+    trainer.game_envs, trainer.advantage_state = {"simple_negotiation": None}, AdvantageState()
+    trainer.advantages(samples)
+    gapped = [s for s in samples if DECISION_GAP_KEY in s.info]
+    gaps = [s.info[DECISION_GAP_KEY] for s in gapped]
+    std = (sum((g - sum(gaps) / len(gaps)) ** 2 for g in gaps) / len(gaps)) ** 0.5
+    groups = {}
+    for sample in gapped:
+        groups.setdefault((sample.role, tuple(sample.choice_ids[sample.choice_index])), []).append(sample)
+    assert any(len(group) > 1 for group in groups.values())
+    for group in groups.values():
+        mean = sum(s.info[DECISION_GAP_KEY] for s in group) / len(group) / (std + DEFAULT_EPS)
+        for sample in group:
+            assert sample.advantage == pytest.approx(sample.info[DECISION_GAP_KEY] / (std + DEFAULT_EPS) - mean, abs=1e-6)
+        assert sum(s.advantage for s in group) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_game_credit_refusals_name_the_key(tmp_path):
     from trainers.backends.openrlhf.launcher import refuse_unmapped_keys
     from trainers.run.preflight import preflight
@@ -311,3 +337,84 @@ def test_game_credit_refusals_name_the_key(tmp_path):
         parse_overrides(["game_credit=exact"])
     with pytest.raises(ValueError, match="game_credit='counterfactual'"):
         refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["simple_negotiation"], game_credit="counterfactual"))
+    with pytest.raises(ValueError, match="game_credit='counterfactual_centered'"):
+        refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["simple_negotiation"], game_credit="counterfactual_centered"))
+    with pytest.raises(ValueError, match=r"game_credit=counterfactual_centered values a choice's options by a score margin"):
+        preflight(parse_overrides(["model=tiny-random", f"out={tmp_path / 'run'}", "game_credit=counterfactual_centered", "env=kuhn_poker"]))
+
+
+def _perfect_play_value(state, player):
+    """What `player` gets from `state` when both sides play perfectly: plain negamax on the
+    states themselves (no positions, no memo), the reference `games.positions.solved_values` must match."""
+    if state.is_terminal():
+        return state.returns()[player]
+    mover, best = state.current_player(), None
+    for action in state.legal_actions():
+        child = state.clone()
+        child.apply_action(action)
+        value = _perfect_play_value(child, mover)
+        best = value if best is None or value > best else best
+    return best if mover == player else -best
+
+
+def test_solved_values_are_perfect_play_from_every_position():
+    from games.positions import position_graph, solved_values
+
+    graph = position_graph(games.load("tic_tac_toe"))
+    values = solved_values(graph)
+    assert values[-1] == (0.0, 0.0)  # the root is numbered last: TicTacToe is a draw
+    deep = [i for i, state in enumerate(graph.states) if len(state.legal_actions()) in (4, 5, 6)][::97]
+    assert len(deep) > 10
+    for i in deep:
+        state = graph.states[i]
+        assert values[i] == tuple(_perfect_play_value(state, p) for p in range(2))
+
+
+def test_every_tic_tac_toe_move_among_unequal_options_carries_its_solved_gap(tiny):
+    from trainers.rollouts.play import GameSetup, play_games
+
+    setups = [GameSetup("tic_tac_toe", envs.make("tic_tac_toe", mode="choice"), seed=s, learner_seats=frozenset({0, 1}), game_id=s)
+              for s in range(4)]
+    samples, _, _ = play_games(setups, tiny, seed=3, credit="solved")
+    checked = {"gapped": 0, "even": 0}
+    for setup in setups:
+        replay = envs.make("tic_tac_toe", mode="choice")
+        replay.reset(seed=setup.seed)
+        turns = {player: iter(_turns_of(samples, setup.game_id, player)) for player in (0, 1)}
+        for action in setup.env.state.history():
+            state, player, prompt = replay.state, replay.current_player(), replay.turn_prompt()
+            turn = next(turns[player])
+            sample = next(s for s in samples if _turn(s) == turn)
+            q = {}
+            for option in state.legal_actions():
+                child = state.clone()
+                child.apply_action(option)
+                q[option] = _perfect_play_value(child, player)
+            if len(set(q.values())) == 1:
+                assert DECISION_GAP_KEY not in sample.info  # nothing to tell apart: the turn's credit
+                checked["even"] += 1
+            else:
+                pi = tiny.action_distributions([prompt])[0]
+                expected = q[action] - sum(pi[o] * q[o] for o in q)
+                assert sample.info[DECISION_GAP_KEY] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+                assert sample.info[DECISION_REGRET_KEY] == pytest.approx(max(q.values()) - sum(pi[o] * q[o] for o in q), rel=1e-4, abs=1e-9)
+                checked["gapped"] += 1
+            replay.step(prompt.choices[prompt.action_ids.index(action)])
+    assert checked["gapped"] > 5 and checked["even"] > 3, checked
+
+
+def test_solved_credit_is_refused_for_games_that_cannot_be_solved_over_positions(tmp_path):
+    from trainers.backends.openrlhf.launcher import refuse_unmapped_keys
+    from trainers.run.preflight import preflight
+
+    base = ["model=tiny-random", f"out={tmp_path / 'run'}", "game_credit=solved"]
+    for env_id in ("kuhn_poker", "simple_negotiation"):
+        with pytest.raises(ValueError, match=rf"game_credit=solved values a choice's options by solving the game .* {env_id} cannot be"):
+            preflight(parse_overrides([*base, f"env={env_id}"]))
+    out = tmp_path / "ttt"
+    assert main(["model=tiny-random", "env=tic_tac_toe", "game_credit=solved", "advantage=rae", "steps=1", "samples_per_step=16",
+                 "eval_every=0", "threads=1", "progress=false", "tensorboard=false", "save_every=0", f"out={out}"]) == 0
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["credit/choices"] > 0 and first["credit/regret"] > 0 and first["samples_trained"] > 0
+    with pytest.raises(ValueError, match="game_credit='solved'"):
+        refuse_unmapped_keys(TrainConfig(backend="openrlhf", env=["tic_tac_toe"], game_credit="solved"))

@@ -38,7 +38,8 @@ import envs
 from envs.tasks import level_of, task_hooks
 from trainers.run import seeds
 from trainers.learning.advantages import (
-    AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, part_gap_advantages, trace_advantages,
+    AdvantageState, advantage_metrics, drop_zero_advantage, equalize_state_weights, option_centered_gaps, part_gap_advantages,
+    trace_advantages,
 )
 from trainers.learning.diagnostics import diagnosed_trees, estimator_agreement, set_true_advantages
 from trainers.run.config import TrainConfig, help_text, parse_overrides
@@ -47,7 +48,7 @@ from trainers.rollouts.league import referenced_snapshot_folders
 from trainers.run.preflight import preflight
 from trainers.evaluation.ratings import Ratings, policy_name
 from trainers.run.report import headline, postfix, progress_bar, scalars, tensorboard_writer
-from trainers.rollouts.decision_credit import DECISION_GAP_KEY, decision_credit_metrics
+from trainers.rollouts.decision_credit import COUNTERFACTUAL_CREDITS, DECISION_GAP_KEY, decision_credit_metrics
 from trainers.rollouts.parts import PART_GAP_KEY, answer_in_parts
 from trainers.rollouts.play import GameResult, GameSetup, GameSpec, RolloutTiming, play_games, run_tasks
 from trainers.rollouts.step_size import FIRST_WAVE_TURNS, first_wave_turns, games_kept, learner_turn_range, sample_shares, wave_size
@@ -333,19 +334,22 @@ class Trainer:
         """Advantages once per answer: a Markovian trace's chunks share their trace's (trainers.rollouts.thinking)."""
         games = [s for s in samples if s.env_id in self.game_envs]
         tasks = [s for s in samples if s.env_id not in self.game_envs]
-        gapped = [s for s in games if DECISION_GAP_KEY in s.info]  # game_credit=counterfactual's choices
+        gapped = [s for s in games if DECISION_GAP_KEY in s.info]  # game_credit=counterfactual*'s choices
         if games:
             adjust = equalize_state_weights if self.config.state_weighting == "uniform" else None
             trace_advantages(games, self.config.advantage_method(), self.advantage_state, adjust=adjust)
         if gapped:
             # after the turns' advantages (the baselines still learn every turn's reward)
-            part_gap_advantages(gapped, DECISION_GAP_KEY)
+            if self.config.game_credit == "counterfactual_centered":
+                option_centered_gaps(gapped, DECISION_GAP_KEY)
+            else:
+                part_gap_advantages(gapped, DECISION_GAP_KEY)
         if tasks and self.config.task_credit == "counterfactual":
             part_gap_advantages(tasks, PART_GAP_KEY)
         elif tasks:
             trace_advantages(tasks, "grpo")
         metrics = advantage_metrics(_answers(samples)) if samples else {}
-        if games and self.config.game_credit == "counterfactual":
+        if games and self.config.game_credit in COUNTERFACTUAL_CREDITS:
             metrics.update(decision_credit_metrics(gapped))
         return drop_zero_advantage(samples), metrics
 

@@ -268,6 +268,27 @@ def part_gap_advantages(samples: list[TurnSample], key: str, *, eps: float = DEF
     return samples
 
 
+def option_centered_gaps(samples: list[TurnSample], key: str, *, eps: float = DEFAULT_EPS) -> list[TurnSample]:
+    """`part_gap_advantages`, then for every ``(env, role, option taken)`` the mean of those
+    advantages subtracted (``game_credit=counterfactual_centered``).
+
+    Centred so, the step's accepts carry zero credit in sum, and so do its denies: the push
+    that would move an option's rate at every state alike (what the uncentred credit did in
+    every recorded negotiation run, docs/learning_runs) is gone, and what is left moves an
+    option only where it does better than it does on average, which a policy can follow
+    only by telling its states apart. An option taken once in the step gets 0."""
+    part_gap_advantages(samples, key, eps=eps)
+    groups: dict[tuple, list[TurnSample]] = {}
+    for sample in samples:
+        taken = tuple(sample.choice_ids[sample.choice_index]) if sample.is_choice else _action_of(sample)
+        groups.setdefault((sample.env_id, sample.role, taken), []).append(sample)
+    for group in groups.values():
+        mean = sum(s.advantage for s in group) / len(group)
+        for sample in group:
+            sample.advantage -= mean
+    return samples
+
+
 def compute_advantages(
     samples: list[TurnSample], method: str, state: AdvantageState | None = None, *, eps: float = DEFAULT_EPS
 ) -> list[TurnSample]:

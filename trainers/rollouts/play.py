@@ -33,7 +33,9 @@ from envs.game_env import GameEnv, agent_name
 from envs.opponents import Opponent
 from envs.tasks import task_hooks
 from trainers.run import seeds
-from trainers.rollouts.decision_credit import DECISION_GAP_KEY, DECISION_REGRET_KEY, GAME_CREDITS, decision_gaps, immediate_margin_changes
+from trainers.rollouts.decision_credit import (
+    COUNTERFACTUAL_CREDITS, DECISION_GAP_KEY, DECISION_REGRET_KEY, GAME_CREDITS, decision_gaps, option_values,
+)
 from trainers.rollouts.parts import PART_GAP_KEY, TASK_CREDITS, answer_in_parts, counterfactual_gaps
 from trainers.rollouts.policy import LanguagePolicy
 from trainers.rollouts.rewards import MARGIN_KEY, assign_rewards, margin_now
@@ -130,14 +132,16 @@ def play_games(
     (``trainers.rollouts.thinking``): plain, one call per round; Markovian, one chunk of every open
     trace per round, a turn being played once its trace is over. `reward` is what the
     samples are trained on (``trainers.rollouts.rewards``); results report the outcome.
-    ``credit="counterfactual"`` (choice mode) writes the counterfactual advantage of every
-    choice whose options settle the mover's margin at once into ``info[DECISION_GAP_KEY]``,
-    and its regret into ``info[DECISION_REGRET_KEY]`` (``trainers.rollouts.decision_credit``).
+    ``credit="counterfactual"`` (or ``"counterfactual_centered"``; choice mode) writes the
+    counterfactual advantage of every choice whose options settle the mover's margin at once
+    into ``info[DECISION_GAP_KEY]``, and its regret into ``info[DECISION_REGRET_KEY]``;
+    ``credit="solved"`` does the same with the options' values under perfect play
+    (``trainers.rollouts.decision_credit``).
     """
     if credit not in GAME_CREDITS:
         raise ValueError(f"unknown game credit {credit!r}; valid: {', '.join(GAME_CREDITS)}")
-    if credit == "counterfactual" and policy.mode != "choice":
-        raise ValueError(f"game_credit=counterfactual credits choices by the policy's own distribution; this policy answers in {policy.mode} mode")
+    if credit in COUNTERFACTUAL_CREDITS and policy.mode != "choice":
+        raise ValueError(f"game_credit={credit} credits choices by the policy's own distribution; this policy answers in {policy.mode} mode")
     timing = RolloutTiming()
     rng = random.Random(seed)
     with timing.measure("env"):
@@ -225,9 +229,9 @@ def _answer_learner_turns(setups, games, session, timing, samples_per_game, answ
                 info[TURN_KEY] = env.turns
             parsed = prompt.parse(reply.text)
             gaps = None
-            if credit == "counterfactual":
-                changes = immediate_margin_changes(env.state, player, prompt.action_ids)
-                gaps = decision_gaps(reply.decision, prompt.choices, prompt.chained, changes)
+            if credit in COUNTERFACTUAL_CREDITS:
+                values = option_values(credit, env.state, player, prompt.action_ids)
+                gaps = decision_gaps(reply.decision, prompt.choices, prompt.chained, values)
             env.step(reply.text)
             turn_samples = reply.samples(
                 setup.env_id,

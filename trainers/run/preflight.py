@@ -14,6 +14,8 @@ def preflight(config: TrainConfig) -> dict | None:
     """Every check that can fail before the model loads or anything is written; returns the
     saved config of a resumed run. Raises ValueError naming what is wrong."""
     from envs.opponents import ALL_OPPONENTS, make_opponent
+    from games.positions import DEFAULT_MAX_DECISION_POSITIONS, small_position_graph
+    from trainers.rollouts.decision_credit import MARGIN_CREDITS
     from trainers.models import check_model_name
     from trainers.evaluation.out_of_domain import check_ood_envs
 
@@ -54,7 +56,14 @@ def preflight(config: TrainConfig) -> dict | None:
         if not game_env_objects or config.mode != "choice":
             raise ValueError(f"game_credit={config.game_credit} credits game choices by the policy's choice distribution; "
                              + (f"{', '.join(config.env)} has no game env" if not game_env_objects else f"games answer in mode={config.mode} (use mode=choice)"))
-        _require_margin(game_env_objects, f"game_credit={config.game_credit} values a choice's options by", "use game_credit=turn")
+        if config.game_credit in MARGIN_CREDITS:
+            _require_margin(game_env_objects, f"game_credit={config.game_credit} values a choice's options by", "use game_credit=turn")
+        else:
+            unsolvable = [env_id for env_id, env in game_env_objects.items() if small_position_graph(env.game) is None]
+            if unsolvable:
+                raise ValueError(f"game_credit=solved values a choice's options by solving the game over its positions "
+                                 f"(games/positions.py); {', '.join(unsolvable)} cannot be (no position_key, chance, or more "
+                                 f"than {DEFAULT_MAX_DECISION_POSITIONS:,} positions): use game_credit=turn")
     from trainers.learning.diagnostics import diagnosed_trees
 
     diagnosed_trees(config, game_env_objects)

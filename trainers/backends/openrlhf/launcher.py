@@ -137,7 +137,7 @@ REFUSED_KEYS = {
     "choice_chain": "the job plays choice mode as direct (free text), where no turn is chained; chained choices run with backend=local or ray",
     "task_mode": "the job's agent answers tasks in the games' free-text mode (direct, or think with mode=think); part-by-part choices run with backend=local or ray",
     "task_credit": "the job's agent answers tasks in free text (no parts to credit); task_credit=counterfactual runs with backend=local",
-    "game_credit": "the job plays choice mode as direct (free text), where a choice has no distribution over its options to credit; game_credit=counterfactual runs with backend=local or ray",
+    "game_credit": "the job plays choice mode as direct (free text), where a choice has no distribution over its options to credit; game_credit=counterfactual, counterfactual_centered and solved run with backend=local or ray",
     "reward": "one OpenRLHF agent execution returns one reward for all of a seat's turns, so a turn cannot be credited with its own margin; reward=margin and turn_margin run with backend=local or ray",
     "thinking": "Markovian thinking resets the context between chunks, and one OpenRLHF agent execution returns one token sequence",
     "chunk": "it applies to thinking=markovian (see thinking)",
