@@ -31,10 +31,10 @@ removes that common part: each option's credits are centred over the step's choi
 took it, so the accepts of the step sum to zero credit and so do the denies, and what is
 left says only "this answer is better here than it is on average elsewhere", which the
 policy can follow only by telling good offers from bad ones (what ``action_centered`` does
-for Kuhn Poker's cards). In the first run recorded, against random with the offer notes,
-the rate still fell as a whole first (0.68 -> 0.03 by step 10), then came back for good
-offers only: by step 20 it accepted 56% of the offers that put it ahead and 0.6% of the
-others, and beat random by +0.675 (untrained +0.225).
+for Kuhn Poker's cards). In the three runs recorded, against random with the offer notes,
+the rate first moved as a whole (down to 0.03 and 0.23 by step 10, or up to 0.92), then
+came apart: by step 20 each accepted 56-91% of the offers that put it ahead and under 3%
+of the others, and beat random by +0.675 to +0.925.
 
 ``game_credit=solved`` takes ``Q(o)`` from the whole game instead of the next move: in a game
 small enough to solve over its positions (TicTacToe's 5,478 boards, `games.positions`), Q(o)
